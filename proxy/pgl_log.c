@@ -1,0 +1,70 @@
+#include "pgl_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static bool log_json;
+static pgl_log_level log_min = PGL_LOG_INFO;
+
+static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR", "FATAL"};
+
+void pgl_log_setup(bool json, pgl_log_level min_level)
+{
+    log_json = json;
+    log_min = min_level;
+}
+
+/* Appends `s` to out as a JSON string body (no quotes). */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void pgl_log(pgl_log_level level, const char *ctx, const char *fmt, ...)
+{
+    if (level < log_min)
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+
+    /* One fputs per line so concurrent writers (workers) never interleave. */
+    char line[4608];
+    if (log_json) {
+        char emsg[4096 / 2], ectx[256] = "";
+        json_escape(emsg, sizeof emsg, msg);
+        if (ctx != NULL)
+            json_escape(ectx, sizeof ectx, ctx);
+        snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",%s%s%s\"msg\":\"%s\"}\n",
+                 when, level_names[level], ctx ? "\"ctx\":\"" : "", ectx, ctx ? "\"," : "", emsg);
+    } else {
+        snprintf(line, sizeof line, "%s %s %s%s%s\n", when, level_names[level], ctx ? ctx : "",
+                 ctx ? ": " : "", msg);
+    }
+    fputs(line, stderr);
+}

@@ -1,0 +1,34 @@
+/*
+ * pgl_log — the one place where log lines are formatted.
+ *
+ * One line per event, text or JSON (log_format). Callers pass a context
+ * prefix such as "C-42 appdb/app@127.0.0.1:51234" so every line about a
+ * connection can be found by its id. Never pass a password, token,
+ * secret_id, SCRAM key or full lease_id: nothing here could tell them apart.
+ */
+#ifndef PGL_LOG_H
+#define PGL_LOG_H
+
+#include <stdbool.h>
+
+typedef enum {
+    PGL_LOG_DEBUG = 0,
+    PGL_LOG_INFO,
+    PGL_LOG_WARNING,
+    PGL_LOG_ERROR,
+    PGL_LOG_FATAL,
+} pgl_log_level;
+
+/* Process-wide settings, set once at start-up and on reload (loop thread). */
+void pgl_log_setup(bool json, pgl_log_level min_level);
+
+/* Writes one line to stderr. `ctx` may be NULL. */
+void pgl_log(pgl_log_level level, const char *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define pgl_log_debug(ctx, ...) pgl_log(PGL_LOG_DEBUG, ctx, __VA_ARGS__)
+#define pgl_log_info(ctx, ...) pgl_log(PGL_LOG_INFO, ctx, __VA_ARGS__)
+#define pgl_log_warning(ctx, ...) pgl_log(PGL_LOG_WARNING, ctx, __VA_ARGS__)
+#define pgl_log_error(ctx, ...) pgl_log(PGL_LOG_ERROR, ctx, __VA_ARGS__)
+
+#endif
