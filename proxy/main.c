@@ -2,6 +2,7 @@
  * pglease entry point: command line, configuration, then the proxy.
  */
 #include "pgl_conf.h"
+#include "pgl_proxy.h"
 #include "pgl_version.h"
 
 #include <getopt.h>
@@ -23,6 +24,7 @@ static void usage(FILE *out)
             "  -c, --config FILE  configuration file (ini)\n"
             "      --check        parse and validate the configuration, then exit:\n"
             "                     0 if it is valid, 1 if not\n"
+            "  -v, --verbose      log debug lines too (per-connection state changes)\n"
             "  -V, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
             "\n"
@@ -39,21 +41,25 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, OPT_CHECK},
+        {"verbose", no_argument, NULL, 'v'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config = NULL;
-    int check = 0, c;
+    int check = 0, verbose = 0, c;
 
     opterr = 0; /* we print our own message, then the usage */
-    while ((c = getopt_long(argc, argv, ":c:Vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":c:vVh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
             break;
         case OPT_CHECK:
             check = 1;
+            break;
+        case 'v':
+            verbose = 1;
             break;
         case 'V':
             printf("pglease %s\n", PGL_VERSION);
@@ -96,7 +102,7 @@ int main(int argc, char **argv)
         pgl_conf_free(conf);
         return 0;
     }
+    int rc = pgl_proxy_run(conf, config, verbose != 0);
     pgl_conf_free(conf);
-    fprintf(stderr, "pglease: serving clients is not built yet\n");
-    return 1;
+    return rc;
 }

@@ -1,0 +1,570 @@
+#include "pgl_conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+
+/* Own-output cap: the admin console's largest answers stay far below it. */
+#define OUT_MAX (64u * 1024 * 1024)
+
+/* ---- buffer pool ------------------------------------------------------------ */
+
+void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size)
+{
+    memset(bp, 0, sizeof *bp);
+    bp->size = size;
+}
+
+void pgl_bufpool_free(pgl_bufpool *bp)
+{
+    for (size_t i = 0; i < bp->nfree; i++)
+        free(bp->free[i]);
+    free(bp->free);
+    memset(bp, 0, sizeof *bp);
+}
+
+static void *bufpool_get(pgl_bufpool *bp)
+{
+    bp->in_use++;
+    if (bp->nfree > 0)
+        return bp->free[--bp->nfree];
+    void *b = malloc(bp->size);
+    if (b == NULL)
+        bp->in_use--;
+    return b;
+}
+
+static void bufpool_put(pgl_bufpool *bp, void *b)
+{
+    bp->in_use--;
+    /* Keep at most as many spare buffers as are in use: a burst's worth. */
+    if (bp->nfree < bp->in_use + 16) {
+        if (bp->nfree == bp->cap) {
+            size_t ncap = bp->cap ? bp->cap * 2 : 64;
+            void **grown = realloc(bp->free, ncap * sizeof *grown);
+            if (grown == NULL) {
+                free(b);
+                return;
+            }
+            bp->free = grown;
+            bp->cap = ncap;
+        }
+        bp->free[bp->nfree++] = b;
+        return;
+    }
+    free(b);
+}
+
+static void step_handshake(pgl_conn *c);
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void fail(pgl_conn *c, pgl_conn_failure why)
+{
+    if (!c->closed)
+        c->ops->failed(c, why);
+}
+
+static int ensure_buf(pgl_conn *c)
+{
+    if (c->buf != NULL)
+        return 0;
+    c->buf = bufpool_get(c->bufs);
+    if (c->buf == NULL)
+        return -ENOMEM;
+    c->cap = c->bufs->size;
+    c->head = c->scan = c->tail = 0;
+    return 0;
+}
+
+/* Returns an empty standard buffer to the pool; big ones are just freed. */
+static void maybe_release_buf(pgl_conn *c)
+{
+    if (c->buf == NULL || c->head != c->tail || c->fwd_left != 0)
+        return;
+    if (c->cap == c->bufs->size) {
+        bufpool_put(c->bufs, c->buf);
+    } else {
+        free(c->buf);
+        c->bufs->in_use--;
+    }
+    c->buf = NULL;
+    c->cap = c->head = c->scan = c->tail = 0;
+}
+
+/* Moves unwritten bytes to the front to make room at the end. */
+static void compact(pgl_conn *c)
+{
+    if (c->head == 0)
+        return;
+    memmove(c->buf, c->buf + c->head, c->tail - c->head);
+    c->scan -= c->head;
+    c->tail -= c->head;
+    c->head = 0;
+}
+
+/* Grows the buffer so one whole message of `total` bytes fits. */
+static int grow_for(pgl_conn *c, uint32_t total)
+{
+    compact(c);
+    if (total <= c->cap)
+        return 0;
+    uint8_t *nb = malloc(total);
+    if (nb == NULL)
+        return -ENOMEM;
+    memcpy(nb, c->buf, c->tail);
+    if (c->cap == c->bufs->size) {
+        bufpool_put(c->bufs, c->buf);
+        c->bufs->in_use++; /* the big buffer counts as one in use */
+    } else {
+        free(c->buf);
+    }
+    c->buf = nb;
+    c->cap = total;
+    return 0;
+}
+
+/* ---- output ---------------------------------------------------------------------- */
+
+/* Writes own output. true when all of it is out. Failure is reported. */
+static bool flush_out(pgl_conn *c)
+{
+    while (c->out_pos < c->out_len) {
+        int want = 0;
+        ssize_t n = pgl_io_write(&c->io, c->out + c->out_pos, c->out_len - c->out_pos, &want);
+        if (n == PGL_IO_AGAIN) {
+            c->writing_wanted = true;
+            return false;
+        }
+        if (n < 0) {
+            fail(c, PGL_CONN_IO_ERROR);
+            return false;
+        }
+        c->out_pos += (size_t)n;
+        c->bytes_out += (uint64_t)n;
+    }
+    c->out_pos = c->out_len = 0;
+    /* Idle clients should not hold the memory of a large admin answer. */
+    if (c->out_cap > 16384) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
+    return true;
+}
+
+int pgl_conn_send(pgl_conn *c, const void *data, size_t len)
+{
+    if (c->closed)
+        return 0;
+    if (c->out_len + len > c->out_cap) {
+        size_t ncap = c->out_cap ? c->out_cap : 1024;
+        while (ncap < c->out_len + len)
+            ncap *= 2;
+        if (ncap > OUT_MAX)
+            return -ENOMEM;
+        uint8_t *grown = realloc(c->out, ncap);
+        if (grown == NULL)
+            return -ENOMEM;
+        c->out = grown;
+        c->out_cap = ncap;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    flush_out(c);
+    if (!c->closed)
+        pgl_conn_update_events(c);
+    return 0;
+}
+
+bool pgl_conn_out_empty(const pgl_conn *c)
+{
+    return c->out_pos == c->out_len;
+}
+
+/*
+ * Writes [head, scan) to the peer. true when all of it is written; false
+ * when blocked (we wait for the peer to be writable) or when something
+ * failed (check `closed`).
+ */
+static bool flush_range(pgl_conn *c)
+{
+    pgl_conn *p = c->peer;
+    if (c->head == c->scan)
+        return true;
+    if (p == NULL || p->closed) {
+        c->head = c->scan; /* nobody to give them to */
+        return true;
+    }
+    if (!flush_out(p)) {
+        if (p->closed)
+            return false;
+        c->blocked_on = p;
+        pgl_conn_update_events(p);
+        return false;
+    }
+    while (c->head < c->scan) {
+        int want = 0;
+        ssize_t n = pgl_io_write(&p->io, c->buf + c->head, c->scan - c->head, &want);
+        if (n == PGL_IO_AGAIN) {
+            c->blocked_on = p;
+            p->writing_wanted = true;
+            pgl_conn_update_events(p);
+            return false;
+        }
+        if (n < 0) {
+            fail(p, PGL_CONN_IO_ERROR);
+            return false;
+        }
+        c->head += (uint32_t)n;
+        p->bytes_out += (uint64_t)n;
+    }
+    c->blocked_on = NULL;
+    if (c->head == c->tail && c->fwd_left == 0)
+        c->head = c->scan = c->tail = 0;
+    return true;
+}
+
+/* ---- input -------------------------------------------------------------------------- */
+
+/*
+ * Walks the messages in [scan, tail). Returns when more input is needed,
+ * when the owner said wait/stop, or when a message must wait for a flush.
+ */
+static void process(pgl_conn *c)
+{
+    while (!c->closed && !c->paused && !c->after_flush) {
+        if (c->fwd_left > 0) {
+            uint32_t take = c->tail - c->scan;
+            if (take > c->fwd_left)
+                take = c->fwd_left;
+            c->scan += take;
+            c->fwd_left -= take;
+            if (c->fwd_left > 0)
+                return;
+            continue;
+        }
+        uint32_t hdr = c->startup ? 4 : 5;
+        if (c->tail - c->scan < hdr)
+            return;
+        const uint8_t *h = c->buf + c->scan;
+        uint8_t type = c->startup ? 0 : h[0];
+        uint32_t len = be32(c->startup ? h : h + 1);
+        if (len < 4) {
+            fail(c, PGL_CONN_BAD_LENGTH);
+            return;
+        }
+        if (len > c->max_packet) {
+            fail(c, PGL_CONN_TOO_BIG);
+            return;
+        }
+        uint32_t total = len + (hdr - 4);
+        pgl_conn_action act = c->ops->decide(c, type, len);
+        if (c->closed)
+            return;
+        switch (act) {
+        case PGL_CONN_FORWARD:
+            c->fwd_left = total;
+            continue;
+        case PGL_CONN_WAIT:
+            c->paused = true;
+            return;
+        case PGL_CONN_INSPECT:
+            break;
+        case PGL_CONN_SKIP:
+        case PGL_CONN_STOP:
+            /* Not valid answers at a header: treat as a protocol failure. */
+            fail(c, PGL_CONN_BAD_LENGTH);
+            return;
+        }
+        if (total > c->cap && grow_for(c, total) != 0) {
+            fail(c, PGL_CONN_NO_MEMORY);
+            return;
+        }
+        if (c->tail - c->scan < total)
+            return;
+        /* The owner sees the message only once everything before it is out. */
+        if (!flush_range(c))
+            return;
+        act = c->ops->inspect(c, type, c->buf + c->scan + hdr, len - 4);
+        if (c->closed)
+            return;
+        switch (act) {
+        case PGL_CONN_FORWARD:
+            c->scan += total;
+            break;
+        case PGL_CONN_SKIP:
+            c->scan += total;
+            c->head = c->scan;
+            break;
+        case PGL_CONN_STOP:
+            c->scan += total;
+            c->head = c->scan;
+            c->paused = true;
+            return;
+        case PGL_CONN_WAIT:
+            c->paused = true;
+            return;
+        case PGL_CONN_INSPECT:
+            fail(c, PGL_CONN_BAD_LENGTH);
+            return;
+        }
+    }
+}
+
+/* Reads what the socket has, as long as there is room. false on failure. */
+static bool read_some(pgl_conn *c)
+{
+    if (ensure_buf(c) != 0) {
+        fail(c, PGL_CONN_NO_MEMORY);
+        return false;
+    }
+    if (c->tail == c->cap)
+        compact(c);
+    while (c->tail < c->cap) {
+        int want = 0;
+        size_t room = c->cap - c->tail;
+        ssize_t n = pgl_io_read(&c->io, c->buf + c->tail, room, &want);
+        if (n == PGL_IO_AGAIN) {
+            c->read_wants_write = want == UV_WRITABLE;
+            break;
+        }
+        if (n == 0) {
+            fail(c, PGL_CONN_EOF);
+            return false;
+        }
+        if (n < 0) {
+            fail(c, PGL_CONN_IO_ERROR);
+            return false;
+        }
+        c->read_wants_write = false;
+        c->tail += (uint32_t)n;
+        c->bytes_in += (uint64_t)n;
+        /* A short plain read drained the socket: skip the extra EAGAIN call. */
+        if ((size_t)n < room && pgl_io_pending(&c->io) == 0)
+            break;
+    }
+    return true;
+}
+
+/* Processes, flushes and runs after-flush hooks until nothing moves. */
+static void run_rounds(pgl_conn *c);
+
+static void run(pgl_conn *c)
+{
+    c->running++;
+    run_rounds(c);
+    c->running--;
+}
+
+static void run_rounds(pgl_conn *c)
+{
+    for (int rounds = 0; !c->closed && rounds < 64; rounds++) {
+        process(c);
+        if (c->closed)
+            return;
+        if (!flush_range(c))
+            return;
+        if (c->after_flush) {
+            c->after_flush = false;
+            c->ops->flushed(c);
+            continue;
+        }
+        /* TLS may hold decrypted bytes the socket will not signal again. */
+        if (!c->paused && c->buf != NULL && c->tail < c->cap && c->fwd_left == 0 &&
+            pgl_io_pending(&c->io) > 0) {
+            if (!read_some(c))
+                return;
+            continue;
+        }
+        break;
+    }
+    maybe_release_buf(c);
+}
+
+void pgl_conn_update_events(pgl_conn *c)
+{
+    if (c->closed || c->poller == NULL)
+        return;
+    int ev = 0;
+    if (c->handshake != NULL) {
+        if (pgl_poller_want(c->poller, c->handshake_want) != 0)
+            fail(c, PGL_CONN_IO_ERROR);
+        return;
+    }
+    bool room = c->buf == NULL || c->tail < c->cap || c->head > 0;
+    if (!c->paused && c->blocked_on == NULL && room && !c->after_flush)
+        ev |= UV_READABLE;
+    if (c->out_pos < c->out_len || c->writing_wanted || c->read_wants_write)
+        ev |= UV_WRITABLE;
+    if (pgl_poller_want(c->poller, ev) != 0)
+        fail(c, PGL_CONN_IO_ERROR);
+}
+
+static void on_poll(pgl_poller *p, void *arg, int status, int events)
+{
+    pgl_conn *c = arg;
+    (void)p;
+    if (status < 0) {
+        fail(c, PGL_CONN_IO_ERROR);
+        return;
+    }
+    if (c->handshake != NULL) {
+        step_handshake(c);
+        return;
+    }
+    if (events & UV_WRITABLE) {
+        c->writing_wanted = false;
+        if (!flush_out(c))
+            goto out;
+        /* Whoever waited to write to us may go on. */
+        pgl_conn *src = c->peer;
+        if (src != NULL && src->blocked_on == c) {
+            src->blocked_on = NULL;
+            run(src);
+            if (!src->closed)
+                pgl_conn_update_events(src);
+            if (c->closed)
+                return;
+        }
+    }
+    if ((events & UV_READABLE) || (c->read_wants_write && (events & UV_WRITABLE))) {
+        if (!c->paused && c->blocked_on == NULL && read_some(c))
+            run(c);
+    }
+out:
+    if (!c->closed)
+        pgl_conn_update_events(c);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static void setup(pgl_conn *c, SSL *ssl, int fd, const pgl_conn_ops *ops, pgl_bufpool *bufs,
+                  uint32_t max_packet)
+{
+    memset(c, 0, sizeof *c);
+    pgl_io_init(&c->io, fd, ssl);
+    c->ops = ops;
+    c->bufs = bufs;
+    c->max_packet = max_packet;
+}
+
+int pgl_conn_init(pgl_conn *c, uv_loop_t *loop, int fd, SSL *ssl, const pgl_conn_ops *ops,
+                  pgl_bufpool *bufs, uint32_t max_packet)
+{
+    setup(c, ssl, fd, ops, bufs, max_packet);
+    int rc = pgl_poller_open(loop, fd, on_poll, c, &c->poller);
+    if (rc != 0)
+        return rc;
+    pgl_conn_update_events(c);
+    return 0;
+}
+
+int pgl_conn_init_with_poller(pgl_conn *c, pgl_poller *poller, SSL *ssl,
+                              const pgl_conn_ops *ops, pgl_bufpool *bufs, uint32_t max_packet)
+{
+    setup(c, ssl, pgl_poller_fd(poller), ops, bufs, max_packet);
+    c->poller = poller;
+    pgl_poller_retarget(poller, on_poll, c);
+    pgl_conn_update_events(c);
+    return 0;
+}
+
+/* Advances the TLS handshake; reports the outcome once. */
+static void step_handshake(pgl_conn *c)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->handshake);
+    if (rc == 1) {
+        pgl_io_init(&c->io, c->io.fd, c->handshake);
+        c->handshake = NULL;
+        c->handshake_want = 0;
+        c->handshake_done(c, 0);
+        return;
+    }
+    int err = SSL_get_error(c->handshake, rc);
+    ERR_clear_error();
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        c->handshake_want = err == SSL_ERROR_WANT_READ ? UV_READABLE : UV_WRITABLE;
+        pgl_conn_update_events(c);
+        return;
+    }
+    c->handshake_want = 0;
+    c->handshake_done(c, -1);
+}
+
+void pgl_conn_start_tls(pgl_conn *c, SSL *ssl, void (*done)(pgl_conn *c, int ok))
+{
+    if (pgl_conn_has_input(c)) {
+        done(c, -1);
+        return;
+    }
+    c->handshake = ssl;
+    c->handshake_done = done;
+    SSL_set_accept_state(ssl);
+    step_handshake(c);
+}
+
+void pgl_conn_close(pgl_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    pgl_poller_close(c->poller);
+    c->poller = NULL;
+    if (c->peer != NULL && c->peer->blocked_on == c)
+        c->peer->blocked_on = NULL;
+    if (c->buf != NULL) {
+        c->head = c->tail;
+        c->fwd_left = 0;
+        maybe_release_buf(c);
+    }
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_pos = c->out_cap = 0;
+}
+
+void pgl_conn_set_peer(pgl_conn *c, pgl_conn *peer)
+{
+    c->peer = peer;
+    c->blocked_on = NULL;
+}
+
+void pgl_conn_pause(pgl_conn *c)
+{
+    c->paused = true;
+    pgl_conn_update_events(c);
+}
+
+void pgl_conn_resume(pgl_conn *c)
+{
+    if (c->closed)
+        return;
+    c->paused = false;
+    /* Resumed from inside our own decide()/inspect() (the pool linked a
+     * server synchronously): the outer loop carries on by itself, and a
+     * nested run would hand the same message over twice. */
+    if (c->running > 0)
+        return;
+    if (c->buf != NULL)
+        run(c);
+    if (!c->closed)
+        pgl_conn_update_events(c);
+}
+
+bool pgl_conn_mid_message(const pgl_conn *c)
+{
+    return c->fwd_left > 0 || c->head < c->scan;
+}
+
+bool pgl_conn_has_input(const pgl_conn *c)
+{
+    return c->buf != NULL && c->scan < c->tail;
+}

@@ -1,0 +1,156 @@
+/*
+ * pgl_conn — one side's byte stream, cut into protocol messages and
+ * forwarded to the peer without copying (PgBouncer's sbuf idea).
+ *
+ * Bytes read from the socket land in `buf`. The protocol owner is asked
+ * about each message at its 5-byte header (decide): stream it to the peer
+ * (bodies of any size pass through in buffer-sized pieces), inspect it
+ * first (the whole message must be in the buffer; small ones only in
+ * practice), or wait (stop here; the owner resumes later). Consecutive
+ * forwarded messages form one contiguous range of the buffer, written to
+ * the peer with one call. If the peer cannot take it all, this side stops
+ * reading until the peer is writable again: back-pressure, never unbounded
+ * buffering.
+ *
+ * Messages pglease writes itself (authentication, errors, internal
+ * queries) go through `out`, which is always flushed before forwarded bytes
+ * so the peer sees them in order.
+ *
+ * Callbacks may close the connection's owner; pgl_conn then notices
+ * `closed` and stops touching it. Owners free their object only from the
+ * proxy's deferred-free list, never inside a callback.
+ */
+#ifndef PGL_CONN_H
+#define PGL_CONN_H
+
+#include "pgl_io.h"
+#include "pgl_poller.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+typedef struct pgl_conn pgl_conn;
+
+/* decide() / inspect() answers. */
+typedef enum {
+    PGL_CONN_FORWARD = 0, /* pass the message to the peer */
+    PGL_CONN_INSPECT,     /* decide: call inspect() with the whole message */
+    PGL_CONN_SKIP,        /* inspect: drop the message */
+    PGL_CONN_WAIT,        /* stop before this message; the owner resumes */
+    PGL_CONN_STOP,        /* inspect: consume it, then stop (owner took over) */
+} pgl_conn_action;
+
+typedef enum {
+    PGL_CONN_EOF = 0,      /* peer closed the connection */
+    PGL_CONN_IO_ERROR,     /* reset, TLS failure */
+    PGL_CONN_TOO_BIG,      /* message longer than max_packet_size */
+    PGL_CONN_BAD_LENGTH,   /* length field below 4 */
+    PGL_CONN_NO_MEMORY,
+} pgl_conn_failure;
+
+typedef struct {
+    /* Called at each header; must be idempotent (it may be asked again). */
+    pgl_conn_action (*decide)(pgl_conn *c, uint8_t type, uint32_t len);
+    /* Called exactly once per inspected message; everything before it has
+     * been written to the peer. `body` excludes type and length. */
+    pgl_conn_action (*inspect)(pgl_conn *c, uint8_t type, const uint8_t *body, uint32_t len);
+    /* `after_flush` was set and everything forwarded so far is written. */
+    void (*flushed)(pgl_conn *c);
+    /* The stream failed; the owner must close. */
+    void (*failed)(pgl_conn *c, pgl_conn_failure why);
+} pgl_conn_ops;
+
+/* Buffers are recycled through a free list so the forwarding path never
+ * allocates once warm, and idle connections hold none. */
+typedef struct pgl_bufpool {
+    void **free;
+    size_t nfree, cap;
+    uint32_t size;
+    size_t in_use;
+} pgl_bufpool;
+
+struct pgl_conn {
+    pgl_io io;
+    pgl_poller *poller;
+    const pgl_conn_ops *ops;
+    pgl_bufpool *bufs;
+    pgl_conn *peer;       /* forwarding target, NULL when unlinked */
+    pgl_conn *blocked_on; /* the peer we wait to become writable */
+    uint32_t max_packet;
+
+    uint8_t *buf; /* NULL while empty and idle */
+    uint32_t cap;
+    uint32_t head; /* first byte not yet written to the peer (or consumed) */
+    uint32_t scan; /* first byte not yet given to decide/forward */
+    uint32_t tail; /* end of data read */
+    uint32_t fwd_left;  /* bytes of the message being streamed, not yet in [head, scan) */
+    bool startup;  /* messages have no type byte (startup phase) */
+    bool paused;   /* the owner stopped reading (e.g. waiting for a server) */
+    bool closed;   /* owner closed: stop everything */
+    bool after_flush;
+    bool writing_wanted; /* own output or a peer's range is waiting for us */
+    bool read_wants_write; /* TLS: the read needs the socket writable */
+    int running;   /* run() depth: resume() from a callback must not nest */
+
+    SSL *handshake; /* server-side TLS handshake running */
+    int handshake_want;
+    void (*handshake_done)(pgl_conn *c, int ok);
+
+    uint8_t *out; /* pglease's own messages */
+    size_t out_len, out_pos, out_cap;
+
+    uint64_t bytes_in, bytes_out;
+};
+
+void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size);
+void pgl_bufpool_free(pgl_bufpool *bp);
+
+/* Sets up `c` around an open socket; starts watching it. */
+int pgl_conn_init(pgl_conn *c, uv_loop_t *loop, int fd, SSL *ssl, const pgl_conn_ops *ops,
+                  pgl_bufpool *bufs, uint32_t max_packet) __attribute__((warn_unused_result));
+
+/* Takes over a poller already watching the socket (from libpq login). */
+int pgl_conn_init_with_poller(pgl_conn *c, pgl_poller *poller, SSL *ssl,
+                              const pgl_conn_ops *ops, pgl_bufpool *bufs, uint32_t max_packet)
+    __attribute__((warn_unused_result));
+
+/*
+ * Runs a server-side TLS handshake (SSL_accept) on the socket, then reads
+ * and writes through `ssl`. `done` gets 0, or -1 when the handshake failed.
+ * Bytes the client sent before the handshake and not yet processed are a
+ * protocol violation (they would be trusted as if encrypted): -1 as well.
+ */
+void pgl_conn_start_tls(pgl_conn *c, SSL *ssl, void (*done)(pgl_conn *c, int ok));
+
+/* Stops watching and releases buffers; the socket is closed by the owner. */
+void pgl_conn_close(pgl_conn *c);
+
+/* Queues one of pglease's own messages and tries to write it. 0 or -ENOMEM. */
+int pgl_conn_send(pgl_conn *c, const void *data, size_t len) __attribute__((warn_unused_result));
+
+/* Links `c` so its forwarded messages go to `peer` (NULL to unlink). */
+void pgl_conn_set_peer(pgl_conn *c, pgl_conn *peer);
+
+/* Stops reading and processing (the owner waits for something). */
+void pgl_conn_pause(pgl_conn *c);
+
+/* Resumes processing what is buffered, then reading. Safe to call any time. */
+void pgl_conn_resume(pgl_conn *c);
+
+/* Whether all own output is written. */
+bool pgl_conn_out_empty(const pgl_conn *c);
+
+/* Whether a message is half forwarded (a server lost now leaves the client's
+ * stream cut in the middle of a message). */
+bool pgl_conn_mid_message(const pgl_conn *c);
+
+/* Unprocessed bytes are buffered (e.g. the client sent more than one message). */
+bool pgl_conn_has_input(const pgl_conn *c);
+
+/* Recomputes the poll events from the state. */
+void pgl_conn_update_events(pgl_conn *c);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * pgl_list — intrusive doubly linked lists, the way objects move between
+ * states (idle servers, waiting clients...) without allocating.
+ */
+#ifndef PGL_LIST_H
+#define PGL_LIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct pgl_list {
+    struct pgl_list *next, *prev;
+} pgl_list;
+
+static inline void pgl_list_init(pgl_list *head)
+{
+    head->next = head->prev = head;
+}
+
+static inline bool pgl_list_empty(const pgl_list *head)
+{
+    return head->next == head;
+}
+
+/* A node that is in no list points to itself, so removing it twice is safe. */
+static inline void pgl_list_remove(pgl_list *node)
+{
+    node->prev->next = node->next;
+    node->next->prev = node->prev;
+    node->next = node->prev = node;
+}
+
+static inline void pgl_list_append(pgl_list *head, pgl_list *node)
+{
+    node->prev = head->prev;
+    node->next = head;
+    head->prev->next = node;
+    head->prev = node;
+}
+
+static inline void pgl_list_prepend(pgl_list *head, pgl_list *node)
+{
+    node->next = head->next;
+    node->prev = head;
+    head->next->prev = node;
+    head->next = node;
+}
+
+#define pgl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Iterates safely against removal of the current node. */
+#define pgl_list_foreach(pos, tmp, head)                                                          \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+
+static inline size_t pgl_list_count(const pgl_list *head)
+{
+    size_t n = 0;
+    for (const pgl_list *p = head->next; p != head; p = p->next)
+        n++;
+    return n;
+}
+
+#endif

@@ -1,0 +1,272 @@
+/*
+ * Listening sockets: TCP on listen_addr:listen_port ("*" = every IPv4 and
+ * IPv6 address) and the unix socket unix_socket_dir/.s.PGSQL.<port>.
+ *
+ * Sockets are made here rather than with uv_tcp_t because a client
+ * connection is a raw non-blocking fd watched by a pgl_poller (pgl_conn),
+ * the same as a server connection handed over by libpq. accept4 runs in a
+ * loop until EAGAIN so a burst of connects costs one wakeup.
+ */
+#include "pgl_log.h"
+#include "pgl_proxy.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+
+#define BACKLOG 4096
+#define EMFILE_PAUSE_MS 100
+
+struct pgl_listener {
+    pgl_proxy *px;
+    pgl_listener *next;
+    int fd;
+    bool unix_socket;
+    char name[128];       /* for log lines */
+    char unix_path[108];  /* unlinked on close */
+    pgl_poller *poller;
+    uv_timer_t pause;     /* out of descriptors: retry later */
+    bool pause_open;
+};
+
+static void on_resume(uv_timer_t *t)
+{
+    pgl_listener *l = t->data;
+    if (pgl_poller_want(l->poller, UV_READABLE) != 0)
+        pgl_log_error(l->name, "cannot resume listening");
+}
+
+static void on_accept(pgl_poller *p, void *arg, int status, int events)
+{
+    pgl_listener *l = arg;
+    pgl_proxy *px = l->px;
+    (void)p;
+    (void)events;
+    if (status < 0) {
+        pgl_log_error(l->name, "listener error: %s", uv_strerror(status));
+        return;
+    }
+    /* Bounded so one listener cannot starve the rest of the loop. */
+    for (int i = 0; i < 256; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Keep the loop alive instead of spinning on a listener that
+                 * stays readable: stop watching for a moment. */
+                pgl_log_warning(l->name, "accept: %s; pausing %d ms", strerror(errno),
+                                EMFILE_PAUSE_MS);
+                pgl_poller_want(l->poller, 0);
+                uv_timer_start(&l->pause, on_resume, EMFILE_PAUSE_MS, 0);
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                pgl_log_warning(l->name, "accept: %s", strerror(errno));
+            }
+            return;
+        }
+        char addr[64] = "unix";
+        if (!l->unix_socket) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            char host[INET6_ADDRSTRLEN] = "?";
+            int port = 0;
+            if (ss.ss_family == AF_INET6) {
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+                inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+                port = ntohs(a->sin6_port);
+                snprintf(addr, sizeof addr, "[%s]:%d", host, port);
+            } else if (ss.ss_family == AF_INET) {
+                struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+                inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+                port = ntohs(a->sin_port);
+                snprintf(addr, sizeof addr, "%s:%d", host, port);
+            }
+        }
+        pgl_client_accept(px, fd, addr, l->unix_socket);
+    }
+}
+
+static int add_listener(pgl_proxy *px, int fd, bool unix_socket, const char *name,
+                        const char *unix_path)
+{
+    pgl_listener *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    l->px = px;
+    l->fd = fd;
+    l->unix_socket = unix_socket;
+    snprintf(l->name, sizeof l->name, "listen %s", name);
+    if (unix_path)
+        snprintf(l->unix_path, sizeof l->unix_path, "%s", unix_path);
+    uv_timer_init(px->loop, &l->pause);
+    l->pause.data = l;
+    l->pause_open = true;
+    int rc = pgl_poller_open(px->loop, fd, on_accept, l, &l->poller);
+    if (rc == 0)
+        rc = pgl_poller_want(l->poller, UV_READABLE);
+    l->next = px->listeners;
+    px->listeners = l;
+    if (rc != 0)
+        return rc;
+    pgl_log_info(NULL, "listening on %s", name);
+    return 0;
+}
+
+static int listen_tcp(pgl_proxy *px, const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    /* Resolution happens once at start-up, before the loop runs. */
+    int gai = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "listen_addr %s: %s", host, gai_strerror(gai));
+        return -EINVAL;
+    }
+    int opened = 0, last_errno = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        char name[96], h[INET6_ADDRSTRLEN] = "?";
+        if (ai->ai_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, h, sizeof h);
+        else
+            inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, h, sizeof h);
+        snprintf(name, sizeof name, ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", h, port);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, BACKLOG) != 0) {
+            last_errno = errno;
+            /* With "*", a host without IPv6 is not an error. */
+            if (!(strcmp(host, "*") == 0 && ai->ai_family == AF_INET6 &&
+                  errno == EADDRNOTAVAIL))
+                snprintf(err, errlen, "cannot listen on %s: %s", name, strerror(errno));
+            close(fd);
+            continue;
+        }
+        int rc = add_listener(px, fd, false, name, NULL);
+        if (rc != 0) {
+            freeaddrinfo(res);
+            snprintf(err, errlen, "cannot watch %s", name);
+            return rc;
+        }
+        opened++;
+    }
+    freeaddrinfo(res);
+    if (opened == 0) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(last_errno));
+        return -EADDRNOTAVAIL;
+    }
+    return 0;
+}
+
+static int listen_unix(pgl_proxy *px, const char *dir, int port, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.%d", dir, port);
+    if (n < 0 || (size_t)n >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "unix_socket_dir %s: path too long", dir);
+        return -ENAMETOOLONG;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -errno;
+    }
+    /* A stale socket from a crashed run would make bind fail; a live one
+     * means another pglease (or Postgres) owns the port. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+        close(fd);
+        snprintf(err, errlen, "%s is in use by another process", sa.sun_path);
+        return -EADDRINUSE;
+    }
+    unlink(sa.sun_path);
+    close(fd);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, BACKLOG) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", sa.sun_path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -EADDRNOTAVAIL;
+    }
+    chmod(sa.sun_path, 0777); /* like Postgres: access is decided by authentication */
+    return add_listener(px, fd, true, sa.sun_path, sa.sun_path);
+}
+
+int pgl_listeners_open(pgl_proxy *px, char *err, size_t errlen)
+{
+    const pgl_conf *conf = px->conf;
+    err[0] = '\0';
+    if (conf->listen_addr) {
+        char *list = strdup(conf->listen_addr);
+        if (list == NULL)
+            return -ENOMEM;
+        char *save = NULL;
+        for (char *h = strtok_r(list, ", ", &save); h; h = strtok_r(NULL, ", ", &save)) {
+            int rc = listen_tcp(px, h, conf->listen_port, err, errlen);
+            if (rc != 0) {
+                free(list);
+                return rc;
+            }
+        }
+        free(list);
+    }
+    if (conf->unix_socket_dir) {
+        int rc = listen_unix(px, conf->unix_socket_dir, conf->listen_port, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    if (px->listeners == NULL) {
+        snprintf(err, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static void on_pause_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void pgl_listeners_close(pgl_proxy *px)
+{
+    pgl_listener *l = px->listeners;
+    px->listeners = NULL;
+    while (l) {
+        pgl_listener *next = l->next;
+        pgl_poller_close(l->poller);
+        close(l->fd);
+        if (l->unix_path[0])
+            unlink(l->unix_path);
+        uv_close((uv_handle_t *)&l->pause, on_pause_closed);
+        l = next;
+    }
+}
+
+void pgl_listeners_pause(pgl_proxy *px, bool pause)
+{
+    for (pgl_listener *l = px->listeners; l; l = l->next)
+        pgl_poller_want(l->poller, pause ? 0 : UV_READABLE);
+}

@@ -1,0 +1,318 @@
+/*
+ * Pools: one per database. A pool hands idle servers to waiting clients in
+ * arrival order, opens servers (with its newest credential generation) up
+ * to its size when clients wait, keeps min_pool_size open, and retires
+ * servers that idled or lived too long.
+ *
+ * Upstream login failures back off exponentially (100 ms doubling to 10 s)
+ * so a wrong password or a down database never becomes a connection storm;
+ * clients waiting with no server at all get the failure as an error at
+ * once instead of hanging until query_wait_timeout.
+ */
+#include "pgl_log.h"
+#include "pgl_proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 10000
+
+/* ---- generations ------------------------------------------------------------- */
+
+static void free_generation(pgl_generation *g)
+{
+    free(g->user);
+    if (g->password != NULL) {
+        OPENSSL_cleanse(g->password, strlen(g->password));
+        free(g->password);
+    }
+    free(g);
+}
+
+/* Adds a generation bound to (user, password) as the newest one. */
+static pgl_generation *add_generation(pgl_pool *pool, const char *user, const char *password)
+{
+    pgl_generation *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->pool = pool;
+    g->id = ++pool->next_gen_id;
+    g->state = PGL_GEN_ACTIVE;
+    g->user = strdup(user);
+    g->password = password ? strdup(password) : NULL;
+    if (g->user == NULL || (password != NULL && g->password == NULL)) {
+        free_generation(g);
+        return NULL;
+    }
+    pgl_list_prepend(&pool->generations, &g->node);
+    return g;
+}
+
+static pgl_generation *newest_generation(pgl_pool *pool)
+{
+    if (pgl_list_empty(&pool->generations))
+        return NULL;
+    pgl_generation *g = pgl_container_of(pool->generations.next, pgl_generation, node);
+    return g->state == PGL_GEN_ACTIVE ? g : NULL;
+}
+
+void pgl_generation_server_gone(pgl_generation *g)
+{
+    /* Retired generations disappear with their last server; the Vault
+     * module hooks its lease revocation here. */
+    if (g->state != PGL_GEN_ACTIVE && g->nservers == 0) {
+        pgl_log_info(g->pool->name, "generation %llu drained", (unsigned long long)g->id);
+        pgl_list_remove(&g->node);
+        free_generation(g);
+    }
+}
+
+/* ---- pools --------------------------------------------------------------------- */
+
+static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
+{
+    const pgl_conf *conf = px->conf;
+    pgl_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL || (pool->name = strdup(db->name)) == NULL) {
+        free(pool);
+        return -1;
+    }
+    pool->px = px;
+    pool->db = db;
+    pgl_list_init(&pool->generations);
+    pgl_list_init(&pool->idle);
+    pgl_list_init(&pool->active);
+    pgl_list_init(&pool->connecting);
+    pgl_list_init(&pool->waiting);
+    pgl_list_init(&pool->login_wait);
+    pool->pool_size = db->pool_size >= 0 ? db->pool_size : conf->default_pool_size;
+    pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : conf->min_pool_size;
+    pool->mode = db->pool_mode >= 0 ? (pgl_conf_pool_mode)db->pool_mode : conf->pool_mode;
+    pgl_list_append(&px->pools, &pool->node);
+    if (db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
+        add_generation(pool, pgl_conf_database_param(db, "user"),
+                       pgl_conf_database_param(db, "password")) == NULL)
+        return -1;
+    return 0;
+}
+
+int pgl_pools_init(pgl_proxy *px)
+{
+    pgl_list_init(&px->pools);
+    for (size_t i = 0; i < px->conf->ndatabases; i++) {
+        if (px->conf->databases[i].creds_kind != PGL_CONF_CREDS_CONNINFO) {
+            pgl_log_error(NULL, "database \"%s\": Vault credentials (creds=) are not supported yet",
+                          px->conf->databases[i].name);
+            return -1;
+        }
+        if (pool_create(px, &px->conf->databases[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void pgl_pools_free(pgl_proxy *px)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        pgl_list *gp, *gt;
+        pgl_list_foreach(gp, gt, &pool->generations)
+        {
+            free_generation(pgl_container_of(gp, pgl_generation, node));
+        }
+        for (size_t i = 0; i < pool->nparams; i++) {
+            free(pool->params[i].name);
+            free(pool->params[i].value);
+        }
+        free(pool->params);
+        free(pool->name);
+        free(pool);
+    }
+    pgl_list_init(&px->pools);
+}
+
+pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (strcmp(pool->name, name) == 0)
+            return pool;
+    }
+    return NULL;
+}
+
+/* Opens one more server if the pool may and should. */
+static void maybe_connect(pgl_pool *pool, int wanted)
+{
+    pgl_proxy *px = pool->px;
+    uint64_t now = pgl_now_ms(px);
+    pgl_generation *gen = newest_generation(pool);
+    if (gen == NULL || px->shutting_down || now < pool->retry_after)
+        return;
+    int connecting = 0;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->connecting)
+    {
+        connecting++;
+    }
+    /* Do not open more than the clients waiting need, nor past the size. */
+    while (connecting < wanted && pool->nservers < pool->pool_size) {
+        if (pgl_server_connect(pool, gen) != 0) {
+            pgl_log_error(pool->name, "cannot start an upstream login");
+            return;
+        }
+        connecting++;
+    }
+}
+
+static int count(const pgl_list *head)
+{
+    int n = 0;
+    for (const pgl_list *p = head->next; p != head; p = p->next)
+        n++;
+    return n;
+}
+
+/* Hands idle servers to waiting clients, oldest waiter first. */
+static void serve(pgl_pool *pool)
+{
+    while (!pgl_list_empty(&pool->waiting) && !pgl_list_empty(&pool->idle) &&
+           !pool->px->paused) {
+        pgl_client *c = pgl_container_of(pool->waiting.next, pgl_client, wait_node);
+        pgl_server *s = pgl_container_of(pool->idle.next, pgl_server, node);
+        pgl_list_remove(&c->wait_node);
+        pgl_server_assign(s, c);
+    }
+}
+
+void pgl_pool_kick(pgl_pool *pool)
+{
+    serve(pool);
+    int wanted = count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    if (wanted > 0)
+        maybe_connect(pool, wanted);
+}
+
+void pgl_pool_want_server(pgl_pool *pool, pgl_client *client)
+{
+    if (client != NULL)
+        pgl_list_append(&pool->waiting, &client->wait_node);
+    pgl_pool_kick(pool);
+}
+
+void pgl_pool_server_ready(pgl_pool *pool, pgl_server *s)
+{
+    pgl_list_remove(&s->node);
+    pgl_list_prepend(&pool->idle, &s->node);
+    serve(pool);
+}
+
+void pgl_pool_forget_client(pgl_client *client)
+{
+    pgl_list_remove(&client->wait_node);
+}
+
+void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
+{
+    (void)gen;
+    pool->consecutive_failures = 0;
+    pool->retry_after = 0;
+    pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
+    if (pool->params != NULL)
+        return;
+    size_t n = 0;
+    for (const char *const *p = pgl_upstream_report_params; *p; p++)
+        n += PQparameterStatus(pg, *p) != NULL;
+    pool->params = calloc(n ? n : 1, sizeof *pool->params);
+    if (pool->params == NULL)
+        return;
+    for (const char *const *p = pgl_upstream_report_params; *p; p++) {
+        const char *v = PQparameterStatus(pg, *p);
+        if (v == NULL)
+            continue;
+        pgl_param *pp = &pool->params[pool->nparams];
+        pp->name = strdup(*p);
+        pp->value = strdup(v);
+        if (pp->name == NULL || pp->value == NULL) {
+            free(pp->name);
+            free(pp->value);
+            continue;
+        }
+        pool->nparams++;
+    }
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->login_wait)
+    {
+        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
+    }
+}
+
+void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
+                           const char *message)
+{
+    (void)gen;
+    pgl_proxy *px = pool->px;
+    uint64_t now = pgl_now_ms(px);
+    /* Clients must not read "wrong password" for pglease's upstream user. */
+    snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s",
+             strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate);
+    snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
+    pool->fail_time = now;
+    pool->consecutive_failures++;
+    uint64_t backoff = BACKOFF_MIN_MS;
+    for (int i = 1; i < pool->consecutive_failures && backoff < BACKOFF_MAX_MS; i++)
+        backoff *= 2;
+    if (backoff > BACKOFF_MAX_MS)
+        backoff = BACKOFF_MAX_MS;
+    pool->retry_after = now + backoff;
+
+    /* With servers still alive, waiting clients will be served by them;
+     * with none (besides the one failing now), waiting is hopeless. */
+    if (pool->nservers > 1)
+        return;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->login_wait)
+    {
+        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
+    }
+    pgl_list_foreach(pos, tmp, &pool->waiting)
+    {
+        pgl_client *c = pgl_container_of(pos, pgl_client, wait_node);
+        pgl_client_fail(c, "FATAL", pool->fail_sqlstate,
+                        "pglease could not log in to the upstream database \"%s\": %s",
+                        pool->name, pool->fail_message);
+    }
+}
+
+void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
+{
+    const pgl_conf *conf = pool->px->conf;
+    pgl_list *pos, *tmp;
+    /* Oldest idle servers are at the tail. */
+    for (pos = pool->idle.prev; pos != &pool->idle; pos = tmp) {
+        tmp = pos->prev;
+        pgl_server *s = pgl_container_of(pos, pgl_server, node);
+        bool too_old = conf->server_lifetime > 0 &&
+                       now - s->created > (uint64_t)conf->server_lifetime * 1000;
+        bool too_idle = conf->server_idle_timeout > 0 && pool->nservers > pool->min_pool_size &&
+                        now - s->last_used > (uint64_t)conf->server_idle_timeout * 1000;
+        if (too_old || too_idle) {
+            pgl_server_close(s, too_old ? "server_lifetime reached" : "server_idle_timeout reached");
+        }
+    }
+    /* Keep min_pool_size warm; retry logins clients are waiting for. */
+    int want = pool->min_pool_size - pool->nservers;
+    int waiting = count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    if (waiting > want)
+        want = waiting;
+    if (want > 0 && !pool->px->shutting_down)
+        maybe_connect(pool, want);
+}

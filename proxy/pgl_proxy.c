@@ -1,0 +1,324 @@
+/*
+ * The process: builds the proxy context from a config snapshot, runs the
+ * loop, and owns the things that are about time rather than bytes: the
+ * janitor (timeouts, pool sizing, shutdown sweep), the reaper (freeing
+ * closed objects outside callbacks), and the signals.
+ */
+#include "pgl_log.h"
+#include "pgl_proxy.h"
+#include "pgl_version.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#define JANITOR_MS 1000
+#define SHUTDOWN_SWEEP_MS 100
+/* Connection buffers: large enough for a typical result batch per read. */
+#define CONN_BUF_SIZE (32u * 1024)
+
+uint64_t pgl_now_ms(const pgl_proxy *px)
+{
+    return uv_now(px->loop);
+}
+
+/* ---- TLS for clients ---------------------------------------------------------- */
+
+/* RFC 5929 tls-server-end-point: the certificate hashed with its signature's
+ * digest, SHA-256 when that is MD5 or SHA-1. */
+static int cert_hash(SSL_CTX *ctx, uint8_t *out, size_t *len)
+{
+    X509 *cert = SSL_CTX_get0_certificate(ctx);
+    int md_nid = NID_undef, pk_nid;
+    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, &pk_nid))
+        return -1;
+    const EVP_MD *md = (md_nid == NID_md5 || md_nid == NID_sha1 || md_nid == NID_undef)
+                           ? EVP_sha256()
+                           : EVP_get_digestbynid(md_nid);
+    unsigned int n = 0;
+    if (md == NULL || X509_digest(cert, md, out, &n) != 1)
+        return -1;
+    *len = n;
+    return 0;
+}
+
+static int tls_setup(pgl_proxy *px, char *err, size_t errlen)
+{
+    const pgl_conf *conf = px->conf;
+    if (conf->client_tls_sslmode == PGL_CONF_TLS_DISABLE)
+        return 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, conf->client_tls_cert_file) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, conf->client_tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        unsigned long e = ERR_get_error();
+        snprintf(err, errlen, "client TLS certificate/key (%s, %s): %s",
+                 conf->client_tls_cert_file, conf->client_tls_key_file,
+                 e ? ERR_reason_error_string(e) : "unusable");
+        ERR_clear_error();
+        SSL_CTX_free(ctx);
+        return -1;
+    }
+    if (conf->auth_type == PGL_CONF_AUTH_CERT) {
+        /* The client must present a certificate signed by the CA our own
+         * certificate chain file names; its CN is the user name. */
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+        SSL_CTX_load_verify_locations(ctx, conf->client_tls_cert_file, NULL);
+    }
+    if (cert_hash(ctx, px->tls_cert_hash, &px->tls_cert_hash_len) != 0)
+        px->tls_cert_hash_len = 0; /* no channel binding, still TLS */
+    px->tls_ctx = ctx;
+    return 0;
+}
+
+/* ---- reaper and exit ------------------------------------------------------------ */
+
+static void stop_everything(pgl_proxy *px);
+
+static void reap(uv_check_t *h)
+{
+    pgl_proxy *px = h->data;
+    uv_check_stop(h);
+    px->reap_pending = false;
+    while (!pgl_list_empty(&px->zombie_clients)) {
+        pgl_client *c = pgl_container_of(px->zombie_clients.next, pgl_client, node);
+        pgl_list_remove(&c->node);
+        pgl_client_free(c);
+    }
+    while (!pgl_list_empty(&px->zombie_servers)) {
+        pgl_server *s = pgl_container_of(px->zombie_servers.next, pgl_server, node);
+        pgl_list_remove(&s->node);
+        pgl_server_free(s);
+    }
+    if (px->exit_requested)
+        stop_everything(px);
+}
+
+void pgl_proxy_reap_later(pgl_proxy *px)
+{
+    if (!px->reap_pending) {
+        px->reap_pending = true;
+        uv_check_start(&px->reaper, reap);
+    }
+}
+
+void pgl_proxy_maybe_exit(pgl_proxy *px)
+{
+    if (px->shutting_down && px->nclients == 0 && !px->exit_requested) {
+        px->exit_requested = true;
+        pgl_proxy_reap_later(px);
+    }
+}
+
+/* Last step of shutdown: no clients are left. Servers are closed (politely,
+ * with Terminate), handles stopped; uv_run then returns. */
+static void stop_everything(pgl_proxy *px)
+{
+    if (px->stopped)
+        return;
+    px->stopped = true;
+    pgl_log_info(NULL, "shutting down: closing %s", "server connections");
+    pgl_pools_free(px);
+    pgl_listeners_close(px);
+    uv_timer_stop(&px->janitor);
+    uv_signal_stop(&px->sig_term);
+    uv_signal_stop(&px->sig_int);
+    uv_signal_stop(&px->sig_hup);
+    uv_signal_stop(&px->sig_usr1);
+    uv_signal_stop(&px->sig_usr2);
+    uv_stop(px->loop);
+}
+
+/* ---- janitor ---------------------------------------------------------------------- */
+
+/* During shutdown: close every client that is between transactions. */
+static void shutdown_sweep(pgl_proxy *px, uint64_t now)
+{
+    bool deadline = now >= px->shutdown_deadline;
+    pgl_list *it, *tmp;
+    pgl_list_foreach(it, tmp, &px->clients)
+    {
+        pgl_client *c = pgl_container_of(it, pgl_client, node);
+        bool between = c->state != PGL_CLIENT_ACTIVE ||
+                       (c->link && c->link->state == PGL_SERVER_ACTIVE &&
+                        c->link->rfq_status == 'I' && c->link->expected_rfq == 0 &&
+                        !pgl_conn_mid_message(&c->conn) && !pgl_conn_mid_message(&c->link->conn));
+        if (between || deadline)
+            pgl_client_fail(c, "FATAL", "57P01", "terminating connection: pglease is shutting down");
+    }
+}
+
+static void on_janitor(uv_timer_t *t)
+{
+    pgl_proxy *px = t->data;
+    uint64_t now = pgl_now_ms(px);
+    if (px->shutting_down) {
+        shutdown_sweep(px, now);
+        pgl_proxy_maybe_exit(px);
+        return;
+    }
+    pgl_list *it, *tmp;
+    pgl_list_foreach(it, tmp, &px->clients)
+    {
+        pgl_client_janitor(pgl_container_of(it, pgl_client, node), now);
+    }
+    pgl_list_foreach(it, tmp, &px->pools)
+    {
+        pgl_pool_janitor(pgl_container_of(it, pgl_pool, node), now);
+    }
+}
+
+/* ---- signals ----------------------------------------------------------------------- */
+
+static void begin_shutdown(pgl_proxy *px, bool fast)
+{
+    uint64_t now = pgl_now_ms(px);
+    uint64_t grace = fast ? 0 : (uint64_t)px->conf->shutdown_timeout * 1000;
+    if (px->shutting_down) {
+        /* A second signal (or SIGINT after SIGTERM) shortens the wait. */
+        if (now + grace < px->shutdown_deadline)
+            px->shutdown_deadline = now + grace;
+    } else {
+        px->shutting_down = true;
+        px->shutdown_deadline = now + grace;
+        pgl_listeners_pause(px, true);
+        uv_timer_start(&px->janitor, on_janitor, 0, SHUTDOWN_SWEEP_MS);
+    }
+    pgl_log_info(NULL, "%s shutdown: %d clients, waiting up to %llu ms for transactions",
+                 fast ? "fast" : "graceful", px->nclients, (unsigned long long)grace);
+    pgl_proxy_maybe_exit(px);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    pgl_proxy *px = h->data;
+    switch (signum) {
+    case SIGTERM:
+        begin_shutdown(px, false);
+        break;
+    case SIGINT:
+        begin_shutdown(px, true);
+        break;
+    case SIGHUP:
+        /* Reload arrives with its own issue; until then say so. */
+        pgl_log_warning(NULL, "SIGHUP: configuration reload is not supported yet; "
+                              "restart to apply changes");
+        break;
+    case SIGUSR1:
+        pgl_log_info(NULL, "SIGUSR1: pausing (no new server work)");
+        px->paused = true;
+        break;
+    case SIGUSR2: {
+        pgl_log_info(NULL, "SIGUSR2: resuming");
+        px->paused = false;
+        pgl_list *it, *tmp;
+        pgl_list_foreach(it, tmp, &px->pools)
+        {
+            pgl_pool_kick(pgl_container_of(it, pgl_pool, node));
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- run ---------------------------------------------------------------------------- */
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
+{
+    (void)conf_path;
+    signal(SIGPIPE, SIG_IGN);
+    pgl_proxy px_storage, *px = &px_storage;
+    memset(px, 0, sizeof *px);
+    px->conf = conf;
+    px->loop = uv_default_loop();
+    pgl_list_init(&px->pools);
+    pgl_list_init(&px->clients);
+    pgl_list_init(&px->zombie_clients);
+    pgl_list_init(&px->zombie_servers);
+    pgl_bufpool_init(&px->bufs, CONN_BUF_SIZE);
+    pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON, verbose ? PGL_LOG_DEBUG : PGL_LOG_INFO);
+    char err[512] = "";
+    int exit_code = 1;
+
+    if (RAND_bytes(px->scram_mock_key, sizeof px->scram_mock_key) != 1) {
+        pgl_log(PGL_LOG_FATAL, NULL, "cannot draw random bytes");
+        return 1;
+    }
+    if (conf->auth_file != NULL) {
+        bool scram = conf->auth_type == PGL_CONF_AUTH_SCRAM;
+        if (pgl_userlist_load(conf->auth_file, scram, &px->users, err, sizeof err) != 0) {
+            pgl_log(PGL_LOG_FATAL, NULL, "auth_file: %s", err);
+            goto out;
+        }
+    }
+    if (tls_setup(px, err, sizeof err) != 0 || pgl_cancel_init(px) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "%s", err[0] ? err : "out of memory");
+        goto out;
+    }
+    if (pgl_pools_init(px) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "cannot set up the pools");
+        goto out;
+    }
+    uv_timer_init(px->loop, &px->janitor);
+    px->janitor.data = px;
+    uv_check_init(px->loop, &px->reaper);
+    px->reaper.data = px;
+    uv_signal_t *sigs[] = {&px->sig_term, &px->sig_int, &px->sig_hup, &px->sig_usr1,
+                           &px->sig_usr2};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < 5; i++) {
+        uv_signal_init(px->loop, sigs[i]);
+        sigs[i]->data = px;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    if (pgl_listeners_open(px, err, sizeof err) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
+        pgl_pools_free(px);
+        goto stop;
+    }
+    uv_timer_start(&px->janitor, on_janitor, JANITOR_MS, JANITOR_MS);
+    pgl_log_info(NULL, "pglease %s ready: %zu database(s), pool_mode=%s, auth_type=%s",
+                 PGL_VERSION, conf->ndatabases, pgl_conf_pool_mode_name(conf->pool_mode),
+                 pgl_conf_auth_type_name(conf->auth_type));
+    uv_run(px->loop, UV_RUN_DEFAULT);
+    exit_code = 0;
+    pgl_log_info(NULL, "bye");
+stop:
+    pgl_listeners_close(px);
+    uv_walk(px->loop, close_walk, NULL);
+    uv_run(px->loop, UV_RUN_DEFAULT);
+    reap(&px->reaper);
+out:
+    pgl_cancel_free(px);
+    pgl_userlist_free(px->users);
+    if (px->tls_ctx)
+        SSL_CTX_free(px->tls_ctx);
+    pgl_bufpool_free(&px->bufs);
+    uv_loop_close(px->loop);
+    OPENSSL_cleanse(px->scram_mock_key, sizeof px->scram_mock_key);
+    return exit_code;
+}

@@ -1,0 +1,302 @@
+/*
+ * pgl_proxy — the objects of the running proxy and how they refer to each
+ * other. Shared by the files of proxy/ only; nothing outside includes it.
+ *
+ *   pgl_proxy       one per process: loop, config snapshot, users, pools,
+ *                   listeners, clients, cancel keys, janitor timer.
+ *   pgl_pool        one per [databases] entry: generations, servers,
+ *                   waiting clients, the ParameterStatus set new clients get.
+ *   pgl_generation  one upstream credential of a pool; servers belong to it.
+ *   pgl_client      one application connection.
+ *   pgl_server      one upstream connection.
+ *   pgl_conn        the byte stream of either side (pgl_conn.h).
+ *
+ * Ownership: the proxy owns pools and clients; a pool owns its generations
+ * and servers. A client and a server are linked (client->link,
+ * server->link) only while the server works for that client.
+ *
+ * Memory policy: allocation failure on the connection path closes that
+ * connection (with 53200 when a message can still be sent); at start-up
+ * it is fatal.
+ */
+#ifndef PGL_PROXY_H
+#define PGL_PROXY_H
+
+#include "pgl_conf.h"
+#include "pgl_conn.h"
+#include "pgl_list.h"
+#include "pgl_pgwire_scram.h"
+#include "pgl_upstream.h"
+#include "pgl_userlist.h"
+#include "pgl_varcache.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+typedef struct pgl_proxy pgl_proxy;
+typedef struct pgl_pool pgl_pool;
+typedef struct pgl_generation pgl_generation;
+typedef struct pgl_client pgl_client;
+typedef struct pgl_server pgl_server;
+typedef struct pgl_upstream pgl_upstream;
+
+/* ---- clients ----------------------------------------------------------- */
+
+typedef enum {
+    PGL_CLIENT_TLS_HANDSHAKE = 0, /* SSLRequest answered 'S', TLS accept running */
+    PGL_CLIENT_STARTUP,           /* waiting for the startup packet */
+    PGL_CLIENT_AUTH,              /* password / SASL exchange running */
+    PGL_CLIENT_LOGIN_WAIT,        /* authenticated, waiting for the pool's parameters */
+    PGL_CLIENT_IDLE,              /* logged in, no server */
+    PGL_CLIENT_WAITING,           /* has a request, waits for a server */
+    PGL_CLIENT_ACTIVE,            /* linked to a server */
+    PGL_CLIENT_CLOSING,           /* flushing a last message, then closed */
+} pgl_client_state;
+
+typedef enum {
+    PGL_AUTH_STEP_NONE = 0,
+    PGL_AUTH_STEP_MD5,        /* sent AuthenticationMD5Password */
+    PGL_AUTH_STEP_SASL_INIT,  /* sent AuthenticationSASL */
+    PGL_AUTH_STEP_SASL_FINAL, /* sent AuthenticationSASLContinue */
+} pgl_auth_step;
+
+struct pgl_client {
+    pgl_conn conn;
+    pgl_proxy *px;
+    pgl_client_state state;
+    uint64_t id;
+    pgl_list node;      /* px->clients */
+    pgl_list wait_node; /* pool->waiting while WAITING / LOGIN_WAIT */
+    pgl_list hash_node; /* cancel key bucket */
+    pgl_pool *pool;     /* NULL for the admin console */
+    pgl_server *link;
+    bool admin;
+    bool tls;
+    char user[64];
+    char database[64];
+    char addr[64];      /* "ip:port" or "unix" for log lines */
+    char log_ctx[232];
+    uint32_t cancel_pid, cancel_key;
+    pgl_varcache vars;  /* what the client expects on its server */
+
+    /* Authentication in progress. */
+    pgl_auth_step auth_step;
+    uint8_t md5_salt[4];
+    pgl_pgwire_scram_server *scram;
+    const pgl_user *auth_user; /* NULL when unknown: the exchange still runs */
+
+    uint64_t connect_time;  /* ms, loop clock */
+    uint64_t wait_since;    /* ms, when it started waiting for a server */
+    uint64_t last_activity; /* ms */
+    uint64_t queries;
+};
+
+/* ---- servers ----------------------------------------------------------- */
+
+typedef enum {
+    PGL_SERVER_CONNECTING = 0, /* libpq login running */
+    PGL_SERVER_IDLE,           /* in the pool, ready */
+    PGL_SERVER_ACTIVE,         /* linked to a client, forwarding */
+    PGL_SERVER_INTERNAL,       /* running pglease's own query (reset, SETs) */
+    PGL_SERVER_CLOSED,         /* gone; freed when nothing refers to it */
+} pgl_server_state;
+
+/* What an internal query is for, i.e. what to do once it is done. */
+typedef enum {
+    PGL_SERVER_Q_NONE = 0,
+    PGL_SERVER_Q_RESET,    /* DISCARD ALL after a session: then idle */
+    PGL_SERVER_Q_SETVARS,  /* client parameters: then forward the client */
+} pgl_server_query;
+
+struct pgl_server {
+    pgl_conn conn;
+    pgl_pool *pool;
+    pgl_generation *gen;
+    pgl_server_state state;
+    pgl_server_query query;
+    uint64_t id;
+    pgl_list node;    /* pool->idle or pool->active or pool->connecting */
+    pgl_client *link;
+    pgl_upstream *up; /* while CONNECTING */
+    PGconn *pg;       /* after login; PQfinish on close */
+    int backend_pid;
+    pgl_varcache vars;
+    char log_ctx[160];
+    char rfq_status;        /* last ReadyForQuery status: 'I', 'T', 'E' */
+    uint32_t expected_rfq;  /* Query/Sync/FunctionCall sent and not yet answered */
+    bool query_failed;      /* the internal query got an ErrorResponse */
+    uint64_t created;       /* ms */
+    uint64_t last_used;     /* ms */
+};
+
+/* ---- pools and generations ------------------------------------------------ */
+
+typedef enum {
+    PGL_GEN_ACTIVE = 0, /* new servers use it */
+    PGL_GEN_DRAINING,   /* a newer generation took over; servers retire */
+    PGL_GEN_DEAD,       /* its credential no longer works */
+} pgl_generation_state;
+
+struct pgl_generation {
+    pgl_pool *pool;
+    uint64_t id;
+    pgl_generation_state state;
+    pgl_list node; /* pool->generations, newest first */
+    char *user;
+    char *password; /* wiped on free */
+    int nservers;
+};
+
+/* A ParameterStatus pair a new client receives. */
+typedef struct {
+    char *name;
+    char *value;
+} pgl_param;
+
+struct pgl_pool {
+    pgl_proxy *px;
+    char *name;
+    const pgl_conf_database *db; /* in px->conf */
+    pgl_list node;               /* px->pools */
+    pgl_list generations;
+    pgl_list idle;       /* servers, most recently used first */
+    pgl_list active;     /* linked or running an internal query */
+    pgl_list connecting; /* login in progress */
+    pgl_list waiting;    /* clients, FIFO */
+    pgl_list login_wait; /* clients waiting for `params` */
+    int nservers;        /* all of the above lists */
+    int pool_size, min_pool_size;
+    pgl_conf_pool_mode mode;
+    pgl_param *params; /* NULL until the first server logged in */
+    size_t nparams;
+    uint64_t next_gen_id;
+    /* Last upstream login failure, given to clients that waited for it. */
+    char fail_sqlstate[6];
+    char fail_message[256];
+    uint64_t fail_time;
+    int consecutive_failures;
+    uint64_t retry_after; /* ms: no new login attempt before this */
+    /* Counters for SHOW STATS. */
+    uint64_t total_xact, total_query, total_wait_us;
+};
+
+/* ---- the process ------------------------------------------------------------ */
+
+typedef struct pgl_listener pgl_listener;
+
+struct pgl_proxy {
+    uv_loop_t *loop;
+    pgl_conf *conf;
+    pgl_userlist *users;
+    SSL_CTX *tls_ctx; /* client side, NULL when disabled */
+    uint8_t tls_cert_hash[64];
+    size_t tls_cert_hash_len;
+    uint8_t scram_mock_key[PGL_PGWIRE_SCRAM_KEY_LEN];
+    pgl_bufpool bufs;
+    pgl_list pools;
+    pgl_list clients;
+    int nclients;
+    /* Closed objects wait here until the loop is outside every callback
+     * that may still hold a pointer to them; the reaper frees them. */
+    pgl_list zombie_clients;
+    pgl_list zombie_servers;
+    uv_check_t reaper;
+    bool reap_pending;
+    pgl_listener *listeners;
+    uv_timer_t janitor;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+    pgl_list *cancel_buckets;
+    size_t ncancel_buckets;
+    uint64_t next_client_id, next_server_id;
+    bool shutting_down;
+    bool exit_requested; /* no clients left: stop at the next reap */
+    bool stopped;
+    bool fast_shutdown;
+    bool paused;
+    uint64_t shutdown_deadline; /* ms */
+    int exit_code;
+};
+
+/* ---- functions across files ------------------------------------------------- */
+
+uint64_t pgl_now_ms(const pgl_proxy *px);
+
+/* pgl_listener.c: TCP and unix listeners, accept loop */
+int pgl_listeners_open(pgl_proxy *px, char *err, size_t errlen);
+/* Stops (or resumes) accepting, keeping the sockets: SIGUSR1/SIGUSR2, shutdown. */
+void pgl_listeners_pause(pgl_proxy *px, bool pause);
+void pgl_listeners_close(pgl_proxy *px);
+
+/* pgl_client.c */
+void pgl_client_accept(pgl_proxy *px, int fd, const char *addr, bool unix_socket);
+/* The pool assigned `server` to a waiting client; start forwarding. */
+void pgl_client_link(pgl_client *client, pgl_server *server);
+/* The pool's ParameterStatus set is known (or login failed): finish logins. */
+void pgl_client_login_ready(pgl_client *client);
+/* Ends a client, first sending an ErrorResponse when sqlstate is not NULL. */
+void pgl_client_fail(pgl_client *client, const char *severity, const char *sqlstate,
+                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void pgl_client_close(pgl_client *client);
+/* The linked server went away while the client needed it. */
+void pgl_client_server_lost(pgl_client *client, const char *why);
+/* Server bytes were flushed to the client: server may continue. */
+void pgl_client_janitor(pgl_client *client, uint64_t now);
+/* The linked server is ready for the client's bytes (after SETs). */
+void pgl_client_go(pgl_client *client);
+/* The server went back to the pool; the client idles until its next query. */
+void pgl_client_unlinked(pgl_client *client);
+void pgl_client_free(pgl_client *client);
+
+/* pgl_server.c */
+int pgl_server_connect(pgl_pool *pool, pgl_generation *gen);
+/* Gives a server to a client (links both, applies session parameters). */
+void pgl_server_assign(pgl_server *server, pgl_client *client);
+/* The client is done with the server (transaction or session ended). */
+void pgl_server_release(pgl_server *server);
+void pgl_server_close(pgl_server *server, const char *why);
+int pgl_server_cancel(pgl_server *server);
+void pgl_server_free(pgl_server *server);
+
+/* pgl_pool.c */
+int pgl_pools_init(pgl_proxy *px);
+void pgl_pools_free(pgl_proxy *px);
+pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
+/* A client needs a server: queue it and make sure one is coming. */
+void pgl_pool_want_server(pgl_pool *pool, pgl_client *client);
+/* A server became idle (or a new one logged in): serve the next waiter. */
+void pgl_pool_server_ready(pgl_pool *pool, pgl_server *server);
+/* Makes sure enough servers are coming for the waiting clients. */
+void pgl_pool_kick(pgl_pool *pool);
+/* A login succeeded: learn the ParameterStatus set, reset the backoff. */
+void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg);
+/* A login failed: back off, and tell the clients that waited for it. */
+void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
+                           const char *message);
+void pgl_generation_server_gone(pgl_generation *gen);
+void pgl_pool_janitor(pgl_pool *pool, uint64_t now);
+/* The client stopped waiting (closed, timed out). */
+void pgl_pool_forget_client(pgl_client *client);
+
+/* pgl_cancel.c */
+int pgl_cancel_init(pgl_proxy *px);
+void pgl_cancel_free(pgl_proxy *px);
+void pgl_cancel_register(pgl_proxy *px, pgl_client *client);
+void pgl_cancel_unregister(pgl_client *client);
+void pgl_cancel_request(pgl_proxy *px, uint32_t pid, uint32_t key);
+
+/* pgl_proxy.c */
+void pgl_proxy_maybe_exit(pgl_proxy *px);
+/* Schedules the reaper for the zombie lists. */
+void pgl_proxy_reap_later(pgl_proxy *px);
+/* Runs the proxy until shutdown; returns the process exit code. */
+int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose);
+
+/* pgl_admin.c: the admin console (database "pglease" or "pgbouncer") */
+int pgl_admin_welcome_params(pgl_client *client);
+void pgl_admin_query(pgl_client *client, uint8_t type, const uint8_t *body, uint32_t len);
+
+#endif

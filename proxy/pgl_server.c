@@ -1,0 +1,365 @@
+/*
+ * Server connections: libpq login (pgl_upstream), then raw forwarding,
+ * internal queries (DISCARD ALL after a session, parameter SETs before a
+ * client's first message), and retirement.
+ */
+#include "pgl_log.h"
+#include "pgl_msg.h"
+#include "pgl_proxy.h"
+#include "pgl_upstream.h"
+
+#include "pgl_pgwire_decode.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {"connecting", "idle", "active", "internal", "closed"};
+
+static void set_state(pgl_server *s, pgl_server_state to)
+{
+    static const unsigned allowed[] = {
+        [PGL_SERVER_CONNECTING] = 1u << PGL_SERVER_IDLE,
+        [PGL_SERVER_IDLE] = 1u << PGL_SERVER_ACTIVE | 1u << PGL_SERVER_INTERNAL,
+        [PGL_SERVER_ACTIVE] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_INTERNAL,
+        [PGL_SERVER_INTERNAL] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_ACTIVE,
+        [PGL_SERVER_CLOSED] = 0,
+    };
+    if (to != PGL_SERVER_CLOSED && !(allowed[s->state] & (1u << to))) {
+        pgl_log_error(s->log_ctx, "bug: server state %s -> %s", state_names[s->state],
+                      state_names[to]);
+        assert(0);
+    }
+    pgl_log_debug(s->log_ctx, "state %s -> %s", state_names[s->state], state_names[to]);
+    s->state = to;
+}
+
+static pgl_server *server_of(pgl_conn *conn)
+{
+    return pgl_container_of(conn, pgl_server, conn);
+}
+
+/* ---- closing ------------------------------------------------------------------ */
+
+void pgl_server_close(pgl_server *s, const char *why)
+{
+    if (s->state == PGL_SERVER_CLOSED)
+        return;
+    pgl_pool *pool = s->pool;
+    pgl_proxy *px = pool->px;
+    pgl_log_info(s->log_ctx, "closing server connection: %s", why);
+    bool was_connecting = s->state == PGL_SERVER_CONNECTING;
+    s->state = PGL_SERVER_CLOSED;
+    if (s->up != NULL) {
+        pgl_upstream_abort(s->up);
+        s->up = NULL;
+    }
+    pgl_client *client = s->link;
+    s->link = NULL;
+    if (!was_connecting) {
+        pgl_conn_close(&s->conn);
+        /* Say goodbye properly so Postgres does not log an unexpected EOF. */
+        if (s->pg != NULL)
+            PQfinish(s->pg);
+        s->pg = NULL;
+    }
+    pgl_varcache_clear(&s->vars);
+    pgl_list_remove(&s->node);
+    pool->nservers--;
+    s->gen->nservers--;
+    pgl_generation_server_gone(s->gen);
+    pgl_list_append(&px->zombie_servers, &s->node);
+    pgl_proxy_reap_later(px);
+    if (client != NULL) {
+        pgl_conn_set_peer(&client->conn, NULL);
+        pgl_client_server_lost(client, why);
+    }
+    /* Waiting clients may need a replacement. */
+    pgl_pool_kick(pool);
+    pgl_proxy_maybe_exit(px);
+}
+
+/* ---- internal queries ---------------------------------------------------------- */
+
+static void start_internal(pgl_server *s, pgl_server_query what, const char *sql)
+{
+    set_state(s, PGL_SERVER_INTERNAL);
+    s->query = what;
+    s->query_failed = false;
+    s->expected_rfq = 1;
+    if (pgl_msg_query(&s->conn, sql) != 0)
+        pgl_server_close(s, "out of memory");
+}
+
+/* The internal query ended with ReadyForQuery. */
+static void internal_done(pgl_server *s)
+{
+    pgl_server_query what = s->query;
+    s->query = PGL_SERVER_Q_NONE;
+    s->expected_rfq = 0; /* ours was answered; the client's count starts now */
+    if (s->query_failed || s->rfq_status != 'I') {
+        pgl_server_close(s, what == PGL_SERVER_Q_RESET ? "DISCARD ALL failed"
+                                                       : "setting session parameters failed");
+        return;
+    }
+    switch (what) {
+    case PGL_SERVER_Q_RESET:
+        set_state(s, PGL_SERVER_IDLE);
+        pgl_pool_server_ready(s->pool, s);
+        return;
+    case PGL_SERVER_Q_SETVARS:
+        set_state(s, PGL_SERVER_ACTIVE);
+        pgl_conn_set_peer(&s->conn, &s->link->conn);
+        pgl_client_go(s->link);
+        return;
+    case PGL_SERVER_Q_NONE:
+        break;
+    }
+}
+
+/* ---- assignment ------------------------------------------------------------------ */
+
+void pgl_server_assign(pgl_server *s, pgl_client *client)
+{
+    pgl_pool *pool = s->pool;
+    pgl_list_remove(&s->node);
+    pgl_list_append(&pool->active, &s->node);
+    s->link = client;
+    s->last_used = pgl_now_ms(pool->px);
+    s->expected_rfq = 0;
+    pgl_client_link(client, s);
+    pgl_conn_set_peer(&client->conn, &s->conn);
+
+    char sql[2048];
+    int n = pgl_varcache_apply_sql(&client->vars, &s->vars, sql, sizeof sql);
+    if (n > 0) {
+        /* The server's answers to our SETs are ours: no peer until done. */
+        pgl_conn_set_peer(&s->conn, NULL);
+        pgl_log_debug(s->log_ctx, "applying client parameters");
+        start_internal(s, PGL_SERVER_Q_SETVARS, sql);
+        return;
+    }
+    if (n < 0) {
+        pgl_server_close(s, "client parameters too long to apply");
+        return;
+    }
+    set_state(s, PGL_SERVER_ACTIVE);
+    pgl_conn_set_peer(&s->conn, &client->conn);
+    pgl_client_go(client);
+}
+
+void pgl_server_release(pgl_server *s)
+{
+    pgl_pool *pool = s->pool;
+    pgl_client *client = s->link;
+    s->link = NULL;
+    pgl_conn_set_peer(&s->conn, NULL);
+    s->last_used = pgl_now_ms(pool->px);
+    pool->total_xact++;
+    if (client != NULL)
+        pgl_client_unlinked(client);
+    if (s->state == PGL_SERVER_CLOSED)
+        return;
+    if (s->gen->state != PGL_GEN_ACTIVE) {
+        pgl_server_close(s, "its credential generation is retiring");
+        return;
+    }
+    if (pool->mode == PGL_CONF_POOL_SESSION) {
+        /* The next session must not inherit this one's state. */
+        start_internal(s, PGL_SERVER_Q_RESET, "DISCARD ALL");
+        return;
+    }
+    set_state(s, PGL_SERVER_IDLE);
+    pgl_pool_server_ready(pool, s);
+}
+
+int pgl_server_cancel(pgl_server *s)
+{
+    if (s->pg == NULL)
+        return -1;
+    pgl_log_info(s->log_ctx, "cancelling the running query");
+    return pgl_upstream_cancel(s->pool->px->loop, s->pg, NULL, NULL);
+}
+
+/* ---- messages from the server ----------------------------------------------------- */
+
+static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
+{
+    const char *name, *value;
+    if (pgl_pgwire_parse_param_status(body, len, &name, &value) != 0)
+        return;
+    int v = pgl_varcache_lookup(name);
+    if (v < 0)
+        return;
+    pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
+    /* What the client set (SET DateStyle...) it expects on its next server. */
+    if (s->link != NULL && s->state == PGL_SERVER_ACTIVE)
+        pgl_varcache_set(&s->link->vars, (pgl_var)v, value, strlen(value));
+}
+
+static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
+{
+    pgl_server *s = server_of(conn);
+    (void)len;
+    if (s->state == PGL_SERVER_ACTIVE && type != 'Z' && type != 'S')
+        return PGL_CONN_FORWARD;
+    return PGL_CONN_INSPECT;
+}
+
+static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_t *body,
+                                      uint32_t len)
+{
+    pgl_server *s = server_of(conn);
+    if (type == 'S')
+        note_param(s, body, len);
+    switch (s->state) {
+    case PGL_SERVER_ACTIVE:
+        if (type == 'Z' && len >= 1) {
+            s->rfq_status = (char)body[0];
+            if (s->expected_rfq > 0)
+                s->expected_rfq--;
+            s->pool->total_query++;
+            /* Transaction pooling: give the server back once the client
+             * has the ReadyForQuery and nothing else is outstanding. */
+            if (s->pool->mode == PGL_CONF_POOL_TRANSACTION && s->rfq_status == 'I' &&
+                s->expected_rfq == 0)
+                conn->after_flush = true;
+        }
+        return PGL_CONN_FORWARD;
+    case PGL_SERVER_INTERNAL:
+        if (type == 'E')
+            s->query_failed = true;
+        if (type == 'Z' && len >= 1) {
+            s->rfq_status = (char)body[0];
+            internal_done(s);
+            /* Keep reading: the server now works for a client (or idles). */
+            return s->state == PGL_SERVER_CLOSED ? PGL_CONN_STOP : PGL_CONN_SKIP;
+        }
+        return PGL_CONN_SKIP;
+    case PGL_SERVER_IDLE:
+        /* Asynchronous chatter on an idle server: notices and parameter
+         * changes are harmless; anything else means it is in a state we do
+         * not know, e.g. FATAL before a shutdown. */
+        if (type == 'N' || type == 'S' || type == 'A')
+            return PGL_CONN_SKIP;
+        pgl_server_close(s, type == 'E' ? "server sent an error while idle"
+                                        : "unexpected message from an idle server");
+        return PGL_CONN_STOP;
+    case PGL_SERVER_CONNECTING:
+    case PGL_SERVER_CLOSED:
+        break;
+    }
+    return PGL_CONN_STOP;
+}
+
+static void server_flushed(pgl_conn *conn)
+{
+    pgl_server *s = server_of(conn);
+    /* The client may have sent more while the ReadyForQuery was on its way. */
+    if (s->state == PGL_SERVER_ACTIVE && s->rfq_status == 'I' && s->expected_rfq == 0 &&
+        s->pool->mode == PGL_CONF_POOL_TRANSACTION && !pgl_conn_mid_message(&s->link->conn))
+        pgl_server_release(s);
+}
+
+static void server_failed(pgl_conn *conn, pgl_conn_failure why)
+{
+    pgl_server *s = server_of(conn);
+    static const char *const reasons[] = {
+        [PGL_CONN_EOF] = "server closed the connection",
+        [PGL_CONN_IO_ERROR] = "server connection broken",
+        [PGL_CONN_TOO_BIG] = "server message larger than max_packet_size",
+        [PGL_CONN_BAD_LENGTH] = "invalid message from server",
+        [PGL_CONN_NO_MEMORY] = "out of memory",
+    };
+    pgl_server_close(s, reasons[why]);
+}
+
+static const pgl_conn_ops server_ops = {server_decide, server_inspect, server_flushed,
+                                        server_failed};
+
+/* ---- login -------------------------------------------------------------------------- */
+
+static void on_login(void *arg, pgl_upstream_result *res)
+{
+    pgl_server *s = arg;
+    pgl_pool *pool = s->pool;
+    s->up = NULL;
+    if (res->status != 0) {
+        pgl_log_warning(s->log_ctx, "upstream login failed: %s %s", res->sqlstate, res->message);
+        pgl_pool_login_failed(pool, s->gen, res->sqlstate, res->message);
+        pgl_server_close(s, "login failed");
+        return;
+    }
+    s->pg = res->pg;
+    s->backend_pid = res->backend_pid;
+    snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s pid=%d", (unsigned long long)s->id,
+             pool->name, s->backend_pid);
+    if (pgl_conn_init_with_poller(&s->conn, res->poller, res->ssl, &server_ops, &pool->px->bufs,
+                                  (uint32_t)pool->px->conf->max_packet_size) != 0) {
+        pgl_poller_close(res->poller);
+        s->state = PGL_SERVER_IDLE;
+        pgl_server_close(s, "cannot watch the server socket");
+        return;
+    }
+    for (int v = 0; v < PGL_VAR_COUNT; v++) {
+        const char *value = PQparameterStatus(s->pg, pgl_varcache_name((pgl_var)v));
+        if (value != NULL)
+            pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
+    }
+    pgl_log_info(s->log_ctx, "logged in as generation %llu%s", (unsigned long long)s->gen->id,
+                 res->ssl ? " (TLS)" : "");
+    pgl_list_remove(&s->node);
+    s->created = s->last_used = pgl_now_ms(pool->px);
+    s->rfq_status = 'I';
+    set_state(s, PGL_SERVER_IDLE);
+    pgl_pool_login_succeeded(pool, s->gen, s->pg);
+    pgl_pool_server_ready(pool, s);
+}
+
+int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
+{
+    pgl_proxy *px = pool->px;
+    pgl_server *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return -1;
+    s->pool = pool;
+    s->gen = gen;
+    s->id = ++px->next_server_id;
+    s->state = PGL_SERVER_CONNECTING;
+    pgl_list_init(&s->node);
+    snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
+
+    const pgl_conf_database *db = pool->db;
+    const char *keys[64], *values[64];
+    size_t n = 0;
+    for (size_t i = 0; i < db->nparams && n < 64; i++) {
+        if (strcmp(db->params[i].key, "user") == 0 || strcmp(db->params[i].key, "password") == 0)
+            continue;
+        keys[n] = db->params[i].key;
+        values[n++] = db->params[i].value;
+    }
+    pgl_upstream_params p = {
+        .keys = keys,
+        .values = values,
+        .n = n,
+        .user = gen->user,
+        .password = gen->password,
+        .application_name = "pglease",
+        .connect_timeout_ms = px->conf->server_connect_timeout * 1000,
+        .log_ctx = s->log_ctx,
+    };
+    if (pgl_upstream_start(px->loop, &p, on_login, s, &s->up) != 0) {
+        free(s);
+        return -1;
+    }
+    pgl_list_append(&pool->connecting, &s->node);
+    pool->nservers++;
+    gen->nservers++;
+    return 0;
+}
+
+void pgl_server_free(pgl_server *s)
+{
+    free(s);
+}

@@ -1,0 +1,109 @@
+#include "pgl_varcache.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Names as Postgres reports them in ParameterStatus. */
+static const char *const var_names[PGL_VAR_COUNT] = {
+    "client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings",
+    "application_name", "IntervalStyle", "search_path",
+};
+
+int pgl_varcache_lookup(const char *name)
+{
+    for (int i = 0; i < PGL_VAR_COUNT; i++)
+        if (strcasecmp(name, var_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *pgl_varcache_name(pgl_var v)
+{
+    return var_names[v];
+}
+
+int pgl_varcache_set(pgl_varcache *vc, pgl_var v, const char *value, size_t len)
+{
+    char *old = vc->values[v];
+    if (old != NULL && strlen(old) == len && memcmp(old, value, len) == 0)
+        return 0;
+    char *copy = strndup(value, len);
+    if (copy == NULL)
+        return -ENOMEM;
+    free(old);
+    vc->values[v] = copy;
+    return 0;
+}
+
+void pgl_varcache_clear(pgl_varcache *vc)
+{
+    for (int i = 0; i < PGL_VAR_COUNT; i++) {
+        free(vc->values[i]);
+        vc->values[i] = NULL;
+    }
+}
+
+int pgl_varcache_copy(pgl_varcache *dst, const pgl_varcache *src)
+{
+    for (int i = 0; i < PGL_VAR_COUNT; i++) {
+        if (src->values[i] != NULL &&
+            pgl_varcache_set(dst, (pgl_var)i, src->values[i], strlen(src->values[i])) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/*
+ * Appends an E'' string literal. E'' reads backslash escapes whatever the
+ * server's standard_conforming_strings is at that moment (a previous client
+ * may have turned it off), so escaping both \ and ' is always right.
+ */
+static int append_literal(char *sql, size_t cap, size_t *off, const char *s)
+{
+    if (*off + 3 >= cap)
+        return -1;
+    sql[(*off)++] = 'E';
+    sql[(*off)++] = '\'';
+    for (; *s; s++) {
+        if (*off + 3 >= cap)
+            return -1;
+        if (*s == '\'' || *s == '\\')
+            sql[(*off)++] = '\\';
+        sql[(*off)++] = *s;
+    }
+    sql[(*off)++] = '\'';
+    sql[*off] = '\0';
+    return 0;
+}
+
+static int append(char *sql, size_t cap, size_t *off, const char *s)
+{
+    size_t n = strlen(s);
+    if (*off + n + 1 >= cap)
+        return -1;
+    memcpy(sql + *off, s, n + 1);
+    *off += n;
+    return 0;
+}
+
+int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *server, char *sql,
+                           size_t cap)
+{
+    size_t off = 0;
+    int n = 0;
+    if (cap == 0)
+        return -1;
+    sql[0] = '\0';
+    for (int i = 0; i < PGL_VAR_COUNT; i++) {
+        const char *want = client->values[i], *have = server->values[i];
+        if (want == NULL || (have != NULL && strcmp(want, have) == 0))
+            continue;
+        if (append(sql, cap, &off, n++ == 0 ? "SELECT pg_catalog.set_config(" : ", pg_catalog.set_config(") ||
+            append_literal(sql, cap, &off, var_names[i]) || append(sql, cap, &off, ", ") ||
+            append_literal(sql, cap, &off, want) || append(sql, cap, &off, ", false)"))
+            return -1;
+    }
+    return (int)off;
+}

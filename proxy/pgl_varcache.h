@@ -1,0 +1,53 @@
+/*
+ * pgl_varcache — the session parameters a client expects to keep while it
+ * moves between server connections (transaction pooling).
+ *
+ * Each client and each server keeps one cache. Values come from the
+ * client's startup packet and from ParameterStatus messages; when a client
+ * lands on a server whose cache differs, pgl_varcache_apply_sql() yields the
+ * query that makes the server match.
+ */
+#ifndef PGL_VARCACHE_H
+#define PGL_VARCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    PGL_VAR_CLIENT_ENCODING = 0,
+    PGL_VAR_DATESTYLE,
+    PGL_VAR_TIMEZONE,
+    PGL_VAR_STANDARD_CONFORMING_STRINGS,
+    PGL_VAR_APPLICATION_NAME,
+    PGL_VAR_INTERVALSTYLE,
+    PGL_VAR_SEARCH_PATH, /* not reported by Postgres 15: known from startup only */
+    PGL_VAR_COUNT,
+} pgl_var;
+
+typedef struct {
+    char *values[PGL_VAR_COUNT]; /* NULL = unknown */
+} pgl_varcache;
+
+/* The variable called `name` (case-insensitive), or -1 when not tracked. */
+int pgl_varcache_lookup(const char *name);
+
+const char *pgl_varcache_name(pgl_var v);
+
+/* Stores a copy of `value` (len bytes). 0 or -ENOMEM. */
+int pgl_varcache_set(pgl_varcache *vc, pgl_var v, const char *value, size_t len);
+
+void pgl_varcache_clear(pgl_varcache *vc);
+
+/* Copies every known value of `src` into `dst`. 0 or -ENOMEM. */
+int pgl_varcache_copy(pgl_varcache *dst, const pgl_varcache *src);
+
+/*
+ * Writes into `sql` (capacity `cap`) one query setting on the server every
+ * variable the client knows and the server has differently, through
+ * pg_catalog.set_config (exact text semantics, quoting done here).
+ * Returns the length, 0 when nothing differs, or -1 when `cap` is too small.
+ */
+int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *server, char *sql,
+                           size_t cap);
+
+#endif
