@@ -75,13 +75,19 @@ static void update_ctx(pgl_client *c)
 
 void pgl_client_close(pgl_client *c)
 {
-    if (c->conn.closed)
+    if (c->conn.closed || c->closing)
         return;
+    /* Closing a server below calls back into the client (server lost):
+     * that must find it already on its way out. */
+    c->closing = true;
     pgl_proxy *px = c->px;
     pgl_log_debug(c->log_ctx, "closing");
     pgl_pool_forget_client(c);
     if (c->link != NULL) {
         pgl_server *s = c->link;
+        c->link = NULL;
+        s->link = NULL;
+        pgl_conn_set_peer(&s->conn, NULL);
         /* A server that is between transactions can serve someone else;
          * one in the middle of something is closed: its state is unknown. */
         bool clean = s->state == PGL_SERVER_ACTIVE && s->rfq_status == 'I' &&
@@ -91,7 +97,6 @@ void pgl_client_close(pgl_client *c)
             pgl_server_release(s);
         else
             pgl_server_close(s, "client went away in the middle of a transaction");
-        c->link = NULL;
     }
     pgl_cancel_unregister(c);
     if (c->scram != NULL) {
@@ -123,7 +128,7 @@ void pgl_client_close(pgl_client *c)
 void pgl_client_fail(pgl_client *c, const char *severity, const char *sqlstate, const char *fmt,
                      ...)
 {
-    if (c->conn.closed)
+    if (c->conn.closed || c->closing)
         return;
     char msg[512];
     va_list ap;

@@ -76,6 +76,7 @@ struct pgl_client {
     pgl_server *link;
     bool admin;
     bool tls;
+    bool closing;       /* pgl_client_close under way */
     char user[64];
     char database[64];
     char addr[64];      /* "ip:port" or "unix" for log lines */

@@ -1,0 +1,102 @@
+"""Running pglease in tests: a generated config and userlist, a free port,
+the process started and always stopped, its log kept for assertions."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build_dir():
+    return Path(os.environ.get("PGLEASE_BUILD_DIR", REPO / "build"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgLease:
+    """One pglease process. `users` maps local user -> userlist secret;
+    `databases` maps name -> conninfo; `settings` are extra [pglease] keys."""
+
+    def __init__(self, databases, users=None, settings=None, extra_sections=""):
+        self.dir = Path(tempfile.mkdtemp(prefix="pglease-"))
+        self.port = free_port()
+        self.users = users or {"alice": "secret", "admin": "adminpw"}
+        userlist = self.dir / "userlist.txt"
+        userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in self.users.items()))
+        lines = ["[pglease]",
+                 "listen_addr = 127.0.0.1",
+                 f"listen_port = {self.port}",
+                 f"unix_socket_dir = {self.dir}",
+                 f"auth_file = {userlist}",
+                 "admin_users = admin"]
+        for k, v in (settings or {}).items():
+            lines.append(f"{k} = {v}")
+        lines += ["", "[databases]"]
+        lines += [f"{name} = {conninfo}" for name, conninfo in databases.items()]
+        self.config = self.dir / "pglease.ini"
+        self.config.write_text("\n".join(lines) + "\n" + extra_sections)
+        self.log_path = self.dir / "pglease.log"
+        self.proc = None
+
+    def start(self, *args, wait=True):
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(build_dir() / "proxy" / "pglease"), *args, "-c", str(self.config)],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if wait:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"pglease exited {self.proc.returncode}:\n{self.log()}")
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return self
+                except OSError:
+                    time.sleep(0.05)
+            raise RuntimeError(f"pglease did not listen:\n{self.log()}")
+        return self
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def dsn(self, user="alice", dbname="app", password=None, **extra):
+        parts = {"host": "127.0.0.1", "port": self.port, "user": user, "dbname": dbname,
+                 "password": self.users.get(user, "x") if password is None else password,
+                 "connect_timeout": 10}
+        parts.update(extra)
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def rss_kb(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self, timeout=10):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc

@@ -1,0 +1,313 @@
+"""pglease as a Postgres proxy: real clients (psql, psycopg, pgbench)
+through it against a real PostgreSQL, in transaction and session mode,
+with the failures a production proxy must survive."""
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from pgcluster import PgCluster
+from pglease_proc import PgLease
+from pgraw import login_sqlstate
+
+UPSTREAM_USER = "pgl_app"
+UPSTREAM_PASSWORD = "upstream-pw-1"
+
+
+def superuser(pg, dbname="postgres"):
+    return psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
+                           dbname=dbname, autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    cluster = PgCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(pg):
+    """A login role owning database `proxied`, with pgbench tables."""
+    with superuser(pg) as c:
+        c.execute(f"DROP DATABASE IF EXISTS proxied")
+        c.execute(f"DROP ROLE IF EXISTS {UPSTREAM_USER}")
+        c.execute(f"CREATE ROLE {UPSTREAM_USER} LOGIN PASSWORD '{UPSTREAM_PASSWORD}'")
+        c.execute(f"CREATE DATABASE proxied OWNER {UPSTREAM_USER}")
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q",
+                    f"host=127.0.0.1 port={pg.port} user={UPSTREAM_USER} dbname=proxied "
+                    f"password={UPSTREAM_PASSWORD}"],
+                   check=True, capture_output=True, timeout=120)
+    return f"host=127.0.0.1 port={pg.port} dbname=proxied user={UPSTREAM_USER} " \
+           f"password={UPSTREAM_PASSWORD}"
+
+
+@pytest.fixture
+def proxy(upstream, request):
+    """pglease in the mode given by @pytest.mark.parametrize('proxy', [...],
+    indirect=True), transaction by default; settings may be a dict."""
+    param = getattr(request, "param", "transaction")
+    settings = {"pool_mode": param} if isinstance(param, str) else dict(param)
+    settings.setdefault("default_pool_size", 20)
+    p = PgLease({"app": upstream}, settings=settings)
+    p.start()
+    yield p
+    rc = p.stop()
+    assert rc == 0, p.log()
+    assert "bug:" not in p.log()
+
+
+def psql(p, sql, user="alice", dbname="app", password=None):
+    return subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql,
+                           p.dsn(user=user, dbname=dbname, password=password)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def pgbench(p, *args, timeout=120):
+    r = subprocess.run(["pgbench", "-n", *args, p.dsn()], capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("proxy", ["transaction", "session"], indirect=True)
+def test_psql_and_psycopg(proxy):
+    r = psql(proxy, "select current_user, 40 + 2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{UPSTREAM_USER}|42"
+    with psycopg.connect(proxy.dsn()) as c:
+        for i in range(20):
+            assert c.execute("select %s::int * 2", (i,)).fetchone()[0] == i * 2
+        with c.transaction():
+            c.execute("create temp table if not exists t(x int)" if False else "select 1")
+        assert c.info.parameter_status("server_version").startswith("15")
+
+
+def test_session_parameters_follow_the_client(upstream):
+    """Transaction mode with one server: two clients with different
+    TimeZone/application_name take turns on it and each sees its own."""
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+                                             "default_pool_size": 1}).start()
+    try:
+        a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True)
+        b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True)
+        a.execute("set timezone = 'Asia/Tokyo'")
+        b.execute("set timezone = 'America/New_York'")
+        for _ in range(5):
+            assert a.execute("show timezone").fetchone()[0] == "Asia/Tokyo"
+            assert a.execute("select current_setting('application_name')").fetchone()[0] \
+                == "client-a"
+            assert b.execute("show timezone").fetchone()[0] == "America/New_York"
+            assert b.execute("select current_setting('application_name')").fetchone()[0] \
+                == "client-b"
+        backends = {a.execute("select pg_backend_pid()").fetchone()[0],
+                    b.execute("select pg_backend_pid()").fetchone()[0]}
+        assert len(backends) == 1, "both clients should share the single server"
+        a.close()
+        b.close()
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("args", [["-S"], [], ["-M", "extended"]],
+                         ids=["select-only", "tpcb", "extended"])
+def test_pgbench_transaction_mode(proxy, args):
+    rc, out = pgbench(proxy, *args, "-c", "8", "-j", "2", "-T", "4")
+    assert rc == 0, out
+    assert "number of failed transactions: 0 " in out, out
+
+
+@pytest.mark.parametrize("proxy", ["session"], indirect=True)
+def test_pgbench_session_mode(proxy):
+    rc, out = pgbench(proxy, "-S", "-M", "prepared", "-c", "8", "-j", "2", "-T", "3")
+    assert rc == 0, out
+    assert "number of failed transactions: 0 " in out, out
+
+
+@pytest.mark.parametrize("proxy", [{"default_pool_size": 20, "max_client_conn": 600}],
+                         indirect=True)
+def test_500_clients_on_20_servers(proxy, pg):
+    rc, out = pgbench(proxy, "-S", "-c", "500", "-j", "2", "-t", "20", timeout=300)
+    assert rc == 0, out
+    assert "number of transactions actually processed: 10000/10000" in out, out
+    with superuser(pg) as c:
+        n = c.execute("select count(*) from pg_stat_activity where usename = %s",
+                      (UPSTREAM_USER,)).fetchone()[0]
+    assert n <= 20
+
+
+def test_login_errors(proxy):
+    port = proxy.port
+    assert login_sqlstate(port, "alice", "app", "secret") is None
+    assert login_sqlstate(port, "alice", "app", "wrong") == "28P01"
+    assert login_sqlstate(port, "mallory", "app", "secret") == "28P01"
+    assert login_sqlstate(port, "alice", "nosuchdb", "secret") == "3D000"
+    assert login_sqlstate(port, "alice", "pglease", "secret") == "28000"  # not an admin
+    # Same wording for unknown user and wrong password, apart from the name.
+    msgs = []
+    for user, pw in (("alice", "wrong"), ("mallory", "secret")):
+        with pytest.raises(psycopg.OperationalError) as e:
+            psycopg.connect(proxy.dsn(user=user, password=pw))
+        msgs.append(str(e.value).replace(user, "X"))
+    assert msgs[0] == msgs[1]
+
+
+@pytest.mark.parametrize("proxy", [{"max_client_conn": 2}], indirect=True)
+def test_too_many_clients(proxy):
+    a = psycopg.connect(proxy.dsn())
+    b = psycopg.connect(proxy.dsn())
+    assert login_sqlstate(proxy.port, "alice", "app", "secret") == "53300"
+    a.close()
+    b.close()
+    time.sleep(0.2)
+    psycopg.connect(proxy.dsn()).close()
+
+
+def test_cancel(proxy):
+    c = psycopg.connect(proxy.dsn(), autocommit=True)
+    timer = threading.Timer(0.5, c.cancel)
+    t0 = time.monotonic()
+    timer.start()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        c.execute("select pg_sleep(10)")
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.5, elapsed  # 0.5 s before the cancel, then well under a second
+    assert c.execute("select 1").fetchone()[0] == 1
+    c.close()
+    # A CancelRequest with a key nobody holds is dropped silently.
+    s = socket.create_connection(("127.0.0.1", proxy.port))
+    s.sendall(struct.pack("!IIII", 16, 80877102, 1, 2))
+    assert s.recv(10) == b""
+    s.close()
+
+
+def test_admin_console(proxy):
+    psycopg.connect(proxy.dsn()).execute("select 1")
+    r = psql(proxy, "show pools", user="admin", dbname="pglease")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("app|"), r.stdout
+    r = psql(proxy, "show nonsense", user="admin", dbname="pglease")
+    assert r.returncode != 0 and "unknown admin console command" in r.stderr
+
+
+def test_killed_backend_is_replaced(proxy, pg):
+    c = psycopg.connect(proxy.dsn(), autocommit=True)
+    pid = c.execute("select pg_backend_pid()").fetchone()[0]
+    with superuser(pg) as su:
+        assert su.execute("select pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    # The idle server died between transactions: the next query gets another.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            new_pid = c.execute("select pg_backend_pid()").fetchone()[0]
+            break
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "client did not recover"
+            c = psycopg.connect(proxy.dsn(), autocommit=True)
+    assert new_pid != pid
+    # Killed in the middle of a transaction: that client gets an error.
+    c2 = psycopg.connect(proxy.dsn())
+    pid = c2.execute("select pg_backend_pid()").fetchone()[0]
+    with superuser(pg) as su:
+        su.execute("select pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        c2.execute("select 1")
+    c.close()
+
+
+def startup_trust(port, user, dbname):
+    """A raw protocol client: startup and wait for ReadyForQuery."""
+    s = socket.create_connection(("127.0.0.1", port))
+    body = struct.pack("!I", 196608) + f"user\0{user}\0database\0{dbname}\0\0".encode()
+    s.sendall(struct.pack("!I", len(body) + 4) + body)
+    buf = b""
+    while not buf.endswith(b"Z\x00\x00\x00\x05I"):
+        chunk = s.recv(65536)
+        assert chunk, "connection closed during login"
+        buf += chunk
+    return s
+
+
+def test_stalled_client_does_not_grow_memory(upstream):
+    p = PgLease({"app": upstream}, settings={"auth_type": "trust"}).start()
+    try:
+        s = startup_trust(p.port, "alice", "app")
+        sql = b"select repeat('x', 1000) from generate_series(1, 200000)\0"  # ~200 MB
+        s.sendall(b"Q" + struct.pack("!I", len(sql) + 4) + sql)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        before = p.rss_kb()
+        time.sleep(3)  # the client reads nothing: pglease must stop reading too
+        grown = p.rss_kb() - before
+        assert grown < 8 * 1024, f"pglease grew by {grown} kB for a stalled client"
+        total = 0
+        s.settimeout(60)
+        tail = b""
+        while True:
+            chunk = s.recv(1 << 20)
+            assert chunk
+            total += len(chunk)
+            tail = (tail + chunk)[-6:]
+            if tail == b"Z\x00\x00\x00\x05I":
+                break
+        assert total > 200_000_000
+        s.close()
+    finally:
+        assert p.stop() == 0
+
+
+def test_postgres_restart_is_survived(upstream, pg):
+    p = PgLease({"app": upstream}, settings={"default_pool_size": 4}).start()
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=True)
+        assert c.execute("select 1").fetchone()[0] == 1
+        pg.restart()
+        # The pool's servers died with Postgres; within a few seconds new
+        # clients (and this one, after one error at most) are served again.
+        deadline = time.monotonic() + 15
+        errors = 0
+        while True:
+            try:
+                assert c.execute("select 2").fetchone()[0] == 2
+                break
+            except psycopg.OperationalError:
+                errors += 1
+                assert time.monotonic() < deadline, p.log()
+                time.sleep(0.2)
+                try:
+                    c = psycopg.connect(p.dsn(), autocommit=True)
+                except psycopg.OperationalError:
+                    pass
+        assert errors <= 3
+        rc, out = pgbench(p, "-S", "-c", "4", "-T", "2")
+        assert rc == 0 and "number of failed transactions: 0 " in out, out
+    finally:
+        assert p.stop() == 0
+
+
+def test_sigterm_lets_transactions_finish(upstream):
+    p = PgLease({"app": upstream}, settings={"shutdown_timeout": 10}).start()
+    try:
+        busy = psycopg.connect(p.dsn())
+        idle = psycopg.connect(p.dsn(), autocommit=True)
+        idle.execute("select 1")
+        busy.execute("select 1")  # transaction open
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # The open transaction can still finish...
+        busy.execute("select 2")
+        busy.commit()
+        # ...the idle client was told, and nobody new gets in.
+        with pytest.raises(psycopg.OperationalError):
+            idle.execute("select 1")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn())
+        assert p.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 5
+        assert "57P01" in p.log()
+    finally:
+        p.stop()
