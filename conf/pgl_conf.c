@@ -771,13 +771,12 @@ static int apply_env(parse_state *ps, char *const *env)
             if (strncasecmp(rest, sections[i], sl) == 0 && rest[sl] == '_')
                 section = sections[i], rest += sl + 1;
         }
-        if (section == NULL) {
-            fail(ps, PGL_CONF_EINVALID,
-                 "%s: unknown section (expected PGLEASE_PGLEASE_, PGLEASE_VAULT_ or "
-                 "PGLEASE_DATABASES_)",
-                 where);
-            return ps->rc;
-        }
+        /* Only PGLEASE_{PGLEASE,VAULT,DATABASES}_* are ours. Other PGLEASE_*
+         * variables are someone else's: Kubernetes injects PGLEASE_PORT,
+         * PGLEASE_SERVICE_HOST... into every pod when a Service is named
+         * "pglease", and refusing to start over them would be absurd. */
+        if (section == NULL)
+            continue;
         char name[96];
         size_t n = 0;
         for (; rest[n] && n < sizeof name - 1; n++)

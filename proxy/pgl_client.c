@@ -103,6 +103,10 @@ void pgl_client_close(pgl_client *c)
         pgl_pgwire_scram_server_free(c->scram);
         c->scram = NULL;
     }
+    if (c->pending_ssl != NULL) {
+        SSL_free(c->pending_ssl);
+        c->pending_ssl = NULL;
+    }
     SSL *ssl = c->conn.io.ssl != NULL ? c->conn.io.ssl : c->conn.handshake;
     pgl_conn_close(&c->conn);
     if (ssl != NULL) {
@@ -448,8 +452,11 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
                 pgl_client_close(c);
                 return;
             }
+            /* The handshake starts once the SSLRequest is consumed
+             * (client_flushed): bytes after it must not be in the buffer. */
+            c->pending_ssl = ssl;
             set_state(c, PGL_CLIENT_TLS_HANDSHAKE);
-            pgl_conn_start_tls(&c->conn, ssl, on_tls_done);
+            c->conn.after_flush = true;
         }
         return;
     case PGL_PGWIRE_STARTUP_GSSENC:
@@ -589,9 +596,9 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
     case PGL_CLIENT_STARTUP:
         /* The framing gave us the body after the length word. */
         on_startup(c, body, len);
-        return c->conn.closed ? PGL_CONN_STOP
-               : c->state == PGL_CLIENT_STARTUP ? PGL_CONN_SKIP
-                                                : PGL_CONN_SKIP;
+        /* STOP while TLS is being set up: nothing more is read in clear. */
+        return c->conn.closed || c->state == PGL_CLIENT_TLS_HANDSHAKE ? PGL_CONN_STOP
+                                                                      : PGL_CONN_SKIP;
     case PGL_CLIENT_AUTH:
         on_password(c, body, len);
         return PGL_CONN_SKIP;
@@ -618,7 +625,12 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
 
 static void client_flushed(pgl_conn *conn)
 {
-    (void)conn;
+    pgl_client *c = client_of(conn);
+    if (c->state == PGL_CLIENT_TLS_HANDSHAKE && c->pending_ssl != NULL) {
+        SSL *ssl = c->pending_ssl;
+        c->pending_ssl = NULL;
+        pgl_conn_start_tls(&c->conn, ssl, on_tls_done);
+    }
 }
 
 static void client_failed(pgl_conn *conn, pgl_conn_failure why)

@@ -77,6 +77,7 @@ struct pgl_client {
     bool admin;
     bool tls;
     bool closing;       /* pgl_client_close under way */
+    SSL *pending_ssl;   /* SSLRequest answered 'S', handshake not started yet */
     char user[64];
     char database[64];
     char addr[64];      /* "ip:port" or "unix" for log lines */

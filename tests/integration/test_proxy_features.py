@@ -1,0 +1,170 @@
+"""Client TLS, every local auth_type, COPY in both directions, large rows and
+session-mode reset, through pglease against a real Postgres."""
+import subprocess
+
+import psycopg
+import pytest
+
+from pgcluster import PgCluster
+from pglease_proc import PgLease
+from pgraw import login_sqlstate
+
+USER, PASSWORD = "pgl_feat", "feat-pw-2"
+
+
+@pytest.fixture(scope="module")
+def pg():
+    cluster = PgCluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(pg):
+    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
+                         dbname="postgres", autocommit=True) as c:
+        c.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+        c.execute(f"CREATE DATABASE feat OWNER {USER}")
+    return f"host=127.0.0.1 port={pg.port} dbname=feat user={USER} password={PASSWORD}"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1, a client certificate for
+    CN=alice; the server chain file carries the CA too (cert auth trusts it)."""
+    d = tmp_path_factory.mktemp("certs")
+
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "2", "-subj", "/CN=pglease test CA")
+    for name, cn in (("server", "127.0.0.1"), ("client", "alice"), ("bob", "bob")):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+             f"{name}.csr", "-subj", f"/CN={cn}")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2")
+    (d / "chain.crt").write_text((d / "server.crt").read_text() + (d / "ca.crt").read_text())
+    for f in d.glob("*.key"):
+        f.chmod(0o600)
+    return d
+
+
+def start(upstream, **settings):
+    return PgLease({"app": upstream}, settings=settings).start()
+
+
+def test_tls_with_channel_binding(upstream, certs):
+    p = start(upstream, client_tls_sslmode="require",
+              client_tls_cert_file=certs / "chain.crt",
+              client_tls_key_file=certs / "server.key")
+    try:
+        with psycopg.connect(p.dsn(sslmode="verify-ca", sslrootcert=certs / "ca.crt",
+                                   channel_binding="require")) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+            assert c.pgconn.ssl_in_use
+        # sslmode=require refuses clients without TLS.
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(sslmode="disable"))
+        assert "TLS" in p.log()
+    finally:
+        assert p.stop() == 0
+
+
+def test_tls_allow_serves_both(upstream, certs):
+    p = start(upstream, client_tls_sslmode="allow",
+              client_tls_cert_file=certs / "chain.crt",
+              client_tls_key_file=certs / "server.key")
+    try:
+        for mode in ("disable", "require"):
+            with psycopg.connect(p.dsn(sslmode=mode)) as c:
+                assert c.execute("select 1").fetchone()[0] == 1
+                assert c.pgconn.ssl_in_use == (mode == "require")
+    finally:
+        assert p.stop() == 0
+
+
+def test_auth_md5(upstream):
+    p = start(upstream, auth_type="md5")
+    try:
+        assert login_sqlstate(p.port, "alice", "app", "secret") is None
+        assert login_sqlstate(p.port, "alice", "app", "nope") == "28P01"
+        assert login_sqlstate(p.port, "nobody", "app", "secret") == "28P01"
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+    finally:
+        assert p.stop() == 0
+
+
+def test_auth_trust(upstream):
+    p = start(upstream, auth_type="trust")
+    try:
+        with psycopg.connect(p.dsn(password="anything")) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+    finally:
+        assert p.stop() == 0
+
+
+def test_auth_cert(upstream, certs):
+    p = start(upstream, auth_type="cert", client_tls_sslmode="require",
+              client_tls_cert_file=certs / "chain.crt",
+              client_tls_key_file=certs / "server.key")
+    try:
+        ok = p.dsn(sslmode="require", sslcert=certs / "client.crt", sslkey=certs / "client.key")
+        with psycopg.connect(ok) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+        # A valid certificate for another name does not log in as alice.
+        wrong = p.dsn(sslmode="require", sslcert=certs / "bob.crt", sslkey=certs / "bob.key")
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(wrong)
+        # No certificate at all: refused.
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(p.dsn(sslmode="require"))
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_copy_both_ways_and_large_rows(upstream, mode):
+    p = start(upstream, pool_mode=mode)
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("drop table if exists big; create table big(id int, payload text)")
+            rows = 20000
+            with c.cursor().copy("copy big from stdin") as cp:
+                for i in range(rows):
+                    cp.write_row((i, "y" * 500))
+            assert c.execute("select count(*), sum(length(payload)) from big").fetchone() == \
+                (rows, rows * 500)
+            out = bytearray()
+            with c.cursor().copy("copy big to stdout") as cp:
+                for chunk in cp:
+                    out += chunk
+            assert out.count(b"\n") == rows
+            # One row far larger than any buffer pglease keeps.
+            size = 20 * 1024 * 1024
+            got = c.execute("select repeat('z', %s)", (size,)).fetchone()[0]
+            assert len(got) == size
+            sent = c.execute("select length(%s::text)", ("q" * size,)).fetchone()[0]
+            assert sent == size
+            c.execute("drop table big")
+    finally:
+        assert p.stop() == 0
+
+
+def test_session_mode_resets_between_clients(upstream):
+    p = start(upstream, pool_mode="session", default_pool_size=1)
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as a:
+            pid = a.execute("select pg_backend_pid()").fetchone()[0]
+            a.execute("set work_mem = '77MB'")
+            a.execute("create temp table scratch(x int)")
+            a.execute("prepare st as select 1")
+        with psycopg.connect(p.dsn(), autocommit=True) as b:
+            assert b.execute("select pg_backend_pid()").fetchone()[0] == pid
+            assert b.execute("show work_mem").fetchone()[0] != "77MB"
+            assert b.execute("select count(*) from pg_prepared_statements").fetchone()[0] == 0
+            assert b.execute(
+                "select count(*) from pg_class where relname = 'scratch'").fetchone()[0] == 0
+    finally:
+        assert p.stop() == 0
