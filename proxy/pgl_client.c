@@ -428,6 +428,12 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
     pgl_proxy *px = c->px;
     pgl_pgwire_startup st;
     int rc = pgl_pgwire_parse_startup(body, len, &st);
+    if (rc == PGL_PGWIRE_EVERSION) {
+        pgl_client_fail(c, "FATAL", "0A000",
+                        "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                        st.major, st.minor);
+        return;
+    }
     if (rc != 0) {
         pgl_client_fail(c, "FATAL", "08P01", "invalid startup packet: %s", pgl_pgwire_strerror(rc));
         return;
@@ -471,11 +477,6 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
         break;
     }
 
-    if (st.major != 3) {
-        pgl_client_fail(c, "FATAL", "0A000", "unsupported frontend protocol %u.%u: server supports 3.0",
-                        st.major, st.minor);
-        return;
-    }
     const char *unsupported[16];
     size_t nunsupported = 0;
     pgl_pgwire_param_iter it;

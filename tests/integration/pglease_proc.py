@@ -31,14 +31,10 @@ class PgLease:
         self.users = users or {"alice": "secret", "admin": "adminpw"}
         userlist = self.dir / "userlist.txt"
         userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in self.users.items()))
-        lines = ["[pglease]",
-                 "listen_addr = 127.0.0.1",
-                 f"listen_port = {self.port}",
-                 f"unix_socket_dir = {self.dir}",
-                 f"auth_file = {userlist}",
-                 "admin_users = admin"]
-        for k, v in (settings or {}).items():
-            lines.append(f"{k} = {v}")
+        keys = {"listen_addr": "127.0.0.1", "listen_port": self.port,
+                "unix_socket_dir": self.dir, "auth_file": userlist, "admin_users": "admin"}
+        keys.update(settings or {})
+        lines = ["[pglease]"] + [f"{k} = {v}" for k, v in keys.items()]
         lines += ["", "[databases]"]
         lines += [f"{name} = {conninfo}" for name, conninfo in databases.items()]
         self.config = self.dir / "pglease.ini"

@@ -168,3 +168,64 @@ def test_session_mode_resets_between_clients(upstream):
                 "select count(*) from pg_class where relname = 'scratch'").fetchone()[0] == 0
     finally:
         assert p.stop() == 0
+
+
+def raw_startup_reply(port, packet, read=4096):
+    import socket
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(packet)
+    data = b""
+    try:
+        while len(data) < read:
+            chunk = s.recv(read)
+            if not chunk:
+                break
+            data += chunk
+            if data[:1] in (b"N", b"S") and len(data) == 1:
+                break
+    finally:
+        s.close()
+    return data
+
+
+def test_protocol_edge_cases(upstream):
+    import struct
+    p = start(upstream, max_packet_size="64kB")
+    try:
+        # GSSENCRequest and SSLRequest without TLS configured: 'N'.
+        assert raw_startup_reply(p.port, struct.pack("!II", 8, 80877104)) == b"N"
+        assert raw_startup_reply(p.port, struct.pack("!II", 8, 80877103)) == b"N"
+        # Protocol 2 and a garbage length: clean ErrorResponses.
+        reply = raw_startup_reply(p.port, struct.pack("!II", 9, 2 << 16) + b"\0")
+        assert reply[:1] == b"E" and b"C0A000" in reply
+        reply = raw_startup_reply(p.port, struct.pack("!I", 3) + b"xxxx")
+        assert reply[:1] == b"E" and b"C08P01" in reply
+        body = struct.pack("!I", 196608) + b"user\0alice\0bogus_param\0x\0\0"
+        reply = raw_startup_reply(p.port, struct.pack("!I", len(body) + 4) + body)
+        assert reply[:1] == b"E" and b"C08P01" in reply and b"bogus_param" in reply
+        # A message above max_packet_size after login is refused, others unharmed.
+        from pgraw import connect, read_message, send
+        other = psycopg.connect(p.dsn(), autocommit=True)
+        s = connect(p.port, "alice", "app", "secret")
+        send(s, b"Q", b"select '" + b"x" * 70000 + b"'\0")
+        t, b = read_message(s)
+        assert t == b"E" and b"C08P01" in b
+        s.close()
+        assert other.execute("select 1").fetchone()[0] == 1
+        other.close()
+    finally:
+        assert p.stop() == 0
+
+
+def test_listen_ipv6_and_unix_socket(upstream):
+    import socket
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    p = PgLease({"app": upstream}, settings={"listen_addr": "127.0.0.1,::1"}).start()
+    try:
+        with psycopg.connect(p.dsn(host="::1")) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+        with psycopg.connect(p.dsn(host=str(p.dir))) as c:
+            assert c.execute("select 2").fetchone()[0] == 2
+    finally:
+        assert p.stop() == 0
