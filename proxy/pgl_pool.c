@@ -121,6 +121,13 @@ void pgl_pools_free(pgl_proxy *px)
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        /* Servers first: they point at their generation. Closing sends
+         * Terminate (PQfinish); the structs go to the reaper. */
+        pgl_list *const lists[] = {&pool->active, &pool->idle, &pool->connecting};
+        for (size_t i = 0; i < 3; i++)
+            while (!pgl_list_empty(lists[i]))
+                pgl_server_close(pgl_container_of(lists[i]->next, pgl_server, node),
+                                 "pglease is shutting down");
         pgl_list *gp, *gt;
         pgl_list_foreach(gp, gt, &pool->generations)
         {
