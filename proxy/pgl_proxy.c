@@ -264,6 +264,11 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
     char err[512] = "";
     int exit_code = 1;
 
+    char pgvar[64];
+    int npg = pgl_upstream_isolate_env(pgvar, sizeof pgvar);
+    if (npg > 0)
+        pgl_log_info(NULL, "ignoring %d PG* environment variable(s) such as %s: upstream "
+                           "connections use only the configured parameters", npg, pgvar);
     if (RAND_bytes(px->scram_mock_key, sizeof px->scram_mock_key) != 1) {
         pgl_log(PGL_LOG_FATAL, NULL, "cannot draw random bytes");
         return 1;

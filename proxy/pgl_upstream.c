@@ -17,6 +17,36 @@ const char *const pgl_upstream_report_params[] = {
     "server_version", "session_authorization", "standard_conforming_strings", "TimeZone", NULL,
 };
 
+extern char **environ;
+
+int pgl_upstream_isolate_env(char *first, size_t len)
+{
+    int removed = 0;
+    if (len > 0)
+        first[0] = '\0';
+    /* unsetenv shifts environ, so rescan from the start after each removal. */
+    for (char **e = environ; e && *e;) {
+        if (strncmp(*e, "PG", 2) != 0 || strchr(*e, '=') == NULL) {
+            e++;
+            continue;
+        }
+        char name[128];
+        size_t n = (size_t)(strchr(*e, '=') - *e);
+        if (n >= sizeof name) {
+            e++;
+            continue;
+        }
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        if (removed == 0 && len > 0)
+            snprintf(first, len, "%s", name);
+        unsetenv(name);
+        removed++;
+        e = environ;
+    }
+    return removed;
+}
+
 #define MAX_KEYS 72
 
 typedef enum {
@@ -274,7 +304,7 @@ int pgl_upstream_start(uv_loop_t *loop, const pgl_upstream_params *p, pgl_upstre
                        void *arg, pgl_upstream **out)
 {
     *out = NULL;
-    if (p->n + 4 > MAX_KEYS)
+    if (p->n + 5 > MAX_KEYS)
         return -E2BIG;
     pgl_upstream *u = calloc(1, sizeof *u);
     if (u == NULL)
@@ -287,12 +317,18 @@ int pgl_upstream_start(uv_loop_t *loop, const pgl_upstream_params *p, pgl_upstre
 
     /* Copy every key and value into one block so the caller's config may
      * change (reload) while we resolve. */
-    const char *const extra_keys[] = {"user", "password", "fallback_application_name"};
-    const char *const extra_values[] = {p->user, p->password, p->application_name};
+    /* ~/.pgpass must not decide anything either: the password is given. */
+    bool has_passfile = false;
+    for (size_t i = 0; i < p->n; i++)
+        has_passfile |= strcmp(p->keys[i], "passfile") == 0;
+    const char *const extra_keys[] = {"user", "password", "fallback_application_name",
+                                      "passfile"};
+    const char *const extra_values[] = {p->user, p->password, p->application_name,
+                                        has_passfile ? NULL : "/dev/null"};
     size_t total = 0;
     for (size_t i = 0; i < p->n; i++)
         total += strlen(p->keys[i]) + strlen(p->values[i]) + 2;
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 4; i++)
         total += extra_values[i] ? strlen(extra_keys[i]) + strlen(extra_values[i]) + 2 : 0;
     u->strings = malloc(total + 1);
     if (u->strings == NULL) {
@@ -315,7 +351,7 @@ int pgl_upstream_start(uv_loop_t *loop, const pgl_upstream_params *p, pgl_upstre
             host = p->values[i];
         COPY(p->keys[i], p->values[i]);
     }
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 4; i++)
         if (extra_values[i])
             COPY(extra_keys[i], extra_values[i]);
 #undef COPY

@@ -64,6 +64,14 @@ int pgl_upstream_cancel(uv_loop_t *loop, PGconn *pg, void (*done)(void *arg, int
  * the server's code of a failed login to itself. */
 void pgl_upstream_classify(const char *message, char sqlstate[6]);
 
+/*
+ * Removes libpq's PG* environment variables (PGHOST, PGSSLMODE, PGSERVICE,
+ * PGPASSFILE...) from the process so upstream logins use exactly the
+ * configured parameters. Returns how many were removed; `first` gets the
+ * name of one of them for the log line.
+ */
+int pgl_upstream_isolate_env(char *first, size_t len);
+
 /* The ParameterStatus names Postgres reports at login, NULL-terminated. */
 extern const char *const pgl_upstream_report_params[];
 

@@ -42,11 +42,12 @@ class PgLease:
         self.log_path = self.dir / "pglease.log"
         self.proc = None
 
-    def start(self, *args, wait=True):
+    def start(self, *args, wait=True, env=None):
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(build_dir() / "proxy" / "pglease"), *args, "-c", str(self.config)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})})
         if wait:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

@@ -229,3 +229,19 @@ def test_listen_ipv6_and_unix_socket(upstream):
             assert c.execute("select 2").fetchone()[0] == 2
     finally:
         assert p.stop() == 0
+
+
+def test_libpq_environment_does_not_leak_upstream(upstream, tmp_path):
+    """PG* variables in pglease's environment must not change upstream logins."""
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:*:*:not-the-password\n")
+    passfile.chmod(0o600)
+    p = PgLease({"app": upstream})
+    p.start(env={"PGSSLMODE": "require", "PGCONNECT_TIMEOUT": "1", "PGOPTIONS": "-c x=y",
+                 "PGPASSFILE": str(passfile), "PGAPPNAME": "leaked"})
+    try:
+        with psycopg.connect(p.dsn()) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+        assert "ignoring 5 PG* environment variable(s)" in p.log()
+    finally:
+        assert p.stop() == 0
