@@ -3,6 +3,7 @@
 its private unix socket directory; always stopped and removed."""
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,23 @@ class PgCluster:
                     "shared_buffers = 64MB\n")
         self.running = False
         self.start()
+        # A password-authenticated superuser over TCP, as Vault's database
+        # engine would be given.
+        self.vault_user = "vaultadmin"
+        self.vault_password = "va-" + secrets.token_hex(12)
+        self.sql(f"CREATE ROLE {self.vault_user} SUPERUSER LOGIN PASSWORD "
+                 f"'{self.vault_password}'")
+
+    def connect(self, dbname="postgres"):
+        """A superuser connection over the private unix socket (trust)."""
+        import psycopg
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user="postgres",
+                               dbname=dbname, autocommit=True)
+
+    def sql(self, query, params=None, dbname="postgres"):
+        with self.connect(dbname) as c:
+            cur = c.execute(query, params)
+            return cur.fetchall() if cur.description else None
 
     def _as_postgres(self, *args, check=True):
         return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, args)],
