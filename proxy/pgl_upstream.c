@@ -26,7 +26,9 @@ int pgl_upstream_isolate_env(char *first, size_t len)
         first[0] = '\0';
     /* unsetenv shifts environ, so rescan from the start after each removal. */
     for (char **e = environ; e && *e;) {
-        if (strncmp(*e, "PG", 2) != 0 || strchr(*e, '=') == NULL) {
+        /* PGLEASE_* is ours (configuration overrides), not libpq's. */
+        if (strncmp(*e, "PG", 2) != 0 || strncmp(*e, "PGLEASE_", 8) == 0 ||
+            strchr(*e, '=') == NULL) {
             e++;
             continue;
         }

@@ -5,7 +5,6 @@ import subprocess
 import psycopg
 import pytest
 
-from pgcluster import PgCluster
 from pglease_proc import build_dir
 
 PASSWORDS = ["pencil", "correct horse battery staple", "p@ss'w\"ord;--", "x" * 100,
@@ -13,20 +12,15 @@ PASSWORDS = ["pencil", "correct horse battery staple", "p@ss'w\"ord;--", "x" * 1
 
 
 @pytest.fixture(scope="module")
-def secrets():
-    pg = PgCluster()
-    try:
-        out = {}
-        with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
-                             dbname="postgres", autocommit=True) as c:
-            for i, pw in enumerate(PASSWORDS):
-                quoted = "'" + pw.replace("'", "''") + "'"
-                c.execute(f"CREATE ROLE scram_{i} LOGIN PASSWORD {quoted}")
-                out[pw] = c.execute("select rolpassword from pg_authid where rolname = %s",
-                                    (f"scram_{i}",)).fetchone()[0]
-        yield out
-    finally:
-        pg.stop()
+def secrets(pg):
+    out = {}
+    with pg.connect() as c:
+        for i, pw in enumerate(PASSWORDS):
+            quoted = "'" + pw.replace("'", "''") + "'"
+            c.execute(f"CREATE ROLE scram_{i} LOGIN PASSWORD {quoted}")
+            out[pw] = c.execute("select rolpassword from pg_authid where rolname = %s",
+                                (f"scram_{i}",)).fetchone()[0]
+    return out
 
 
 def verify(secret, password):

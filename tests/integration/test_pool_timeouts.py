@@ -8,22 +8,16 @@ import time
 import psycopg
 import pytest
 
-from pgcluster import PgCluster
 from pglease_proc import PgLease
 from pgraw import login_sqlstate
 
 USER, PASSWORD = "pgl_pool", "pool-pw-3"
 
 
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PgCluster()
-    with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user="postgres",
-                         dbname="postgres", autocommit=True) as c:
-        c.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
-        c.execute(f"CREATE DATABASE pooled OWNER {USER}")
-    yield cluster
-    cluster.stop()
+@pytest.fixture(scope="module", autouse=True)
+def pooled_db(pg):
+    pg.sql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
+    pg.sql("CREATE DATABASE pooled OWNER " + USER)
 
 
 def conninfo(pg):

@@ -11,7 +11,6 @@ import time
 import psycopg
 import pytest
 
-from pgcluster import PgCluster
 from pglease_proc import PgLease
 from pgraw import login_sqlstate
 
@@ -22,13 +21,6 @@ UPSTREAM_PASSWORD = "upstream-pw-1"
 def superuser(pg, dbname="postgres"):
     return psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
                            dbname=dbname, autocommit=True)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PgCluster()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,10 @@ import subprocess
 import psycopg
 import pytest
 
-from pgcluster import PgCluster
 from pglease_proc import PgLease
 from pgraw import login_sqlstate
 
 USER, PASSWORD = "pgl_feat", "feat-pw-2"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PgCluster()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,30 +8,11 @@ import hvac
 import psycopg
 import pytest
 
-from pgcluster import PgCluster
-from vaultsim_proc import VaultSim
 
 APP_POLICY = """
 path "database/creds/app-rw" { capabilities = ["read"] }
 path "sys/leases/*" { capabilities = ["update"] }
 """
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PgCluster()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture
-def vault(pg):
-    v = VaultSim()
-    yield v
-    v.stop()
-    # Roles a test left behind must not leak into the next one.
-    for (name,) in pg.sql("select rolname from pg_roles where rolname like 'v-%'"):
-        pg.sql(f'DROP OWNED BY "{name}"; DROP ROLE IF EXISTS "{name}"')
 
 
 def role_exists(pg, name):
