@@ -193,8 +193,8 @@ void pgl_client_login_ready(pgl_client *c)
     pgl_list_remove(&c->wait_node);
     if (pool->params == NULL) {
         pgl_client_fail(c, "FATAL", pool->fail_sqlstate[0] ? pool->fail_sqlstate : "08006",
-                        "pglease could not log in to the upstream database \"%s\": %s",
-                        pool->name, pool->fail_message[0] ? pool->fail_message : "unknown error");
+                        "pglease cannot serve database \"%s\": %s", pool->name,
+                        pool->fail_message[0] ? pool->fail_message : "unknown error");
         return;
     }
     set_state(c, PGL_CLIENT_IDLE);

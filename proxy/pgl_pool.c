@@ -11,6 +11,7 @@
  */
 #include "pgl_log.h"
 #include "pgl_proxy.h"
+#include "pgl_vault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,51 +24,94 @@
 
 /* ---- generations ------------------------------------------------------------- */
 
-static void free_generation(pgl_generation *g)
+void pgl_generation_free(pgl_generation *g)
 {
     free(g->user);
     if (g->password != NULL) {
         OPENSSL_cleanse(g->password, strlen(g->password));
         free(g->password);
     }
+    free(g->lease_id);
     free(g);
 }
 
-/* Adds a generation bound to (user, password) as the newest one. */
-static pgl_generation *add_generation(pgl_pool *pool, const char *user, const char *password)
+pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
+                                        pgl_generation_state state)
 {
     pgl_generation *g = calloc(1, sizeof *g);
     if (g == NULL)
         return NULL;
     g->pool = pool;
     g->id = ++pool->next_gen_id;
-    g->state = PGL_GEN_ACTIVE;
-    g->user = strdup(user);
+    g->state = state;
+    g->end = g->renew_at = g->rotate_at = UINT64_MAX;
+    g->user = strdup(user ? user : "");
     g->password = password ? strdup(password) : NULL;
     if (g->user == NULL || (password != NULL && g->password == NULL)) {
-        free_generation(g);
+        pgl_generation_free(g);
         return NULL;
     }
     pgl_list_prepend(&pool->generations, &g->node);
     return g;
 }
 
-static pgl_generation *newest_generation(pgl_pool *pool)
+pgl_generation *pgl_pool_generation(pgl_pool *pool)
 {
-    if (pgl_list_empty(&pool->generations))
-        return NULL;
-    pgl_generation *g = pgl_container_of(pool->generations.next, pgl_generation, node);
-    return g->state == PGL_GEN_ACTIVE ? g : NULL;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        pgl_generation *g = pgl_container_of(pos, pgl_generation, node);
+        if (g->state == PGL_GEN_ACTIVE)
+            return g;
+    }
+    return NULL;
 }
 
 void pgl_generation_server_gone(pgl_generation *g)
 {
-    /* Retired generations disappear with their last server; the Vault
-     * module hooks its lease revocation here. */
-    if (g->state != PGL_GEN_ACTIVE && g->nservers == 0) {
+    /* Retired generations disappear with their last server (after their
+     * lease is revoked). */
+    if ((g->state == PGL_GEN_DRAINING || g->state == PGL_GEN_DEAD) && g->nservers == 0) {
         pgl_log_info(g->pool->name, "generation %llu drained", (unsigned long long)g->id);
         pgl_list_remove(&g->node);
-        free_generation(g);
+        pgl_creds_retire(g);
+        pgl_generation_free(g);
+    }
+}
+
+void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *g)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->idle)
+    {
+        pgl_server *s = pgl_container_of(pos, pgl_server, node);
+        if (s->gen == g)
+            pgl_server_close(s, "its credential generation is retiring");
+    }
+    /* Logins still running with it are useless now. */
+    pgl_list_foreach(pos, tmp, &pool->connecting)
+    {
+        pgl_server *s = pgl_container_of(pos, pgl_server, node);
+        if (s->gen == g)
+            pgl_server_close(s, "its credential generation is retiring");
+    }
+    pgl_generation_server_gone(g); /* retires it now if nothing is left */
+}
+
+void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message)
+{
+    snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s", sqlstate);
+    snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->login_wait)
+    {
+        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
+    }
+    pgl_list_foreach(pos, tmp, &pool->waiting)
+    {
+        pgl_client *c = pgl_container_of(pos, pgl_client, wait_node);
+        pgl_client_fail(c, "FATAL", sqlstate, "pglease cannot serve database \"%s\": %s",
+                        pool->name, message);
     }
 }
 
@@ -94,8 +138,9 @@ static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
     pool->mode = db->pool_mode >= 0 ? (pgl_conf_pool_mode)db->pool_mode : conf->pool_mode;
     pgl_list_append(&px->pools, &pool->node);
     if (db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
-        add_generation(pool, pgl_conf_database_param(db, "user"),
-                       pgl_conf_database_param(db, "password")) == NULL)
+        pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
+                                pgl_conf_database_param(db, "password"),
+                                PGL_GEN_ACTIVE) == NULL)
         return -1;
     return 0;
 }
@@ -104,35 +149,45 @@ int pgl_pools_init(pgl_proxy *px)
 {
     pgl_list_init(&px->pools);
     for (size_t i = 0; i < px->conf->ndatabases; i++) {
-        if (px->conf->databases[i].creds_kind != PGL_CONF_CREDS_CONNINFO) {
-            pgl_log_error(NULL, "database \"%s\": Vault credentials (creds=) are not supported yet",
-                          px->conf->databases[i].name);
-            return -1;
-        }
         if (pool_create(px, &px->conf->databases[i]) != 0)
             return -1;
     }
     return 0;
 }
 
-void pgl_pools_free(pgl_proxy *px)
+void pgl_pools_close_servers(pgl_proxy *px)
 {
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        /* Servers first: they point at their generation. Closing sends
-         * Terminate (PQfinish); the structs go to the reaper. */
+        /* Closing sends Terminate (PQfinish); the structs go to the reaper. */
         pgl_list *const lists[] = {&pool->active, &pool->idle, &pool->connecting};
         for (size_t i = 0; i < 3; i++)
             while (!pgl_list_empty(lists[i]))
                 pgl_server_close(pgl_container_of(lists[i]->next, pgl_server, node),
                                  "pglease is shutting down");
+    }
+}
+
+void pgl_pools_free(pgl_proxy *px)
+{
+    /* Servers first: they point at their generation. */
+    pgl_pools_close_servers(px);
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         pgl_list *gp, *gt;
         pgl_list_foreach(gp, gt, &pool->generations)
         {
-            free_generation(pgl_container_of(gp, pgl_generation, node));
+            pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+            if (g->renew_op)
+                pgl_vault_cancel(g->renew_op);
+            pgl_generation_free(g);
         }
+        if (pool->fetch_op)
+            pgl_vault_cancel(pool->fetch_op);
         for (size_t i = 0; i < pool->nparams; i++) {
             free(pool->params[i].name);
             free(pool->params[i].value);
@@ -161,7 +216,7 @@ static void maybe_connect(pgl_pool *pool, int wanted)
 {
     pgl_proxy *px = pool->px;
     uint64_t now = pgl_now_ms(px);
-    pgl_generation *gen = newest_generation(pool);
+    pgl_generation *gen = pgl_pool_generation(pool);
     if (gen == NULL || px->shutting_down || now < pool->retry_after)
         return;
     int connecting = 0;
@@ -229,7 +284,7 @@ void pgl_pool_forget_client(pgl_client *client)
 
 void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
 {
-    (void)gen;
+    pgl_creds_login_succeeded(pool, gen);
     pool->consecutive_failures = 0;
     pool->retry_after = 0;
     pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
@@ -265,12 +320,12 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message)
 {
-    (void)gen;
+    /* A Vault credential Postgres rejects (lease revoked early, role
+     * dropped) is replaced at once; clients keep waiting for the next one. */
+    if (pgl_creds_login_failed(pool, gen, sqlstate))
+        return;
     pgl_proxy *px = pool->px;
     uint64_t now = pgl_now_ms(px);
-    /* Clients must not read "wrong password" for pglease's upstream user. */
-    snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s",
-             strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate);
     snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
     pool->fail_time = now;
     pool->consecutive_failures++;
@@ -282,21 +337,14 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
     pool->retry_after = now + backoff;
 
     /* With servers still alive, waiting clients will be served by them;
-     * with none (besides the one failing now), waiting is hopeless. */
+     * with none (besides the one failing now), waiting is hopeless. Clients
+     * must not read "wrong password" for pglease's upstream user: 28xxx
+     * becomes 08006. */
     if (pool->nservers > 1)
         return;
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->login_wait)
-    {
-        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
-    }
-    pgl_list_foreach(pos, tmp, &pool->waiting)
-    {
-        pgl_client *c = pgl_container_of(pos, pgl_client, wait_node);
-        pgl_client_fail(c, "FATAL", pool->fail_sqlstate,
-                        "pglease could not log in to the upstream database \"%s\": %s",
-                        pool->name, pool->fail_message);
-    }
+    char msg[400];
+    snprintf(msg, sizeof msg, "login to the upstream server failed: %s", message);
+    pgl_pool_fail_waiters(pool, strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate, msg);
 }
 
 void pgl_pool_janitor(pgl_pool *pool, uint64_t now)

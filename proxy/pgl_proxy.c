@@ -125,15 +125,20 @@ void pgl_proxy_maybe_exit(pgl_proxy *px)
     }
 }
 
+static void stop_finish(pgl_proxy *px)
+{
+    pgl_pools_free(px);
+    uv_stop(px->loop);
+}
+
 /* Last step of shutdown: no clients are left. Servers are closed (politely,
- * with Terminate), handles stopped; uv_run then returns. */
+ * with Terminate), then leases revoked; uv_run returns when that is done. */
 static void stop_everything(pgl_proxy *px)
 {
     if (px->stopped)
         return;
     px->stopped = true;
     pgl_log_info(NULL, "shutting down: closing %s", "server connections");
-    pgl_pools_free(px);
     pgl_listeners_close(px);
     uv_timer_stop(&px->janitor);
     uv_signal_stop(&px->sig_term);
@@ -141,7 +146,8 @@ static void stop_everything(pgl_proxy *px)
     uv_signal_stop(&px->sig_hup);
     uv_signal_stop(&px->sig_usr1);
     uv_signal_stop(&px->sig_usr2);
-    uv_stop(px->loop);
+    pgl_pools_close_servers(px);
+    pgl_creds_shutdown(px, stop_finish);
 }
 
 /* ---- janitor ---------------------------------------------------------------------- */
@@ -288,6 +294,11 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
         pgl_log(PGL_LOG_FATAL, NULL, "cannot set up the pools");
         goto out;
     }
+    if (pgl_creds_init(px, err, sizeof err) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "vault: %s", err);
+        pgl_pools_free(px);
+        goto stop;
+    }
     uv_timer_init(px->loop, &px->janitor);
     px->janitor.data = px;
     uv_check_init(px->loop, &px->reaper);
@@ -314,6 +325,7 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
     pgl_log_info(NULL, "bye");
 stop:
     pgl_listeners_close(px);
+    pgl_creds_free(px);
     uv_walk(px->loop, close_walk, NULL);
     uv_run(px->loop, UV_RUN_DEFAULT);
     reap(&px->reaper);

@@ -139,6 +139,7 @@ struct pgl_server {
 
 typedef enum {
     PGL_GEN_ACTIVE = 0, /* new servers use it */
+    PGL_GEN_WARMING,    /* fresh from Vault: proving itself with a first login */
     PGL_GEN_DRAINING,   /* a newer generation took over; servers retire */
     PGL_GEN_DEAD,       /* its credential no longer works */
 } pgl_generation_state;
@@ -151,6 +152,17 @@ struct pgl_generation {
     char *user;
     char *password; /* wiped on free */
     int nservers;
+
+    /* Vault-issued credentials only (lease_id NULL otherwise). Times are
+     * loop milliseconds; UINT64_MAX means "not known to end". */
+    char *lease_id;
+    bool is_static;
+    bool renewable;
+    bool end_final;       /* `end` will not move: renewals are capped or over */
+    long lease_duration;  /* seconds, as issued: the renewal increment */
+    uint64_t issued, end, renew_at, rotate_at;
+    uint64_t drain_since;
+    struct pgl_vault_op *renew_op;
 };
 
 /* A ParameterStatus pair a new client receives. */
@@ -182,6 +194,11 @@ struct pgl_pool {
     uint64_t fail_time;
     int consecutive_failures;
     uint64_t retry_after; /* ms: no new login attempt before this */
+    /* Vault: at most one credential request in flight per pool. */
+    struct pgl_vault_op *fetch_op;
+    int fetch_failures;
+    char vault_error[256];
+    uint64_t refetch_at;
     /* Counters for SHOW STATS. */
     uint64_t total_xact, total_query, total_wait_us;
 };
@@ -210,6 +227,9 @@ struct pgl_proxy {
     bool reap_pending;
     pgl_listener *listeners;
     uv_timer_t janitor;
+    struct pgl_vault *vault; /* NULL when no database takes credentials from Vault */
+    uv_timer_t creds_timer;
+    uv_timer_t stop_timer;    /* bounds the wait for lease revocations at exit */
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
     pgl_list *cancel_buckets;
     size_t ncancel_buckets;
@@ -266,6 +286,8 @@ void pgl_server_free(pgl_server *server);
 /* pgl_pool.c */
 int pgl_pools_init(pgl_proxy *px);
 void pgl_pools_free(pgl_proxy *px);
+/* Closes every server connection of every pool (shutdown). */
+void pgl_pools_close_servers(pgl_proxy *px);
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
 /* A client needs a server: queue it and make sure one is coming. */
 void pgl_pool_want_server(pgl_pool *pool, pgl_client *client);
@@ -282,6 +304,30 @@ void pgl_generation_server_gone(pgl_generation *gen);
 void pgl_pool_janitor(pgl_pool *pool, uint64_t now);
 /* The client stopped waiting (closed, timed out). */
 void pgl_pool_forget_client(pgl_client *client);
+
+/* pgl_creds.c: Vault credentials, generations, renewal, rotation, drain, revoke */
+int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen);
+/* A login with `gen` succeeded: a warming generation takes over. */
+void pgl_creds_login_succeeded(pgl_pool *pool, pgl_generation *gen);
+/* A login with `gen` failed; true when the credential was rejected and a
+ * new one is on its way (waiting clients should keep waiting). */
+bool pgl_creds_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate);
+/* A non-active generation lost its last server: revoke its lease. */
+void pgl_creds_retire(pgl_generation *gen);
+/* Shutdown: revoke every lease; `done` runs when finished (bounded). */
+void pgl_creds_shutdown(pgl_proxy *px, void (*done)(pgl_proxy *px));
+void pgl_creds_free(pgl_proxy *px);
+/* Frees a generation's memory, wiping its secrets. */
+void pgl_generation_free(pgl_generation *gen);
+/* The newest generation new servers should use, or NULL. */
+pgl_generation *pgl_pool_generation(pgl_pool *pool);
+/* Adds a generation (newest first). */
+pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
+                                        pgl_generation_state state);
+/* Closes the idle servers of `gen` and retires it when it has none left. */
+void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *gen);
+/* Fails the clients waiting on a pool with `sqlstate`/`message`. */
+void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
 
 /* pgl_cancel.c */
 int pgl_cancel_init(pgl_proxy *px);

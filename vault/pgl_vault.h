@@ -1,0 +1,99 @@
+/*
+ * pgl_vault — the Vault client pglease needs: log in (token, AppRole,
+ * Kubernetes), keep the token alive, read secrets, renew and revoke leases.
+ *
+ * Everything runs on the caller's libuv loop through pgl_vault_http. Calls
+ * that fail for reasons that may pass (transport errors, 412, 429, 5xx,
+ * sealed) are retried with capped exponential backoff and full jitter; a
+ * 403 makes the client log in again before retrying; 400 and 404 are
+ * reported to the caller. Nothing here logs on its own: messages go to the
+ * caller's log callback and never contain a token, secret_id, password or
+ * JWT.
+ */
+#ifndef PGL_VAULT_H
+#define PGL_VAULT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+typedef enum {
+    PGL_VAULT_AUTH_APPROLE = 0,
+    PGL_VAULT_AUTH_TOKEN,
+    PGL_VAULT_AUTH_KUBERNETES,
+} pgl_vault_auth_method;
+
+typedef struct {
+    const char *addr, *namespace, *ca_cert;
+    pgl_vault_auth_method method;
+    const char *auth_mount;   /* "approle", "kubernetes"... */
+    const char *token;        /* token method without token_file ($VAULT_TOKEN) */
+    const char *token_file;
+    const char *role_id, *role_id_file, *secret_id_file;
+    bool secret_id_wrapped;
+    const char *kubernetes_role, *jwt_file;
+    long request_timeout_ms;
+} pgl_vault_config;
+
+/* A secret read from a database engine. */
+typedef struct {
+    char *username;
+    char *password;
+    char *lease_id;       /* "" for static credentials */
+    long lease_duration;  /* seconds; 0 when not leased */
+    bool renewable;
+    long static_ttl;      /* static-creds: seconds until Vault rotates, else -1 */
+} pgl_vault_secret;
+
+/* Wipes and frees the fields (not the struct). */
+void pgl_vault_secret_clear(pgl_vault_secret *s);
+
+typedef struct pgl_vault pgl_vault;
+typedef struct pgl_vault_op pgl_vault_op;
+
+enum { PGL_VAULT_LOG_DEBUG, PGL_VAULT_LOG_INFO, PGL_VAULT_LOG_WARNING, PGL_VAULT_LOG_ERROR };
+typedef void (*pgl_vault_log_fn)(void *arg, int level, const char *msg);
+
+/* rc 0: `secret` filled (the callee owns it after the call: clear it). */
+typedef void (*pgl_vault_secret_cb)(void *arg, int rc, pgl_vault_secret *secret,
+                                    const char *err);
+/* rc 0: renewed for `lease_duration` seconds (may be less than asked). */
+typedef void (*pgl_vault_lease_cb)(void *arg, int rc, long lease_duration, const char *err);
+
+int pgl_vault_new(uv_loop_t *loop, const pgl_vault_config *cfg, pgl_vault_log_fn log,
+                  void *log_arg, pgl_vault **out, char *err, size_t errlen);
+
+/* Logs in (and keeps logging in / renewing) until freed. */
+void pgl_vault_start(pgl_vault *v);
+
+/* A token is held and not expired. */
+bool pgl_vault_ready(const pgl_vault *v);
+
+/* Loop time (ms) at which the current token ends for good (its max TTL);
+ * UINT64_MAX for a token that never expires, 0 when there is none. Leases
+ * created with it end no later than that. */
+uint64_t pgl_vault_token_end(const pgl_vault *v);
+
+/* GET `path` (e.g. "database/creds/app-rw") and decode a database secret.
+ * Retried until it succeeds, fails for good (400/404) or is cancelled. */
+pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_secret_cb cb,
+                                    void *arg);
+
+/* sys/leases/renew with `increment` seconds; a few retries. */
+pgl_vault_op *pgl_vault_renew(pgl_vault *v, const char *lease_id, long increment,
+                              pgl_vault_lease_cb cb, void *arg);
+
+/* sys/leases/revoke; a few retries. `cb` may be NULL. */
+pgl_vault_op *pgl_vault_revoke(pgl_vault *v, const char *lease_id, pgl_vault_lease_cb cb,
+                               void *arg);
+
+/* Drops an operation; its callback will not run. NULL is fine. */
+void pgl_vault_cancel(pgl_vault_op *op);
+
+/* Number of operations in flight (shutdown waits for revocations). */
+int pgl_vault_pending(const pgl_vault *v);
+
+void pgl_vault_free(pgl_vault *v);
+
+#endif
