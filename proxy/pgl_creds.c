@@ -306,13 +306,11 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
                       now >= g->drain_since + (uint64_t)conf->drain_timeout * 1000;
     pgl_list *pos, *tmp;
     if (now >= deadline || drain_over) {
+        g->nservers++; /* closing its last server must not free it here */
         pgl_list *const lists[] = {&pool->active, &pool->idle, &pool->connecting};
         for (size_t i = 0; i < 3; i++) {
-            pgl_list_foreach(pos, tmp, lists[i])
-            {
-                pgl_server *s = pgl_container_of(pos, pgl_server, node);
-                if (s->gen != g)
-                    continue;
+            pgl_server *s;
+            while ((s = pgl_pool_find_server(lists[i], g)) != NULL) {
                 if (s->link != NULL)
                     pgl_client_fail(s->link, "FATAL", "57P01",
                                     now >= deadline
@@ -333,20 +331,30 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
             pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
                           (unsigned long long)g->id);
         }
+        g->nservers--;
+        pgl_generation_server_gone(g);
         return;
     }
     /* Session clients of an old generation: shortly before the deadline,
      * close them at their next idle point with a clear reason. */
     if (draining && pool->mode == PGL_CONF_POOL_SESSION && deadline != UINT64_MAX &&
         now + SESSION_NOTICE_MS >= deadline) {
-        pgl_list_foreach(pos, tmp, &pool->active)
-        {
-            pgl_server *s = pgl_container_of(pos, pgl_server, node);
-            if (s->gen == g && s->link != NULL && s->state == PGL_SERVER_ACTIVE &&
-                s->rfq_status == 'I' && s->expected_rfq == 0 &&
-                !pgl_conn_mid_message(&s->conn) && !pgl_conn_mid_message(&s->link->conn))
-                pgl_client_fail(s->link, "FATAL", "57P01",
-                                "terminating connection: credentials rotated, please reconnect");
+        bool again = true;
+        while (again) {
+            again = false;
+            pgl_list_foreach(pos, tmp, &pool->active)
+            {
+                pgl_server *s = pgl_container_of(pos, pgl_server, node);
+                if (s->gen == g && s->link != NULL && s->state == PGL_SERVER_ACTIVE &&
+                    s->rfq_status == 'I' && s->expected_rfq == 0 &&
+                    !pgl_conn_mid_message(&s->conn) && !pgl_conn_mid_message(&s->link->conn)) {
+                    pgl_client_fail(s->link, "FATAL", "57P01",
+                                    "terminating connection: credentials rotated, please "
+                                    "reconnect");
+                    again = true; /* the lists changed: scan afresh */
+                    break;
+                }
+            }
         }
     }
 }

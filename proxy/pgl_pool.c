@@ -79,22 +79,30 @@ void pgl_generation_server_gone(pgl_generation *g)
     }
 }
 
+/* The first server of `gen` in `list` (any generation when gen is NULL). */
+pgl_server *pgl_pool_find_server(pgl_list *list, const pgl_generation *gen)
+{
+    for (pgl_list *p = list->next; p != list; p = p->next) {
+        pgl_server *s = pgl_container_of(p, pgl_server, node);
+        if (gen == NULL || s->gen == gen)
+            return s;
+    }
+    return NULL;
+}
+
 void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *g)
 {
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->idle)
-    {
-        pgl_server *s = pgl_container_of(pos, pgl_server, node);
-        if (s->gen == g)
-            pgl_server_close(s, "its credential generation is retiring");
-    }
+    /* Hold it: closing its last server would free it under our feet. And
+     * look the next server up afresh each time: closing one kicks the pool,
+     * which may move other servers between lists. */
+    g->nservers++;
+    pgl_server *s;
+    while ((s = pgl_pool_find_server(&pool->idle, g)) != NULL)
+        pgl_server_close(s, "its credential generation is retiring");
     /* Logins still running with it are useless now. */
-    pgl_list_foreach(pos, tmp, &pool->connecting)
-    {
-        pgl_server *s = pgl_container_of(pos, pgl_server, node);
-        if (s->gen == g)
-            pgl_server_close(s, "its credential generation is retiring");
-    }
+    while ((s = pgl_pool_find_server(&pool->connecting, g)) != NULL)
+        pgl_server_close(s, "its credential generation is retiring");
+    g->nservers--;
     pgl_generation_server_gone(g); /* retires it now if nothing is left */
 }
 

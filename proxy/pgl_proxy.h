@@ -324,6 +324,7 @@ pgl_generation *pgl_pool_generation(pgl_pool *pool);
 /* Adds a generation (newest first). */
 pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
                                         pgl_generation_state state);
+pgl_server *pgl_pool_find_server(pgl_list *list, const pgl_generation *gen);
 /* Closes the idle servers of `gen` and retires it when it has none left. */
 void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *gen);
 /* Fails the clients waiting on a pool with `sqlstate`/`message`. */
