@@ -35,6 +35,7 @@
 #define SAFETY_MAX_MS 5000
 #define SESSION_NOTICE_MS 2000   /* session clients asked to leave this long before the deadline */
 #define REFETCH_BACKOFF_MS 1000
+#define REFETCH_MAX_MS 30000
 #define SHUTDOWN_REVOKE_MS 5000
 
 static bool vault_pool(const pgl_pool *pool)
@@ -112,9 +113,14 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
     if (rc != 0) {
         pool->fetch_failures++;
         snprintf(pool->vault_error, sizeof pool->vault_error, "%s", err ? err : "failed");
-        pool->refetch_at = now + REFETCH_BACKOFF_MS * (uint64_t)(pool->fetch_failures < 30
-                                                                     ? pool->fetch_failures
-                                                                     : 30);
+        /* Exponential, capped, full jitter: many pools (or pglease
+         * instances) must not hammer a Vault that is struggling. */
+        uint64_t ceiling = REFETCH_BACKOFF_MS;
+        for (int i = 1; i < pool->fetch_failures && ceiling < REFETCH_MAX_MS; i++)
+            ceiling *= 2;
+        if (ceiling > REFETCH_MAX_MS)
+            ceiling = REFETCH_MAX_MS;
+        pool->refetch_at = now + (uint64_t)random() % (ceiling + 1);
         pgl_log_error(pool->name, "vault: cannot read %s: %s", pool->db->creds_path,
                       pool->vault_error);
         return;

@@ -15,6 +15,7 @@
 #define BACKOFF_BASE_MS 250
 #define BACKOFF_CAP_MS 30000
 #define FEW_ATTEMPTS 6          /* renew / revoke */
+#define READ_ATTEMPTS 3
 #define MAX_FORBIDDEN 2         /* 403s with a fresh token before giving up */
 #define TOKEN_FILE_CHECK_MS 5000
 #define SECRET_FILE_MAX 16384
@@ -730,6 +731,9 @@ pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_se
     pgl_vault_op *op = op_new(v, OP_READ_SECRET, "GET", path, NULL);
     if (op == NULL)
         return NULL;
+    /* A few quick retries, then the caller hears about it: it decides
+     * what clients are told and when to ask again. */
+    op->max_attempts = READ_ATTEMPTS;
     op->secret_cb = cb;
     op->arg = arg;
     op_send(op);

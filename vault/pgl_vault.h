@@ -76,7 +76,8 @@ bool pgl_vault_ready(const pgl_vault *v);
 uint64_t pgl_vault_token_end(const pgl_vault *v);
 
 /* GET `path` (e.g. "database/creds/app-rw") and decode a database secret.
- * Retried until it succeeds, fails for good (400/404) or is cancelled. */
+ * Transient failures are retried a few times (about two seconds), then
+ * reported; 400/404 are reported at once. */
 pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_secret_cb cb,
                                     void *arg);
 

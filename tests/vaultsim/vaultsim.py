@@ -257,8 +257,9 @@ class Token:
 
 class Lease:
     def __init__(self, lease_id, mount, role, db_name, username, ttl, max_ttl, token_id,
-                 revoke_stmts, renew_stmts):
+                 revoke_stmts, renew_stmts, password=None):
         self.id = lease_id
+        self.password = password  # kept for the test-only state endpoint
         self.mount = mount
         self.role = role
         self.db_name = db_name
@@ -287,6 +288,7 @@ class State:
         self.fail = []          # [remaining, status, prefix]
         self.latency_ms = 0
         self.k8s_tokens = set()
+        self.issued_secrets = []  # passwords, tokens, secret_ids: for log-leak tests
 
     def add_policy(self, name, text):
         self.policies[name] = {"text": text, "rules": parse_policy(text)}
@@ -603,8 +605,9 @@ def creds(mount_path, mount, role_name, token):
     lease_id = f"{mount_path}creds/{role_name}/{rand_alnum(24)}"
     lease = Lease(lease_id, mount_path, role_name, role["db_name"], username, ttl, max_ttl,
                   token.id if token else None, role["revocation_statements"],
-                  role["renew_statements"])
+                  role["renew_statements"], password)
     STATE.leases[lease_id] = lease
+    STATE.issued_secrets.append(password)
     if token:
         token.leases.add(lease_id)
     log(f"lease issued: {mount_path}creds/{role_name}/... user {username} ttl {ttl}s")
@@ -731,6 +734,7 @@ def token_from_role(role, display_name, meta):
                 path="auth/" + display_name + "/login",
                 no_default_policy=bool(role.get("token_no_default_policy")))
     STATE.tokens[tok.id] = tok
+    STATE.issued_secrets.append(tok.id)
     return tok
 
 
@@ -816,6 +820,7 @@ def handle_approle(mount_path, m, rest, method, body):
             return 204, None
     if sub == "secret-id" and method in ("POST", "PUT"):
         sid = str(uuid.uuid4())
+        STATE.issued_secrets.append(sid)
         ttl = parse_duration(body.get("ttl"), role.get("secret_id_ttl", 0))
         uses = int(body.get("num_uses", role.get("secret_id_num_uses", 0)))
         role["secret_ids"][sid] = {"accessor": str(uuid.uuid4()),
@@ -1128,11 +1133,12 @@ def handle_vaultsim(rest, method, body):
     if rest == "state" and method == "GET":
         now = time.time()
         return 200, envelope({
-            "leases": [{"lease_id": l.id, "username": l.username,
+            "leases": [{"lease_id": l.id, "username": l.username, "password": l.password,
                         "expire_time": rfc3339(l.expire), "ttl": l.expire - now,
                         "max_expire_time": rfc3339(l.max_expire)}
                        for l in STATE.leases.values()],
-            "tokens": len(STATE.tokens), "sealed": STATE.sealed})
+            "tokens": len(STATE.tokens), "sealed": STATE.sealed,
+            "issued_secrets": STATE.issued_secrets})
     raise VaultError(404, f"no handler for route \"sys/vaultsim/{rest}\"")
 
 
@@ -1268,6 +1274,7 @@ class Handler(BaseHTTPRequestHandler):
                         path != "sys/wrapping/unwrap":
                     ttl = parse_duration(wrap_ttl)
                     wt = "hvs." + rand_alnum(24)
+                    STATE.issued_secrets.append(wt)
                     STATE.wrapped[wt] = (time.time() + ttl, obj, path)
                     obj = envelope(wrap_info={"token": wt, "accessor": rand_alnum(24),
                                               "ttl": ttl, "creation_time": rfc3339(time.time()),

@@ -1,0 +1,301 @@
+"""Vault-issued upstream credentials under load: renewal, rotation, drain,
+hard deadline, revocation, Vault outages and early revocation, with the
+Vault stand-in and a real Postgres."""
+import secrets
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from pglease_proc import PgLease
+
+DB = "vdb"
+CREATION = [
+    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+    "GRANT CONNECT ON DATABASE vdb TO \"{{name}}\";",
+    "GRANT USAGE ON SCHEMA public TO \"{{name}}\";",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{{name}}\";",
+]
+POLICY = ('path "database/creds/app-rw" { capabilities = ["read"] }\n'
+          'path "sys/leases/*" { capabilities = ["update"] }')
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vdb(pg):
+    pg.sql(f"CREATE DATABASE {DB}")
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", str(pg.socket_dir), "-p",
+                    str(pg.port), "-U", "postgres", DB], check=True, capture_output=True,
+                   timeout=120)
+
+
+def approle(vault, tmp_path, wrapped=False):
+    vault.api("POST", "sys/auth/approle", {"type": "approle"})
+    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+    vault.api("POST", "auth/approle/role/pglease", {"token_policies": ["pglease"],
+                                                    "token_ttl": "1h", "token_max_ttl": "4h"})
+    role_id = vault.api("GET", "auth/approle/role/pglease/role-id")["data"]["role_id"]
+    if wrapped:
+        resp = vault.api("POST", "auth/approle/role/pglease/secret-id",
+                         headers={"X-Vault-Wrap-TTL": "120s"})
+        secret = resp["wrap_info"]["token"]
+    else:
+        secret = vault.api("POST", "auth/approle/role/pglease/secret-id")["data"]["secret_id"]
+    (tmp_path / "secret-id").write_text(secret + "\n")
+    return (f"\n[vault]\naddr = {vault.addr}\nauth_method = approle\nrole_id = {role_id}\n"
+            f"secret_id_file = {tmp_path / 'secret-id'}\n"
+            f"secret_id_wrapped = {'yes' if wrapped else 'no'}\n")
+
+
+def start_proxy(pg, vault, tmp_path, ttl, max_ttl, settings=None, vault_section=None):
+    vault.setup_database(pg, pg.vault_user, pg.vault_password, dbname=DB, default_ttl=ttl,
+                         max_ttl=max_ttl, creation=CREATION)
+    section = vault_section or approle(vault, tmp_path)
+    # Unguessable local passwords, so the log-leak check can look for them.
+    users = {"alice": "pw-" + secrets.token_hex(10), "admin": "pw-" + secrets.token_hex(10)}
+    p = PgLease({"app": f"host=127.0.0.1 port={pg.port} dbname={DB} "
+                        f"creds=database/creds/app-rw"},
+                users=users, settings=settings or {}, extra_sections=section)
+    return p.start()
+
+
+def backends_of(pg, user):
+    return [r[0] for r in pg.sql("select pid from pg_stat_activity where usename = %s",
+                                 (user,))]
+
+
+def terminate(pg, pids):
+    for pid in pids:
+        pg.sql("select pg_terminate_backend(%s)", (pid,))
+
+
+def vault_roles(pg):
+    return {r[0] for r in pg.sql("select rolname from pg_roles where rolname like 'v-%'")}
+
+
+class Sampler(threading.Thread):
+    """Watches pg_stat_activity: which Vault users have backends, and whether
+    any backend is alive past its role's VALID UNTIL."""
+
+    def __init__(self, pg):
+        super().__init__(daemon=True)
+        self.pg = pg
+        self.users = set()
+        self.violations = []
+        self.stop_flag = threading.Event()
+        self.samples = 0
+
+    def run(self):
+        with self.pg.connect() as c:
+            while not self.stop_flag.is_set():
+                rows = c.execute(
+                    "select a.usename, a.pid, r.rolvaliduntil, clock_timestamp() "
+                    "from pg_stat_activity a join pg_roles r on r.rolname = a.usename "
+                    "where a.usename like 'v-%'").fetchall()
+                for user, pid, valid_until, now in rows:
+                    self.users.add(user)
+                    if valid_until is not None and now >= valid_until:
+                        self.violations.append((user, pid, valid_until, now))
+                self.samples += 1
+                time.sleep(0.1)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.join(10)
+
+
+def assert_no_secrets(p, vault, extra=()):
+    logs = p.log() + vault.log()
+    secrets = list(vault.state()["issued_secrets"]) + list(p.users.values()) + list(extra)
+    leaked = [s for s in secrets if s and s in logs]
+    assert not leaked, f"{len(leaked)} secret(s) found in the logs"
+
+
+def pgbench(p, *args, timeout=200):
+    r = subprocess.run(["pgbench", "-n", *args, p.dsn()], capture_output=True, text=True,
+                       timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_rotation_under_pgbench(pg, vault, tmp_path):
+    p = start_proxy(pg, vault, tmp_path, "10s", "20s", {"pool_mode": "transaction"})
+    sampler = Sampler(pg)
+    sampler.start()
+    try:
+        rc, out = pgbench(p, "-c", "8", "-j", "2", "-T", "60")
+    finally:
+        sampler.stop()
+    assert rc == 0, out + p.log()[-3000:]
+    assert "number of failed transactions: 0 " in out, out
+    tps = next((line for line in out.splitlines() if line.startswith("tps")), "")
+    print(f"\nrotation under pgbench: {len(sampler.users)} upstream users, "
+          f"{sampler.samples} samples, {len(sampler.violations)} past VALID UNTIL, {tps}")
+    assert len(sampler.users) >= 4, sampler.users
+    assert sampler.samples > 100
+    assert not sampler.violations, sampler.violations[:5]
+    # Retired generations are revoked once drained: only the current one
+    # (and perhaps its successor warming up) remain.
+    time.sleep(1)
+    assert len(vault_roles(pg)) <= 2, vault_roles(pg)
+    p.signal(signal.SIGTERM)
+    assert p.proc.wait(30) == 0
+    assert vault_roles(pg) == set(), "SIGTERM must revoke every lease"
+    assert vault.state()["leases"] == []
+    assert_no_secrets(p, vault, [pg.vault_password])
+
+
+def test_vault_outage_while_leases_are_valid(pg, vault, tmp_path):
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s")
+    try:
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            zip(("rc", "out"), pgbench(p, "-S", "-c", "4", "-j", "2", "-T", "30"))))
+        t.start()
+        time.sleep(3)
+        vault.proc.send_signal(signal.SIGSTOP)  # Vault unreachable for 20 s
+        time.sleep(20)
+        vault.proc.send_signal(signal.SIGCONT)
+        t.join(60)
+        assert result["rc"] == 0, result["out"]
+        assert "number of failed transactions: 0 " in result["out"], result["out"]
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("select 1").fetchone()[0] == 1
+    finally:
+        vault.proc.send_signal(signal.SIGCONT)
+        assert p.stop() == 0
+
+
+def test_operator_revokes_the_live_lease(pg, vault, tmp_path):
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s")
+    try:
+        c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+        first = c.execute("select current_user").fetchone()[0]
+        lease = next(l for l in vault.state()["leases"] if l["username"] == first)
+        # The operator revokes the lease and kills the role's sessions.
+        pids = backends_of(pg, first)
+        vault.fault("revoke-lease", lease_id=lease["lease_id"])
+        terminate(pg, pids)
+        t0 = time.monotonic()
+        deadline = t0 + 5
+        while True:
+            try:
+                user = c.execute("select current_user").fetchone()[0]
+                break
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, p.log()[-3000:]
+                c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+        elapsed = time.monotonic() - t0
+        assert user != first
+        assert elapsed < 1.0, f"recovered in {elapsed:.2f} s"
+        c.close()
+    finally:
+        assert p.stop() == 0
+
+
+def test_no_credential_left_gives_a_clear_error(pg, vault, tmp_path):
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s")
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            c.execute("select 1")
+        user = next(iter(vault_roles(pg)))
+        lease = next(l for l in vault.state()["leases"] if l["username"] == user)
+        pids = backends_of(pg, user)
+        vault.fault("revoke-lease", lease_id=lease["lease_id"])
+        vault.fault("seal")  # Vault can't give a new one
+        terminate(pg, pids)
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as e:
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                c.execute("select 1")
+                c.execute("select 1")
+        assert time.monotonic() - t0 < 10
+        assert "Vault" in str(e.value) or "vault" in str(e.value), e.value
+        vault.fault("unseal")
+        # It recovers by itself.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with psycopg.connect(p.dsn(), autocommit=True) as c:
+                    c.execute("select 1")
+                break
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, p.log()[-3000:]
+                time.sleep(0.3)
+    finally:
+        vault.fault("unseal")
+        assert p.stop() == 0
+
+
+def test_session_mode_one_clean_disconnect_per_rotation(pg, vault, tmp_path):
+    p = start_proxy(pg, vault, tmp_path, "6s", "12s", {"pool_mode": "session"})
+    try:
+        disconnects, other_errors, users = [0], [], set()
+
+        def client():
+            deadline = time.monotonic() + 30
+            c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+            while time.monotonic() < deadline:
+                try:
+                    users.add(c.execute("select current_user").fetchone()[0])
+                    time.sleep(0.05)
+                except psycopg.OperationalError as e:
+                    if "credentials rotated" in str(e):
+                        disconnects[0] += 1
+                    else:
+                        other_errors.append(str(e))
+                    c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+            c.close()
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not other_errors, other_errors[:3]
+        rotations = len(users) - 1
+        assert rotations >= 2, users
+        assert disconnects[0] <= 3 * rotations, (disconnects[0], rotations)
+    finally:
+        assert p.stop() == 0
+
+
+def test_wrapped_secret_id(pg, vault, tmp_path):
+    section = approle(vault, tmp_path, wrapped=True)
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s", vault_section=section)
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("select current_user").fetchone()[0].startswith("v-approle-")
+        assert "unwrapped the secret_id" in p.log()
+        assert_no_secrets(p, vault)
+    finally:
+        assert p.stop() == 0
+
+
+def test_kubernetes_auth(pg, vault, tmp_path):
+    import base64
+    import json
+
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+    jwt = ".".join([b64({"alg": "RS256"}), b64({
+        "kubernetes.io/serviceaccount/namespace": "prod",
+        "kubernetes.io/serviceaccount/service-account.name": "app"}), "sig"])
+    (tmp_path / "token").write_text(jwt)
+    vault.api("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
+    vault.api("POST", "auth/kubernetes/config", {"kubernetes_host": "https://k8s.invalid"})
+    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+    vault.api("POST", "auth/kubernetes/role/pglease", {
+        "bound_service_account_names": "app", "bound_service_account_namespaces": "prod",
+        "token_policies": ["pglease"], "token_ttl": "1h"})
+    vault.fault("k8s-tokens", jwt=jwt)
+    section = (f"\n[vault]\naddr = {vault.addr}\nauth_method = kubernetes\n"
+               f"kubernetes_role = pglease\njwt_file = {tmp_path / 'token'}\n")
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s", vault_section=section)
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("select current_user").fetchone()[0].startswith("v-kubernet")
+        assert jwt not in p.log()
+    finally:
+        assert p.stop() == 0
