@@ -152,11 +152,7 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
         g->renew_at = g->renewable ? now + (uint64_t)secret->lease_duration * 1000 * 2 / 3
                                    : UINT64_MAX;
     }
-    uint64_t token_end = pgl_vault_token_end(px->vault);
-    if (!g->is_static && token_end != UINT64_MAX && token_end != 0 && token_end < g->end) {
-        g->end = token_end;
-        g->end_final = true;
-    }
+    g->token_id = pgl_vault_token_id(px->vault);
     schedule_rotation(px, g);
     char hint[96];
     pgl_log_info(pool->name,
@@ -292,11 +288,6 @@ static void on_renewed(void *arg, int rc, long duration, const char *err)
         pgl_log_debug(pool->name, "vault: generation %llu renewed for %lds",
                       (unsigned long long)g->id, duration);
     }
-    uint64_t token_end = pgl_vault_token_end(pool->px->vault);
-    if (token_end != 0 && token_end != UINT64_MAX && token_end < g->end) {
-        g->end = token_end;
-        g->end_final = true;
-    }
     schedule_rotation(pool->px, g);
 }
 
@@ -368,6 +359,14 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
 static void tick_pool(pgl_pool *pool, uint64_t now)
 {
     pgl_proxy *px = pool->px;
+    pgl_list *gp, *gt;
+    pgl_list_foreach(gp, gt, &pool->generations)
+    {
+        pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+        uint64_t end = pgl_vault_token_end_of(px->vault, g->token_id);
+        if (end != UINT64_MAX)
+            g->token_end = end;
+    }
     pgl_generation *active = pgl_pool_generation(pool);
     bool warming = false;
     pgl_list *pos, *tmp;
@@ -376,6 +375,14 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         pgl_generation *g = pgl_container_of(pos, pgl_generation, node);
         if (g->state == PGL_GEN_WARMING)
             warming = true;
+        /* The Vault token that created this lease ends for good: the lease
+         * goes with it, whatever its own TTL. */
+        if (!g->is_static && g->lease_id != NULL && g->token_end != 0 &&
+            g->token_end < g->end) {
+            g->end = g->token_end;
+            g->end_final = true;
+            schedule_rotation(px, g);
+        }
         if (g->renewable && !g->end_final && g->renew_op == NULL && now >= g->renew_at &&
             g->state == PGL_GEN_ACTIVE) {
             g->renew_at = UINT64_MAX;

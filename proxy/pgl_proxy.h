@@ -162,6 +162,8 @@ struct pgl_generation {
     long lease_duration;  /* seconds, as issued: the renewal increment */
     uint64_t issued, end, renew_at, rotate_at;
     uint64_t drain_since;
+    uint64_t token_id;   /* which Vault token created the lease */
+    uint64_t token_end;  /* that token's final end once known, else 0 */
     struct pgl_vault_op *renew_op;
 };
 

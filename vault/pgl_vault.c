@@ -74,7 +74,33 @@ struct pgl_vault {
     struct timespec token_file_mtime;
     pgl_vault_op *ops;
     int nops;
+    /* Recent tokens and their final ends: leases die with their token. */
+    struct {
+        uint64_t id, final;
+    } history[16];
+    unsigned nhistory;
 };
+
+/* Records what is known of the current token's end. */
+static void note_token_final(pgl_vault *v)
+{
+    unsigned slot = v->token_generation % 16;
+    v->history[slot].id = v->token_generation;
+    v->history[slot].final = v->token_final;
+}
+
+uint64_t pgl_vault_token_id(const pgl_vault *v)
+{
+    return v->token != NULL ? v->token_generation : 0;
+}
+
+uint64_t pgl_vault_token_end_of(const pgl_vault *v, uint64_t id)
+{
+    unsigned slot = (unsigned)(id % 16);
+    if (id != 0 && v->history[slot].id == id)
+        return v->history[slot].final;
+    return UINT64_MAX;
+}
 
 /* ---- small helpers ----------------------------------------------------------- */
 
@@ -222,6 +248,15 @@ static void vault_errors(const pgl_vault_http_response *res, char *out, size_t l
     json_decref(root);
 }
 
+/* Parses a response and returns its object member `key` ("auth", "data"),
+ * or NULL; *root must be json_decref'd by the caller either way. */
+static json_t *response_member(const pgl_vault_http_response *res, const char *key,
+                               json_t **root)
+{
+    *root = json_loadb(res->body, res->body_len, 0, NULL);
+    return *root ? json_object_get(*root, key) : NULL;
+}
+
 static bool retryable(long status)
 {
     return status == 0 || status == 412 || status == 429 || status >= 500;
@@ -267,6 +302,7 @@ static void token_ready(pgl_vault *v, long ttl, bool renewable)
     v->token_ttl = ttl;
     v->token_renewable = renewable;
     v->token_final = UINT64_MAX;
+    note_token_final(v);
     if (ttl <= 0) {
         v->token_expire = UINT64_MAX; /* root-like: never expires */
         if (v->token_timer)
@@ -275,6 +311,7 @@ static void token_ready(pgl_vault *v, long ttl, bool renewable)
         v->token_expire = now + (uint64_t)ttl * 1000;
         if (!renewable)
             v->token_final = v->token_expire;
+        note_token_final(v);
         /* Renew (or log in again) at 2/3 of the TTL, jittered by up to 10%
          * so many pglease instances do not hit Vault in step. */
         uint64_t at = (uint64_t)ttl * 1000 * 2 / 3;
@@ -297,8 +334,8 @@ static void on_renew_self(void *arg, const pgl_vault_http_response *res)
     pgl_vault *v = arg;
     v->login_req = NULL;
     if (res->status == 200) {
-        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
-        json_t *auth = root ? json_object_get(root, "auth") : NULL;
+        json_t *root;
+        json_t *auth = response_member(res, "auth", &root);
         long got = auth ? (long)json_integer_value(json_object_get(auth, "lease_duration")) : 0;
         json_decref(root);
         if (got > 0) {
@@ -308,12 +345,16 @@ static void on_renew_self(void *arg, const pgl_vault_http_response *res)
                 /* Capped by the token's max TTL: it ends for good then. Log
                  * in again before, leaving the old token to expire with the
                  * leases it created (the caller rotates them before that). */
+                /* Capped by the token's max TTL: it ends for good then, and
+                 * takes the leases it created along. Log in again now, so
+                 * credentials fetched from here on belong to a token with a
+                 * future; the old one lives on until then for the old ones. */
                 v->token_final = v->token_expire;
+                note_token_final(v);
                 vlog(v, PGL_VAULT_LOG_INFO,
-                     "vault: token renewal capped at %lds by its max TTL; logging in again "
-                     "before it ends", got);
-                schedule_token_timer(v, (uint64_t)got * 1000 * 2 / 3);
+                     "vault: token renewal capped at %lds by its max TTL; logging in again", got);
                 v->token_renewable = false;
+                login(v);
             } else {
                 schedule_token_timer(v, (uint64_t)got * 1000 * 2 / 3);
             }
@@ -356,8 +397,8 @@ static void on_login(void *arg, const pgl_vault_http_response *res)
     v->login_req = NULL;
     char err[256];
     if (res->status == 200) {
-        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
-        json_t *auth = root ? json_object_get(root, "auth") : NULL;
+        json_t *root;
+        json_t *auth = response_member(res, "auth", &root);
         const char *tok = auth ? json_string_value(json_object_get(auth, "client_token")) : NULL;
         if (tok != NULL) {
             set_token(v, tok);
@@ -382,8 +423,8 @@ static void on_lookup_self(void *arg, const pgl_vault_http_response *res)
     pgl_vault *v = arg;
     v->login_req = NULL;
     if (res->status == 200) {
-        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
-        json_t *data = root ? json_object_get(root, "data") : NULL;
+        json_t *root;
+        json_t *data = response_member(res, "data", &root);
         long ttl = data ? (long)json_integer_value(json_object_get(data, "ttl")) : 0;
         bool renewable = data && json_is_true(json_object_get(data, "renewable"));
         json_decref(root);
@@ -401,8 +442,8 @@ static void on_unwrap(void *arg, const pgl_vault_http_response *res)
     pgl_vault *v = arg;
     v->login_req = NULL;
     if (res->status == 200) {
-        json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
-        json_t *data = root ? json_object_get(root, "data") : NULL;
+        json_t *root;
+        json_t *data = response_member(res, "data", &root);
         const char *sid = data ? json_string_value(json_object_get(data, "secret_id")) : NULL;
         if (sid != NULL)
             v->unwrapped_secret_id = strdup(sid);

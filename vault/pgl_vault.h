@@ -75,6 +75,14 @@ bool pgl_vault_ready(const pgl_vault *v);
  * created with it end no later than that. */
 uint64_t pgl_vault_token_end(const pgl_vault *v);
 
+/* Identifies the current token (changes at each login), so a lease can be
+ * tied to the token that created it. 0 when there is none. */
+uint64_t pgl_vault_token_id(const pgl_vault *v);
+
+/* The final end (loop ms) of the token `id` once known, UINT64_MAX while
+ * it may still be renewed or is unknown. A lease ends with its token. */
+uint64_t pgl_vault_token_end_of(const pgl_vault *v, uint64_t id);
+
 /* GET `path` (e.g. "database/creds/app-rw") and decode a database secret.
  * Transient failures are retried a few times (about two seconds), then
  * reported; 400/404 are reported at once. */

@@ -143,7 +143,7 @@ def test_rotation_under_pgbench(pg, vault, tmp_path):
     assert p.proc.wait(30) == 0
     assert vault_roles(pg) == set(), "SIGTERM must revoke every lease"
     assert vault.state()["leases"] == []
-    assert_no_secrets(p, vault, [pg.vault_password])
+    assert_no_secrets(p, vault, [vault.root_token, pg.vault_password])
 
 
 def test_vault_outage_while_leases_are_valid(pg, vault, tmp_path):
@@ -297,5 +297,33 @@ def test_kubernetes_auth(pg, vault, tmp_path):
         with psycopg.connect(p.dsn(), autocommit=True) as c:
             assert c.execute("select current_user").fetchone()[0].startswith("v-kubernet")
         assert jwt not in p.log()
+    finally:
+        assert p.stop() == 0
+
+
+def test_short_lived_vault_token(pg, vault, tmp_path):
+    """A token with a 10 s max TTL: its leases die with it, so pglease must
+    log in again and rotate credentials before each token ends."""
+    vault.api("POST", "sys/auth/approle", {"type": "approle"})
+    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+    vault.api("POST", "auth/approle/role/pglease", {"token_policies": ["pglease"],
+                                                    "token_ttl": "4s", "token_max_ttl": "10s"})
+    role_id = vault.api("GET", "auth/approle/role/pglease/role-id")["data"]["role_id"]
+    secret = vault.api("POST", "auth/approle/role/pglease/secret-id")["data"]["secret_id"]
+    (tmp_path / "secret-id").write_text(secret)
+    section = (f"\n[vault]\naddr = {vault.addr}\nrole_id = {role_id}\n"
+               f"secret_id_file = {tmp_path / 'secret-id'}\n")
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s", vault_section=section)
+    sampler = Sampler(pg)
+    sampler.start()
+    try:
+        rc, out = pgbench(p, "-S", "-c", "4", "-j", "2", "-T", "25")
+    finally:
+        sampler.stop()
+    try:
+        assert rc == 0 and "number of failed transactions: 0 " in out, out + p.log()[-6000:]
+        assert len(sampler.users) >= 3, (sampler.users, p.log()[-3000:])
+        assert p.log().count("logging in again") >= 2
+        assert_no_secrets(p, vault, [vault.root_token, pg.vault_password])
     finally:
         assert p.stop() == 0
