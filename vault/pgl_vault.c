@@ -285,11 +285,25 @@ static void schedule_token_timer(pgl_vault *v, uint64_t delay_ms)
     uv_timer_start(&v->token_timer->handle, on_token_timer, delay_ms, 0);
 }
 
-static void login_retry_later(pgl_vault *v)
+static void op_fail(pgl_vault_op *op, const char *err);
+static void op_release(pgl_vault_op *op);
+static void on_retry(uv_timer_t *t);
+
+/* The login failed: try again later, and tell the callers waiting for a
+ * token now instead of letting them wait blindly (revocations keep
+ * waiting: they matter at shutdown and are bounded there). */
+static void login_retry_later(pgl_vault *v, const char *why)
 {
     v->tstate = TOKEN_NONE;
     uint64_t delay = backoff_ms(v->login_attempts++);
     schedule_token_timer(v, delay < 100 ? 100 : delay);
+    char err[300];
+    snprintf(err, sizeof err, "Vault login failed: %s", why);
+    for (pgl_vault_op *op = v->ops, *next; op; op = next) {
+        next = op->next;
+        if (op->waiting_token && op->kind != OP_REVOKE)
+            op_fail(op, err);
+    }
 }
 
 /* A token arrived (login) or was confirmed (lookup): keep it alive. */
@@ -415,7 +429,7 @@ static void on_login(void *arg, const pgl_vault_http_response *res)
     }
     vlog(v, res->status == 400 || res->status == 403 ? PGL_VAULT_LOG_ERROR : PGL_VAULT_LOG_WARNING,
          "vault: %s login failed: %s; retrying", method_name(v->method), err);
-    login_retry_later(v);
+    login_retry_later(v, err);
 }
 
 static void on_lookup_self(void *arg, const pgl_vault_http_response *res)
@@ -434,7 +448,7 @@ static void on_lookup_self(void *arg, const pgl_vault_http_response *res)
     char err[256];
     vault_errors(res, err, sizeof err);
     vlog(v, PGL_VAULT_LOG_ERROR, "vault: the configured token does not work: %s; retrying", err);
-    login_retry_later(v);
+    login_retry_later(v, err);
 }
 
 static void on_unwrap(void *arg, const pgl_vault_http_response *res)
@@ -459,7 +473,7 @@ static void on_unwrap(void *arg, const pgl_vault_http_response *res)
     vlog(v, PGL_VAULT_LOG_ERROR,
          "vault: cannot unwrap the secret_id in %s: %s (a wrapping token works once: "
          "provide a fresh one)", v->secret_id_file, err);
-    login_retry_later(v);
+    login_retry_later(v, err);
 }
 
 static void login(pgl_vault *v)
@@ -474,7 +488,7 @@ static void login(pgl_vault *v)
                                   : (v->token_cfg ? strdup(v->token_cfg) : NULL);
         if (tok == NULL) {
             vlog(v, PGL_VAULT_LOG_ERROR, "vault: no token: %s", err[0] ? err : "unset");
-            login_retry_later(v);
+            login_retry_later(v, "no token");
             return;
         }
         set_token(v, tok);
@@ -488,7 +502,7 @@ static void login(pgl_vault *v)
                                    : read_secret_file(v->role_id_file, err, sizeof err);
         if (role_id == NULL) {
             vlog(v, PGL_VAULT_LOG_ERROR, "vault: no role_id: %s", err);
-            login_retry_later(v);
+            login_retry_later(v, "no role_id");
             return;
         }
         char *secret_id = NULL;
@@ -497,7 +511,7 @@ static void login(pgl_vault *v)
             if (wrapping == NULL) {
                 wipe_str(&role_id);
                 vlog(v, PGL_VAULT_LOG_ERROR, "vault: no wrapped secret_id: %s", err);
-                login_retry_later(v);
+                login_retry_later(v, "no wrapped secret_id");
                 return;
             }
             rc = pgl_vault_http_request(v->http, "POST", "sys/wrapping/unwrap", wrapping, NULL,
@@ -513,7 +527,7 @@ static void login(pgl_vault *v)
         if (v->secret_id_file && secret_id == NULL) {
             wipe_str(&role_id);
             vlog(v, PGL_VAULT_LOG_ERROR, "vault: no secret_id: %s", err);
-            login_retry_later(v);
+            login_retry_later(v, "no secret_id");
             return;
         }
         json_t *body = secret_id ? json_pack("{s:s, s:s}", "role_id", role_id, "secret_id",
@@ -536,7 +550,7 @@ static void login(pgl_vault *v)
         char *jwt = read_secret_file(v->jwt_file, err, sizeof err);
         if (jwt == NULL) {
             vlog(v, PGL_VAULT_LOG_ERROR, "vault: no service account token: %s", err);
-            login_retry_later(v);
+            login_retry_later(v, "no service account token");
             return;
         }
         json_t *body = json_pack("{s:s, s:s}", "role", v->kubernetes_role, "jwt", jwt);
@@ -555,7 +569,7 @@ static void login(pgl_vault *v)
     if (rc != 0) {
         vlog(v, PGL_VAULT_LOG_ERROR, "vault: cannot start the login request: %s",
              strerror(-rc));
-        login_retry_later(v);
+        login_retry_later(v, "cannot start the request");
     }
 }
 
@@ -717,6 +731,11 @@ static void on_op_done(void *arg, const pgl_vault_http_response *res)
 static void op_send(pgl_vault_op *op)
 {
     pgl_vault *v = op->v;
+    if (v->tstate != TOKEN_READY && v->login_attempts > 0 && op->kind != OP_REVOKE &&
+        v->tstate == TOKEN_NONE) {
+        op_fail(op, "Vault login is failing (see the log)");
+        return;
+    }
     if (v->tstate != TOKEN_READY) {
         op->waiting_token = true;
         if (v->tstate == TOKEN_NONE && (v->token_timer == NULL ||
@@ -730,6 +749,19 @@ static void op_send(pgl_vault_op *op)
                                     on_op_done, op, &op->req);
     if (rc != 0)
         op_retry_later(op, "cannot start the request");
+}
+
+/* The first send happens on the next loop turn: a callback never runs
+ * inside the call that started the operation (the caller has not even
+ * stored the handle yet). */
+static pgl_vault_op *op_start(pgl_vault_op *op)
+{
+    if (op->retry == NULL && (op->retry = timer_new(op->v, op)) == NULL) {
+        op_release(op);
+        return NULL;
+    }
+    uv_timer_start(&op->retry->handle, on_retry, 0, 0);
+    return op;
 }
 
 static void ops_token_ready(pgl_vault *v)
@@ -777,8 +809,7 @@ pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_se
     op->max_attempts = READ_ATTEMPTS;
     op->secret_cb = cb;
     op->arg = arg;
-    op_send(op);
-    return op;
+    return op_start(op);
 }
 
 static pgl_vault_op *lease_op(pgl_vault *v, op_kind kind, const char *lease_id, long increment,
@@ -800,8 +831,7 @@ static pgl_vault_op *lease_op(pgl_vault *v, op_kind kind, const char *lease_id, 
     op->lease_cb = cb;
     op->arg = arg;
     op->max_attempts = FEW_ATTEMPTS;
-    op_send(op);
-    return op;
+    return op_start(op);
 }
 
 pgl_vault_op *pgl_vault_renew(pgl_vault *v, const char *lease_id, long increment,

@@ -327,3 +327,71 @@ def test_short_lived_vault_token(pg, vault, tmp_path):
         assert_no_secrets(p, vault, [vault.root_token, pg.vault_password])
     finally:
         assert p.stop() == 0
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+         "-days", "2", "-subj", "/CN=vault test CA")
+    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "vault.key", "-out", "vault.csr",
+         "-subj", "/CN=127.0.0.1")
+    ossl("x509", "-req", "-in", "vault.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "vault.crt", "-days", "2", "-extfile", "san.cnf")
+    return tmp_path / "vault.crt", tmp_path / "vault.key", tmp_path / "ca.crt"
+
+
+def test_vault_over_tls_and_token_file(pg, tmp_path, tls_files):
+    """Vault over https verified with ca_cert; token auth from a file that
+    is re-read when it changes."""
+    from vaultsim_proc import VaultSim
+    vault = VaultSim(tls=tls_files)
+    try:
+        vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+        tok1 = vault.api("POST", "auth/token/create", {"policies": ["pglease"], "ttl": "1h"})[
+            "auth"]["client_token"]
+        (tmp_path / "token").write_text(tok1)
+        section = (f"\n[vault]\naddr = {vault.addr}\nca_cert = {tls_files[2]}\n"
+                   f"auth_method = token\ntoken_file = {tmp_path / 'token'}\n")
+        p = start_proxy(pg, vault, tmp_path, "60s", "120s", vault_section=section)
+        try:
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                assert c.execute("select current_user").fetchone()[0].startswith("v-token-")
+            # The operator replaces the token file and revokes the old token
+            # (which revokes its leases and drops the role).
+            tok2 = vault.api("POST", "auth/token/create", {"policies": ["pglease"],
+                                                           "ttl": "1h"})["auth"]["client_token"]
+            (tmp_path / "token").write_text(tok2)
+            deadline = time.monotonic() + 15
+            while "changed; using the new token" not in p.log():
+                assert time.monotonic() < deadline, p.log()[-3000:]
+                time.sleep(0.2)
+            vault.api("POST", "auth/token/revoke", {"token": tok1})
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with psycopg.connect(p.dsn(), autocommit=True) as c:
+                        c.execute("select 1")
+                    break
+                except psycopg.OperationalError:
+                    assert time.monotonic() < deadline, p.log()[-3000:]
+                    time.sleep(0.2)
+            assert_no_secrets(p, vault, [vault.root_token, tok1, tok2])
+        finally:
+            assert p.stop() == 0
+        # Without the CA, the certificate is refused and said so.
+        bad = PgLease({"app": f"host=127.0.0.1 port={pg.port} dbname={DB} "
+                              f"creds=database/creds/app-rw"},
+                      extra_sections=section.replace(f"ca_cert = {tls_files[2]}\n", ""))
+        bad.start()
+        try:
+            with pytest.raises(psycopg.OperationalError) as e:
+                psycopg.connect(bad.dsn(), connect_timeout=15)
+            assert "Vault" in str(e.value)
+            assert "certificate" in bad.log().lower()
+        finally:
+            bad.stop()
+    finally:
+        vault.stop()

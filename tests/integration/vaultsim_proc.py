@@ -15,16 +15,23 @@ VAULTSIM = REPO / "tests" / "vaultsim" / "vaultsim.py"
 
 
 class VaultSim:
-    def __init__(self):
+    def __init__(self, tls=None):
+        """tls: (cert_file, key_file, ca_file) to serve https."""
         self.dir = Path(tempfile.mkdtemp(prefix="vaultsim-"))
         self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
+        self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.root_token = "root-" + secrets.token_hex(8)
         self.log_path = self.dir / "vaultsim.log"
         self._log = open(self.log_path, "ab")
+        self._ssl = None
+        args = []
+        if tls:
+            import ssl
+            self._ssl = ssl.create_default_context(cafile=str(tls[2]))
+            args = [f"-tls-cert-file={tls[0]}", f"-tls-key-file={tls[1]}"]
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", str(VAULTSIM), f"-dev-root-token-id={self.root_token}",
-             f"-dev-listen-address=127.0.0.1:{self.port}"],
+             f"-dev-listen-address=127.0.0.1:{self.port}", *args],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -50,7 +57,7 @@ class VaultSim:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=15) as r:
+            with urllib.request.urlopen(req, timeout=15, context=self._ssl) as r:
                 raw = r.read()
                 return r.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as e:

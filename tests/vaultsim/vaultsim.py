@@ -208,7 +208,7 @@ def capabilities(policy_names, path):
 class Token:
     def __init__(self, policies, ttl, explicit_max_ttl=0, renewable=True, parent=None,
                  display_name="token", meta=None, num_uses=0, period=0, root=False,
-                 path="auth/token/create", no_default_policy=False):
+                 path="auth/token/create", no_default_policy=False, max_ttl=0):
         self.id = ("hvs." + rand_alnum(24)) if not root else None
         self.accessor = rand_alnum(24)
         pol = sorted(set(policies))
@@ -220,8 +220,10 @@ class Token:
         self.ttl = self.creation_ttl
         self.expire = None if root or ttl == 0 else self.created + ttl
         self.explicit_max_ttl = explicit_max_ttl
-        max_ttl = explicit_max_ttl or SYSTEM_MAX_TTL
-        self.max_expire = None if root else self.created + max_ttl
+        # The effective max: explicit_max_ttl, the role's token_max_ttl and the
+        # system max (32 days), whichever is smallest.
+        cap = min([x for x in (explicit_max_ttl, max_ttl) if x] + [SYSTEM_MAX_TTL])
+        self.max_expire = None if root else self.created + cap
         self.renewable = renewable and not root
         self.parent = parent
         self.children = set()
@@ -725,11 +727,13 @@ def kv_meta(ver):
 
 def token_from_role(role, display_name, meta):
     policies = str_list(role.get("token_policies")) or str_list(role.get("policies"))
-    ttl = role.get("token_ttl") or SYSTEM_MAX_TTL
     max_ttl = role.get("token_max_ttl") or 0
     explicit = role.get("token_explicit_max_ttl") or 0
+    period = role.get("token_period") or 0
+    ttl = period or role.get("token_ttl") or max_ttl or SYSTEM_MAX_TTL
     cap = min([x for x in (max_ttl, explicit) if x] or [0])
-    tok = Token(policies, min(ttl, cap) if cap else ttl, explicit_max_ttl=cap,
+    tok = Token(policies, min(ttl, cap) if cap else ttl, explicit_max_ttl=explicit,
+                max_ttl=max_ttl, period=period,
                 display_name=display_name, meta=meta, num_uses=role.get("token_num_uses", 0),
                 path="auth/" + display_name + "/login",
                 no_default_policy=bool(role.get("token_no_default_policy")))
@@ -1102,8 +1106,10 @@ def new_mount(typ, opts):
 def handle_vaultsim(rest, method, body):
     """Fault injection for tests (root token only)."""
     if rest == "fail":
-        STATE.fail.append([int(body.get("count", 1)), int(body.get("status", 500)),
-                           body.get("path_prefix", "")])
+        prefix = str(body.get("path_prefix") or "").lstrip("/")
+        if prefix.startswith("v1/"):
+            prefix = prefix[3:]
+        STATE.fail.append([int(body.get("count", 1)), int(body.get("status", 500)), prefix])
         return 204, None
     if rest == "latency":
         STATE.latency_ms = int(body.get("ms", 0))
@@ -1158,6 +1164,26 @@ def required_capability(method, path):
 
 
 def dispatch(method, path, body, token_id, query):
+    status, obj, mount_type = route(method, path, body, token_id, query)
+    if isinstance(obj, dict) and "request_id" in obj and mount_type and \
+            path != "sys/wrapping/unwrap":
+        obj["mount_type"] = mount_type
+    return status, obj
+
+
+def route(method, path, body, token_id, query):
+    """(status, body, mount type) of one request."""
+    status, obj = _route(method, path, body, token_id, query)
+    if path.startswith("sys/"):
+        return status, obj, "system"
+    if path.startswith("auth/"):
+        m, _ = mount_for(path[len("auth/"):], STATE.auth)
+        return status, obj, STATE.auth[m]["type"] if m in STATE.auth else ""
+    m, _ = mount_for(path, STATE.mounts)
+    return status, obj, STATE.mounts[m]["type"] if m in STATE.mounts else ""
+
+
+def _route(method, path, body, token_id, query):
     if path == "sys/health":
         code = 503 if STATE.sealed else 200
         return code, {"initialized": True, "sealed": STATE.sealed, "standby": False,
@@ -1305,7 +1331,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def parse_args(argv):
     opts = {"dev-root-token-id": None, "dev-listen-address": "127.0.0.1:8200",
-            "log-file": None}
+            "log-file": None, "tls-cert-file": None, "tls-key-file": None}
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -1345,9 +1371,17 @@ def main(argv):
     host, _, port = opts["dev-listen-address"].rpartition(":")
     server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
     server.daemon_threads = True
+    scheme = "http"
+    if opts["tls-cert-file"]:
+        # Like a Vault listener's tls_cert_file / tls_key_file.
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(opts["tls-cert-file"], opts["tls-key-file"])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     threading.Thread(target=reaper, daemon=True).start()
     print(f"==> Vault server (vaultsim {VERSION}) started! Listening on "
-          f"http://{host}:{server.server_address[1]}", flush=True)
+          f"{scheme}://{host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
