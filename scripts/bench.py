@@ -1,0 +1,280 @@
+#!/usr/bin/python3
+"""pglease vs PgBouncer vs direct, measured in the same run on the same
+machine. Run through scripts/bench (which installs and builds first).
+
+For each workload the three targets run interleaved, ROUNDS times, and the
+median is reported with the ratios. Results go to stdout and, unless
+--no-write, to docs/benchmarks.md with a description of the machine.
+"""
+import argparse
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from pgcluster import PgCluster  # noqa: E402
+from pglease_proc import free_port  # noqa: E402
+
+POOL = 20
+USER, PASSWORD = "app", "app-bench-pw"
+UP_USER, UP_PASSWORD = "bench", "bench-upstream-pw"
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Proxy:
+    def __init__(self, name, argv, port, workdir, run_as=None):
+        self.name, self.port = name, port
+        self.log = open(workdir / f"{name}.log", "ab")
+        if run_as:
+            argv = ["runuser", "-u", run_as, "--", *argv]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=raise_nofile, cwd="/")
+        deadline = time.monotonic() + 15
+        import socket
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start")
+                time.sleep(0.05)
+
+    def pid(self):
+        # runuser forks the real process
+        if self.proc.args[0] == "runuser":
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+            return int(out[0]) if out else self.proc.pid
+        return self.proc.pid
+
+    def rss_kb(self):
+        for line in Path(f"/proc/{self.pid()}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        os.kill(self.pid(), signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def pgbench(port, db, args, seconds, password):
+    env = dict(os.environ, PGPASSWORD=password)
+    r = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U",
+                        USER if password == PASSWORD else UP_USER, "-T", str(seconds),
+                        *args, db], capture_output=True, text=True, env=env,
+                       timeout=seconds + 120, preexec_fn=raise_nofile)
+    out = r.stdout + r.stderr
+    tps = re.search(r"tps = ([\d.]+) \((?:without|including)", out)
+    lat = re.search(r"latency average = ([\d.]+) ms", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if r.returncode != 0 or not tps:
+        return None, None, out.strip().splitlines()[-1] if out.strip() else "failed"
+    return float(tps.group(1)), float(lat.group(1)), int(failed.group(1)) if failed else 0
+
+
+def idle_clients(port, db, n):
+    """Opens n logged-in idle clients; returns them (caller closes)."""
+    import psycopg
+    conns = []
+    for _ in range(n):
+        conns.append(psycopg.connect(host="127.0.0.1", port=port, dbname=db, user=USER,
+                                     password=PASSWORD, autocommit=True))
+    return conns
+
+
+def machine():
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    pgb = sh("pgbouncer", "--version").stdout.splitlines()[0]
+    pgv = sh("/usr/lib/postgresql/15/bin/postgres", "--version").stdout.strip()
+    return (f"{cpu}, {os.cpu_count()} cores, {mem} GiB RAM, Linux {platform.release()}; "
+            f"{pgv}; {pgb}; pglease built with buildtype=release")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--build", default=str(REPO / "build-release"))
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    raise_nofile()
+
+    work = Path(tempfile.mkdtemp(prefix="pglease-bench-"))
+    os.chmod(work, 0o755)
+    pg = PgCluster()
+    proxies = []
+    try:
+        pg.sql(f"CREATE ROLE {UP_USER} LOGIN PASSWORD '{UP_PASSWORD}'")
+        pg.sql(f"CREATE DATABASE bench OWNER {UP_USER}")
+        pg.sql("ALTER SYSTEM SET max_connections = 300")
+        pg.restart()
+        print("initialising pgbench scale 10...", flush=True)
+        subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", str(pg.port),
+                        "-U", UP_USER, "bench"], check=True, capture_output=True,
+                       env=dict(os.environ, PGPASSWORD=UP_PASSWORD))
+        userlist = work / "userlist.txt"
+        userlist.write_text(f'"{USER}" "{PASSWORD}"\n')
+        upstream = (f"host=127.0.0.1 port={pg.port} dbname=bench user={UP_USER} "
+                    f"password={UP_PASSWORD}")
+        session_db = f"{upstream} pool_size=32 pool_mode=session"
+
+        bport = free_port()
+        (work / "pgbouncer.ini").write_text(f"""[databases]
+bench = {upstream}
+bench_session = {upstream} pool_size=32 pool_mode=session
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {bport}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = transaction
+default_pool_size = {POOL}
+max_client_conn = {args.idle + 1000}
+ignore_startup_parameters = extra_float_digits
+logfile = {work}/pgbouncer-file.log
+pidfile = {work}/pgbouncer.pid
+""")
+        lport = free_port()
+        (work / "pglease.ini").write_text(f"""[pglease]
+listen_addr = 127.0.0.1
+listen_port = {lport}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = transaction
+default_pool_size = {POOL}
+max_client_conn = {args.idle + 1000}
+http_listen =
+
+[databases]
+bench = {upstream}
+bench_session = {session_db}
+""")
+        for f in work.iterdir():
+            shutil.chown(f, "postgres")
+        shutil.chown(work, "postgres")
+        proxies.append(Proxy("pgbouncer", ["pgbouncer", str(work / "pgbouncer.ini")], bport, work,
+                             run_as="postgres"))
+        proxies.append(Proxy("pglease", [str(Path(args.build) / "proxy" / "pglease"), "-c",
+                                         str(work / "pglease.ini")], lport, work))
+        targets = [("direct", pg.port, UP_PASSWORD), ("pgbouncer", bport, PASSWORD),
+                   ("pglease", lport, PASSWORD)]
+        workloads = [
+            ("select-only -S -c 32", "bench", ["-S", "-c", "32", "-j", "2"]),
+            ("TPC-B -c 32", "bench", ["-c", "32", "-j", "2"]),
+            ("-M prepared -S -c 32 (session mode)", "bench_session",
+             ["-M", "prepared", "-S", "-c", "32", "-j", "2"]),
+            ("connect per transaction -C -S -c 16", "bench", ["-C", "-S", "-c", "16", "-j", "2"]),
+            ("single client -S -c 1", "bench", ["-S", "-c", "1", "-j", "1"]),
+        ]
+        results = []
+        for title, db, wargs in workloads:
+            samples = {t[0]: [] for t in targets}
+            lats = {t[0]: [] for t in targets}
+            notes = []
+            for r in range(args.rounds):
+                for name, port, pw in targets:
+                    database = "bench" if name == "direct" else db
+                    tps, lat, failed = pgbench(port, database, wargs, args.seconds, pw)
+                    if tps is None:
+                        notes.append(f"{name}: {failed}")
+                        continue
+                    samples[name].append(tps)
+                    lats[name].append(lat)
+                    print(f"  {title:40s} round {r + 1} {name:10s} {tps:10.0f} tps "
+                          f"{lat:7.3f} ms", flush=True)
+            med = {k: statistics.median(v) if v else None for k, v in samples.items()}
+            lat = {k: statistics.median(v) if v else None for k, v in lats.items()}
+            results.append((title, med, lat, notes))
+
+        # Idle clients: memory per client.
+        idle = []
+        for proxy in proxies:
+            before = proxy.rss_kb()
+            t0 = time.monotonic()
+            conns = idle_clients(proxy.port, "bench", args.idle)
+            elapsed = time.monotonic() - t0
+            after = proxy.rss_kb()
+            for c in conns:
+                c.close()
+            idle.append((proxy.name, (after - before) * 1024 / args.idle, elapsed))
+            print(f"  idle clients: {proxy.name}: {(after - before) / 1024:.1f} MiB for "
+                  f"{args.idle} clients, logins took {elapsed:.1f} s", flush=True)
+    finally:
+        for p in proxies:
+            p.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    lines = ["| workload | direct tps | PgBouncer tps | pglease tps | pglease / PgBouncer | "
+             "pglease / direct | latency ms (direct / PgBouncer / pglease) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for title, med, lat, notes in results:
+        def f(x, fmt="{:.0f}"):
+            return fmt.format(x) if x else "failed"
+        r_b = f"{med['pglease'] / med['pgbouncer']:.2f}×" if med["pglease"] and med[
+            "pgbouncer"] else "—"
+        r_d = f"{med['pglease'] / med['direct']:.2f}×" if med["pglease"] and med["direct"] \
+            else "—"
+        lat_s = " / ".join(f(lat[k], "{:.3f}") for k in ("direct", "pgbouncer", "pglease"))
+        lines.append(f"| {title} | {f(med['direct'])} | {f(med['pgbouncer'])} | "
+                     f"{f(med['pglease'])} | {r_b} | {r_d} | {lat_s} |")
+    lines.append("")
+    lines.append("| idle clients | bytes per client | time to log in all |")
+    lines.append("| --- | ---: | ---: |")
+    for name, per, elapsed in idle:
+        lines.append(f"| {name} ({args.idle} clients) | {per:.0f} | {elapsed:.1f} s |")
+    notes = [n for r in results for n in r[3]]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if notes:
+        print("\nfailures:\n  " + "\n  ".join(sorted(set(notes))))
+    if not args.no_write:
+        doc = REPO / "docs" / "benchmarks.md"
+        doc.write_text(
+            "# Benchmarks\n\n"
+            "Produced by `scripts/bench` (all three targets in the same run, interleaved, "
+            f"median of {args.rounds} rounds of {args.seconds} s; pgbench scale 10; both "
+            f"proxies in transaction mode with pool size {POOL} and SCRAM-SHA-256 client "
+            "auth against the same userlist; the prepared-statement run uses a session-mode "
+            "database on both, since PgBouncer 1.18 cannot keep prepared statements in "
+            "transaction mode).\n\n"
+            f"Machine: {machine()}.\n\nDate: {time.strftime('%Y-%m-%d')}.\n\n" + table + "\n")
+        print(f"\nwritten to {doc}")
+
+
+if __name__ == "__main__":
+    main()
