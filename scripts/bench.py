@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from pgcluster import PgCluster  # noqa: E402
+from harness import PgCluster  # noqa: E402
 from pglease_proc import free_port  # noqa: E402
 
 POOL = 20

@@ -1,8 +1,7 @@
 """Test harness: a throwaway PostgreSQL 15 cluster and the Vault stand-in
 (tests/vaultsim/vaultsim.py), both always stopped and removed.
 
-PgCluster and VaultSim here are API supersets of the older pgcluster.py and
-vaultsim_proc.py classes, so fixtures that used those keep working:
+Usage:
 
     pg = PgCluster()               # initdb + start, superuser vaultadmin, db "app"
     pg.sql("select 1")             # as postgres over the private unix socket

@@ -8,17 +8,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from harness import REPO, free_port  # noqa: F401  (free_port: used by importers)
 
 
 def build_dir():
     return Path(os.environ.get("PGLEASE_BUILD_DIR", REPO / "build"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgLease:

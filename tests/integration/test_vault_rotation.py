@@ -346,7 +346,7 @@ def tls_files(tmp_path):
 def test_vault_over_tls_and_token_file(pg, tmp_path, tls_files):
     """Vault over https verified with ca_cert; token auth from a file that
     is re-read when it changes."""
-    from vaultsim_proc import VaultSim
+    from harness import VaultSim
     vault = VaultSim(tls=tls_files)
     try:
         vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})

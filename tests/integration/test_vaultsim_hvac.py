@@ -2,7 +2,11 @@
 flows pglease depends on must behave as against real Vault."""
 import base64
 import json
+import re
+import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import hvac
 import psycopg
@@ -32,8 +36,8 @@ def wait_until(pred, timeout=5.0):
     return pred()
 
 
-def approle_client(vault, policy=APP_POLICY, **role):
-    root = vault.client()
+def approle_client(vaultsim, policy=APP_POLICY, **role):
+    root = vaultsim.client()
     root.sys.enable_auth_method("approle")
     root.sys.create_or_update_policy("app", policy)
     root.auth.approle.create_or_update_approle("pglease", token_policies=["app"], **role)
@@ -42,10 +46,10 @@ def approle_client(vault, policy=APP_POLICY, **role):
     return role_id, secret_id
 
 
-def test_approle_dynamic_credentials_lifecycle(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password, default_ttl="1h", max_ttl="2h")
-    role_id, secret_id = approle_client(vault)
-    app = hvac.Client(url=vault.addr)
+def test_approle_dynamic_credentials_lifecycle(vaultsim, pg):
+    vaultsim.setup_database(pg, default_ttl="1h", max_ttl="2h")
+    role_id, secret_id = approle_client(vaultsim)
+    app = hvac.Client(url=vaultsim.addr)
     login = app.auth.approle.login(role_id=role_id, secret_id=secret_id)
     assert login["auth"]["client_token"] and "app" in login["auth"]["policies"]
     assert app.is_authenticated()
@@ -57,7 +61,7 @@ def test_approle_dynamic_credentials_lifecycle(vault, pg):
     assert user.startswith("v-approle-app-rw-") and len(user) <= 63
     assert len(password) == 20
     with psycopg.connect(host="127.0.0.1", port=pg.port, user=user, password=password,
-                         dbname="postgres") as c:
+                         dbname="app") as c:
         assert c.execute("select current_user").fetchone()[0] == user
 
     before = valid_until(pg, user)
@@ -76,30 +80,30 @@ def test_approle_dynamic_credentials_lifecycle(vault, pg):
         app.sys.read_lease(creds["lease_id"])
 
 
-def test_renew_is_capped_by_max_ttl(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password, default_ttl="60s", max_ttl="90s")
-    root = vault.client()
+def test_renew_is_capped_by_max_ttl(vaultsim, pg):
+    vaultsim.setup_database(pg, default_ttl="60s", max_ttl="90s")
+    root = vaultsim.client()
     creds = root.secrets.database.generate_credentials("app-rw")
     assert creds["lease_duration"] == 60
     renewed = root.sys.renew_lease(creds["lease_id"], increment=3600)
     assert 85 <= renewed["lease_duration"] <= 90  # what is left of max_ttl, not 3600
 
 
-def test_lease_expires_by_itself_and_role_is_dropped(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password, default_ttl="2s", max_ttl="2s")
-    creds = vault.client().secrets.database.generate_credentials("app-rw")
+def test_lease_expires_by_itself_and_role_is_dropped(vaultsim, pg):
+    vaultsim.setup_database(pg, default_ttl="2s", max_ttl="2s")
+    creds = vaultsim.client().secrets.database.generate_credentials("app-rw")
     user = creds["data"]["username"]
     assert role_exists(pg, user)
     assert wait_until(lambda: not role_exists(pg, user), 4.0), "role outlived its lease"
 
 
-def test_token_lifecycle_and_its_leases(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password)
-    root = vault.client()
+def test_token_lifecycle_and_its_leases(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    root = vaultsim.client()
     root.sys.create_or_update_policy("app", APP_POLICY)
     tok = root.auth.token.create(policies=["app"], ttl="10m", explicit_max_ttl="15m")
     t = tok["auth"]["client_token"]
-    app = vault.client(token=t)
+    app = vaultsim.client(token=t)
     me = app.auth.token.lookup_self()["data"]
     assert me["policies"] == ["app", "default"] and 595 <= me["ttl"] <= 600
     assert me["explicit_max_ttl"] == 900
@@ -113,18 +117,18 @@ def test_token_lifecycle_and_its_leases(vault, pg):
         app.auth.token.lookup_self()
 
 
-def test_expired_token_takes_its_leases(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password)
-    root = vault.client()
+def test_expired_token_takes_its_leases(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    root = vaultsim.client()
     root.sys.create_or_update_policy("app", APP_POLICY)
     t = root.auth.token.create(policies=["app"], ttl="2s")["auth"]["client_token"]
-    user = vault.client(token=t).secrets.database.generate_credentials("app-rw")["data"][
+    user = vaultsim.client(token=t).secrets.database.generate_credentials("app-rw")["data"][
         "username"]
     assert wait_until(lambda: not role_exists(pg, user), 4.0)
 
 
-def test_kv_v2_versions(vault):
-    c = vault.client()
+def test_kv_v2_versions(vaultsim):
+    c = vaultsim.client()
     c.secrets.kv.v2.create_or_update_secret(path="app/config", secret={"a": "1"})
     r = c.secrets.kv.v2.create_or_update_secret(path="app/config", secret={"a": "2"})
     assert r["data"]["version"] == 2
@@ -137,15 +141,15 @@ def test_kv_v2_versions(vault):
         c.secrets.kv.v2.read_secret_version(path="app/none")
 
 
-def test_wrong_secret_id_and_denied_path(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password)
-    role_id, _ = approle_client(vault)
+def test_wrong_secret_id_and_denied_path(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    role_id, _ = approle_client(vaultsim)
     with pytest.raises(hvac.exceptions.InvalidRequest) as e:
-        hvac.Client(url=vault.addr).auth.approle.login(role_id=role_id, secret_id="wrong")
+        hvac.Client(url=vaultsim.addr).auth.approle.login(role_id=role_id, secret_id="wrong")
     assert "invalid role or secret ID" in str(e.value)
-    _, secret_id = role_id, vault.client().auth.approle.generate_secret_id("pglease")[
+    _, secret_id = role_id, vaultsim.client().auth.approle.generate_secret_id("pglease")[
         "data"]["secret_id"]
-    app = hvac.Client(url=vault.addr)
+    app = hvac.Client(url=vaultsim.addr)
     app.auth.approle.login(role_id=role_id, secret_id=secret_id)
     with pytest.raises(hvac.exceptions.Forbidden):
         app.secrets.kv.v2.read_secret_version(path="app/config")
@@ -153,30 +157,30 @@ def test_wrong_secret_id_and_denied_path(vault, pg):
         app.sys.enable_secrets_engine("kv", path="mine")
 
 
-def test_secret_id_uses_and_wrapping(vault):
-    root = vault.client()
+def test_secret_id_uses_and_wrapping(vaultsim):
+    root = vaultsim.client()
     root.sys.enable_auth_method("approle")
     root.auth.approle.create_or_update_approle("r", token_policies=["default"],
                                                secret_id_num_uses=1, token_ttl="20m",
                                                token_max_ttl="30m")
     role_id = root.auth.approle.read_role_id("r")["data"]["role_id"]
     # An orchestrator asks for a response-wrapped secret_id...
-    status, wrapped = vault.request("POST", "auth/approle/role/r/secret-id",
+    status, wrapped = vaultsim.request("POST", "auth/approle/role/r/secret-id",
                                     headers={"X-Vault-Wrap-TTL": "60s"})
     assert status == 200 and wrapped["data"] is None
     wtoken = wrapped["wrap_info"]["token"]
     assert wrapped["wrap_info"]["ttl"] == 60
     assert wrapped["wrap_info"]["creation_path"] == "auth/approle/role/r/secret-id"
     # ...which is unwrapped exactly once.
-    unwrapped = hvac.Client(url=vault.addr, token=wtoken).sys.unwrap()
+    unwrapped = hvac.Client(url=vaultsim.addr, token=wtoken).sys.unwrap()
     secret_id = unwrapped["data"]["secret_id"]
     with pytest.raises(hvac.exceptions.InvalidRequest):
-        hvac.Client(url=vault.addr, token=wtoken).sys.unwrap()
-    login = hvac.Client(url=vault.addr).auth.approle.login(role_id=role_id, secret_id=secret_id)
+        hvac.Client(url=vaultsim.addr, token=wtoken).sys.unwrap()
+    login = hvac.Client(url=vaultsim.addr).auth.approle.login(role_id=role_id, secret_id=secret_id)
     assert login["auth"]["lease_duration"] == 1200
     # secret_id_num_uses = 1: a second login with it fails.
     with pytest.raises(hvac.exceptions.InvalidRequest):
-        hvac.Client(url=vault.addr).auth.approle.login(role_id=role_id, secret_id=secret_id)
+        hvac.Client(url=vaultsim.addr).auth.approle.login(role_id=role_id, secret_id=secret_id)
 
 
 def fake_jwt(namespace, name):
@@ -189,32 +193,32 @@ def fake_jwt(namespace, name):
         "kubernetes.io/serviceaccount/service-account.uid": "uid-1"}), "sig"])
 
 
-def test_kubernetes_login(vault):
-    root = vault.client()
+def test_kubernetes_login(vaultsim):
+    root = vaultsim.client()
     root.sys.enable_auth_method("kubernetes")
     root.auth.kubernetes.configure(kubernetes_host="https://kubernetes.default.svc")
     root.auth.kubernetes.create_role("app", bound_service_account_names=["app-sa"],
                                      bound_service_account_namespaces=["prod"],
                                      policies=["default"], ttl="1h")
     ok = fake_jwt("prod", "app-sa")
-    login = hvac.Client(url=vault.addr).auth.kubernetes.login("app", ok)
+    login = hvac.Client(url=vaultsim.addr).auth.kubernetes.login("app", ok)
     assert login["auth"]["metadata"]["service_account_namespace"] == "prod"
     with pytest.raises(hvac.exceptions.Forbidden):
-        hvac.Client(url=vault.addr).auth.kubernetes.login("app", fake_jwt("dev", "app-sa"))
+        hvac.Client(url=vaultsim.addr).auth.kubernetes.login("app", fake_jwt("dev", "app-sa"))
     # Once a test registers the tokens the "TokenReview" accepts, others fail.
-    vault.fault("k8s-tokens", jwt=ok)
+    vaultsim.fault("k8s-tokens", jwt=ok)
     with pytest.raises(hvac.exceptions.Forbidden):
-        hvac.Client(url=vault.addr).auth.kubernetes.login("app", fake_jwt("prod", "app-sa") + "x")
-    hvac.Client(url=vault.addr).auth.kubernetes.login("app", ok)
+        hvac.Client(url=vaultsim.addr).auth.kubernetes.login("app", fake_jwt("prod", "app-sa") + "x")
+    hvac.Client(url=vaultsim.addr).auth.kubernetes.login("app", ok)
 
 
-def test_static_role_rotation(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password)
+def test_static_role_rotation(vaultsim, pg):
+    vaultsim.setup_database(pg)
     pg.sql("DROP ROLE IF EXISTS static_app")
     pg.sql("CREATE ROLE static_app LOGIN PASSWORD 'initial'")
     try:
-        root = vault.client()
-        status, _ = vault.request("POST", "database/static-roles/reports", {
+        root = vaultsim.client()
+        status, _ = vaultsim.request("POST", "database/static-roles/reports", {
             "db_name": "pg", "username": "static_app", "rotation_period": "1h"})
         assert status == 204
         first = root.secrets.database.get_static_credentials("reports")["data"]
@@ -222,11 +226,11 @@ def test_static_role_rotation(vault, pg):
 
         def login(pw):
             return psycopg.connect(host="127.0.0.1", port=pg.port, user="static_app",
-                                   password=pw, dbname="postgres").close()
+                                   password=pw, dbname="app").close()
         login(first["password"])
         with pytest.raises(psycopg.OperationalError):
             login("initial")
-        vault.api("POST", "database/rotate-role/reports")
+        vaultsim.api("POST", "database/rotate-role/reports")
         second = root.secrets.database.get_static_credentials("reports")["data"]
         assert second["password"] != first["password"]
         login(second["password"])
@@ -236,51 +240,344 @@ def test_static_role_rotation(vault, pg):
         pg.sql("DROP ROLE IF EXISTS static_app")
 
 
-def test_sealed_and_fault_injection(vault):
-    c = vault.client()
-    vault.fault("seal")
+def test_sealed_and_fault_injection(vaultsim):
+    c = vaultsim.client()
+    vaultsim.fault("seal")
     assert c.sys.read_health_status(method="GET").status_code == 503
     with pytest.raises(hvac.exceptions.VaultDown):
         c.auth.token.lookup_self()
-    vault.fault("unseal")
+    vaultsim.fault("unseal")
     c.auth.token.lookup_self()
-    vault.fault("fail", count=2, status=500, path_prefix="auth/token/lookup-self")
+    vaultsim.fault("fail", count=2, status=500, path_prefix="auth/token/lookup-self")
     for _ in range(2):
         with pytest.raises(hvac.exceptions.InternalServerError):
             c.auth.token.lookup_self()
     c.auth.token.lookup_self()
-    vault.fault("latency", ms=300)
+    vaultsim.fault("latency", ms=300)
     t0 = time.monotonic()
     c.auth.token.lookup_self()
     assert time.monotonic() - t0 >= 0.3
-    vault.fault("latency", ms=0)
+    vaultsim.fault("latency", ms=0)
 
 
-def test_operator_revokes_and_shortens_leases(vault, pg):
-    vault.setup_database(pg, pg.vault_user, pg.vault_password)
-    c = vault.client()
+def test_operator_revokes_and_shortens_leases(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    c = vaultsim.client()
     a = c.secrets.database.generate_credentials("app-rw")
     b = c.secrets.database.generate_credentials("app-rw")
-    vault.fault("revoke-lease", lease_id=a["lease_id"])
+    vaultsim.fault("revoke-lease", lease_id=a["lease_id"])
     assert not role_exists(pg, a["data"]["username"])
-    vault.fault("shorten-lease", lease_id=b["lease_id"], ttl=1)
+    vaultsim.fault("shorten-lease", lease_id=b["lease_id"], ttl=1)
     assert wait_until(lambda: not role_exists(pg, b["data"]["username"]), 3.0)
     # revoke-prefix, as an operator cleaning up a role
     d = c.secrets.database.generate_credentials("app-rw")
-    assert vault.request("PUT", "sys/leases/revoke-prefix/database/creds/app-rw")[0] == 204
+    assert vaultsim.request("PUT", "sys/leases/revoke-prefix/database/creds/app-rw")[0] == 204
     assert not role_exists(pg, d["data"]["username"])
 
 
-def test_raw_envelope_and_errors(vault):
-    status, obj = vault.request("GET", "auth/token/lookup-self")
+def test_raw_envelope_and_errors(vaultsim):
+    status, obj = vaultsim.request("GET", "auth/token/lookup-self")
     assert status == 200
     assert set(obj) >= {"request_id", "lease_id", "renewable", "lease_duration", "data",
                         "wrap_info", "warnings", "auth"}
-    status, obj = vault.request("GET", "no/such/mount")
+    status, obj = vaultsim.request("GET", "no/such/mount")
     assert status == 404 and isinstance(obj["errors"], list) and obj["errors"]
-    status, obj = vault.request("GET", "auth/token/lookup-self", token="nope")
+    status, obj = vaultsim.request("GET", "auth/token/lookup-self", token="nope")
     assert status == 403 and "permission denied" in obj["errors"][0]
-    status, obj = vault.request("GET", "auth/token/lookup-self", token=False)
+    status, obj = vaultsim.request("GET", "auth/token/lookup-self", token=False)
     assert status == 403
-    status, obj = vault.request("PUT", "sys/leases/renew", {"lease_id": "database/creds/x/y"})
+    status, obj = vaultsim.request("PUT", "sys/leases/renew", {"lease_id": "database/creds/x/y"})
     assert status == 400 and obj["errors"]
+
+
+# ---------------------------------------------------------------- more of the API
+
+def test_credentials_shape_and_lease_lookup(vaultsim, pg):
+    vaultsim.setup_database(pg, default_ttl="10m", max_ttl="1h")
+    role_id, secret_id = approle_client(vaultsim)
+    app = hvac.Client(url=vaultsim.addr)
+    app.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    creds = app.secrets.database.generate_credentials("app-rw")
+    user, password = creds["data"]["username"], creds["data"]["password"]
+    # The plugin's default username template and Vault's default password policy.
+    assert re.fullmatch(r"v-approle-app-rw-[A-Za-z0-9]{20}-\d{10}", user), user
+    assert abs(int(user.rsplit("-", 1)[1]) - time.time()) < 5
+    assert re.fullmatch(r"[A-Za-z0-9-]{20}", password) and re.search("[a-z]", password) and \
+        re.search("[A-Z]", password) and re.search("[0-9]", password)
+    assert re.fullmatch(r"database/creds/app-rw/[A-Za-z0-9]{24}", creds["lease_id"])
+    assert creds["mount_type"] == "database"
+    # VALID UNTIL is the lease end, from {{expiration}}.
+    assert abs(valid_until(pg, user).timestamp() - (time.time() + 600)) < 5
+    lk = app.sys.read_lease(creds["lease_id"])["data"]
+    assert lk["last_renewal"] is None and lk["renewable"] is True
+    rfc = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
+    assert re.fullmatch(rfc, lk["issue_time"]) and re.fullmatch(rfc, lk["expire_time"])
+    app.sys.renew_lease(creds["lease_id"], increment="20m")
+    lk = app.sys.read_lease(creds["lease_id"])["data"]
+    assert re.fullmatch(rfc, lk["last_renewal"]) and 1190 <= lk["ttl"] <= 1200
+    assert abs(valid_until(pg, user).timestamp() - (time.time() + 1200)) < 5
+    # The app policy allows creds and leases, nothing else.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        app.secrets.database.read_role("app-rw")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        app.sys.list_mounted_secrets_engines()
+
+
+def test_wrapped_secret_id_with_hvac(vaultsim):
+    root = vaultsim.client()
+    root.sys.enable_auth_method("approle")
+    root.auth.approle.create_or_update_approle("w", token_policies=["default"], token_ttl=300)
+    role_id = root.auth.approle.read_role_id("w")["data"]["role_id"]
+    wrapped = root.adapter.post("/v1/auth/approle/role/w/secret-id", wrap_ttl="2m")
+    info = wrapped["wrap_info"]
+    assert set(info) >= {"token", "accessor", "ttl", "creation_time", "creation_path"}
+    assert info["ttl"] == 120 and wrapped["data"] is None and wrapped["auth"] is None
+    # Unwrap with the token in the body (the root token authenticates the call).
+    secret_id = root.sys.unwrap(token=info["token"])["data"]["secret_id"]
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        root.sys.unwrap(token=info["token"])
+    auth = hvac.Client(url=vaultsim.addr).auth.approle.login(role_id=role_id,
+                                                              secret_id=secret_id)["auth"]
+    assert auth["metadata"] == {"role_name": "w"} and auth["lease_duration"] == 300
+    assert auth["token_type"] == "service" and auth["orphan"] is True
+    assert auth["renewable"] is True and auth["accessor"]
+    assert auth["policies"] == ["default"] and auth["token_policies"] == ["default"]
+    # A wrapped token from auth/token/create unwraps to an auth block.
+    w = root.auth.token.create(policies=["default"], ttl="1m", wrap_ttl="30s")
+    inner = hvac.Client(url=vaultsim.addr, token=w["wrap_info"]["token"]).sys.unwrap()
+    assert inner["auth"]["client_token"].startswith("hvs.")
+
+
+def test_kubernetes_nested_claims_and_display_name(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    root = vaultsim.client()
+    root.sys.enable_auth_method("kubernetes")
+    root.auth.kubernetes.configure(kubernetes_host="https://10.0.0.1:443")
+    assert root.auth.kubernetes.read_config()["kubernetes_host"] == \
+        "https://10.0.0.1:443"
+    root.sys.create_or_update_policy("app", APP_POLICY)
+    root.auth.kubernetes.create_role("app", bound_service_account_names="app-sa",
+                                     bound_service_account_namespaces="prod,staging",
+                                     policies=["app"], ttl="30m")
+
+    def b64(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+    jwt = ".".join([b64({"alg": "RS256"}), b64({
+        "iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:staging:app-sa",
+        "kubernetes.io": {"namespace": "staging",
+                          "serviceaccount": {"name": "app-sa", "uid": "u-2"}}}), "sig"])
+    c = hvac.Client(url=vaultsim.addr)
+    auth = c.auth.kubernetes.login("app", jwt)["auth"]
+    assert auth["lease_duration"] == 1800 and "app" in auth["policies"]
+    assert auth["metadata"]["service_account_name"] == "app-sa"
+    user = c.secrets.database.generate_credentials("app-rw")["data"]["username"]
+    assert user.startswith("v-kubernet-app-rw-")  # display name kubernetes-staging-app-sa
+    with pytest.raises(hvac.exceptions.Forbidden):
+        c.auth.kubernetes.login("app", fake_jwt("prod", "other-sa"))
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.auth.kubernetes.login("nope", jwt)
+
+
+def test_tokens_durations_children_and_default_policy(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    root = vaultsim.client()
+    root.sys.create_or_update_policy("app", APP_POLICY)
+    # Creating child tokens needs auth/token/create, which "default" lacks.
+    root.sys.create_or_update_policy("parent", 'path "auth/token/create" '
+                                               '{ capabilities = ["update"] }')
+    me = root.auth.token.lookup_self()["data"]
+    assert me["policies"] == ["root"] and me["ttl"] == 0 and me["expire_time"] is None
+    parent = root.auth.token.create(policies=["app", "parent"], ttl="1h30m")["auth"]
+    assert parent["lease_duration"] == 5400 and parent["client_token"].startswith("hvs.")
+    pc = vaultsim.client(token=parent["client_token"])
+    with pytest.raises(hvac.exceptions.Forbidden):
+        vaultsim.client(token=root.auth.token.create(policies=["app"])["auth"][
+            "client_token"]).auth.token.create(ttl="1m")
+    child = pc.auth.token.create(ttl="10m")["auth"]  # inherits the parent's policies
+    assert child["policies"] == ["app", "default", "parent"] and child["orphan"] is False
+    looked = root.auth.token.lookup(child["client_token"])["data"]
+    assert looked["accessor"] == child["accessor"] and 590 <= looked["ttl"] <= 600
+    user = vaultsim.client(token=child["client_token"]).secrets.database.generate_credentials(
+        "app-rw")["data"]["username"]
+    assert role_exists(pg, user)
+    # Revoking the parent revokes the child, and the child's lease.
+    root.auth.token.revoke(parent["client_token"])
+    assert not role_exists(pg, user)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        root.auth.token.lookup(child["client_token"])
+    # Non-renewable tokens cannot be renewed.
+    nr = root.auth.token.create(policies=["default"], ttl="5m", renewable=False)["auth"]
+    assert nr["renewable"] is False
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        vaultsim.client(token=nr["client_token"]).auth.token.renew_self()
+    # The default policy: lookup-self yes, anything else no.
+    d = vaultsim.client(token=nr["client_token"])
+    assert d.auth.token.lookup_self()["data"]["policies"] == ["default"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        d.sys.list_mounted_secrets_engines()
+    with pytest.raises(hvac.exceptions.Forbidden):
+        d.secrets.kv.v2.read_secret_version(path="x")
+    # num_uses: the token is gone after its uses.
+    once = root.auth.token.create(policies=["default"], num_uses=1)["auth"]["client_token"]
+    vaultsim.client(token=once).auth.token.lookup_self()
+    with pytest.raises(hvac.exceptions.Forbidden):
+        vaultsim.client(token=once).auth.token.lookup_self()
+
+
+def test_mounts_policies_and_listing(vaultsim):
+    c = vaultsim.client()
+    mounts = c.sys.list_mounted_secrets_engines()["data"]
+    assert mounts["secret/"]["type"] == "kv" and mounts["secret/"]["options"]["version"] == "2"
+    assert "token/" in c.sys.list_auth_methods()["data"]
+    c.sys.enable_secrets_engine("kv", path="kv2", options={"version": "2"})
+    c.sys.enable_auth_method("approle", path="ci")
+    assert "ci/" in c.sys.list_auth_methods()["data"]
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.sys.enable_secrets_engine("kv", path="kv2")  # path in use
+    for p in ("a/one", "a/two", "b"):
+        c.secrets.kv.v2.create_or_update_secret(path=p, secret={"k": p}, mount_point="kv2")
+    assert c.secrets.kv.v2.list_secrets(path="", mount_point="kv2")["data"]["keys"] == \
+        ["a/", "b"]
+    assert vaultsim.request("LIST", "kv2/metadata/a")[1]["data"]["keys"] == ["one", "two"]
+    assert vaultsim.request("GET", "kv2/metadata/a?list=true")[1]["data"]["keys"] == \
+        ["one", "two"]
+    meta = c.secrets.kv.v2.read_secret_metadata(path="b", mount_point="kv2")["data"]
+    assert meta["current_version"] == 1 and "1" in meta["versions"]
+    c.secrets.kv.v2.delete_latest_version_of_secret(path="b", mount_point="kv2")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        c.secrets.kv.v2.read_secret_version(path="b", mount_point="kv2")
+    # Policies: '+' matches one segment, '*' a prefix, deny by default.
+    c.sys.create_or_update_policy("reader", """
+        # a comment
+        path "kv2/data/a/+" { capabilities = ["read"] }
+        path "kv2/metadata/*" { capabilities = ["list"] }
+    """)
+    assert "reader" in c.sys.list_policies()["data"]["policies"]
+    assert "kv2/data/a/+" in c.sys.read_policy("reader")["data"]["rules"]
+    r = vaultsim.client(token=c.auth.token.create(policies=["reader"])["auth"]["client_token"])
+    assert r.secrets.kv.v2.read_secret_version(path="a/one", mount_point="kv2")["data"][
+        "data"] == {"k": "a/one"}
+    r.secrets.kv.v2.list_secrets(path="a", mount_point="kv2")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        r.secrets.kv.v2.read_secret_version(path="b", mount_point="kv2")
+    with pytest.raises(hvac.exceptions.Forbidden):
+        r.secrets.kv.v2.create_or_update_secret(path="a/one", secret={}, mount_point="kv2")
+    c.sys.disable_secrets_engine("kv2")
+    assert "kv2/" not in c.sys.list_mounted_secrets_engines()["data"]
+
+
+def test_database_config_checks_and_rotate_root(vaultsim, pg):
+    c = vaultsim.client()
+    c.sys.enable_secrets_engine("database")
+    url = "postgresql://{{username}}:{{password}}@127.0.0.1:%d/app?sslmode=disable" % pg.port
+    # verify_connection (default true) really connects.
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.secrets.database.configure("bad", "postgresql-database-plugin", connection_url=url,
+                                     username=pg.vault_user, password="wrong")
+    # allowed_roles is enforced when credentials are asked for.
+    c.secrets.database.configure("narrow", "postgresql-database-plugin", connection_url=url,
+                                 username=pg.vault_user, password=pg.vault_password,
+                                 allowed_roles=["other"])
+    c.secrets.database.create_role("ro", "narrow", ['CREATE ROLE "{{name}}" LOGIN'])
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.secrets.database.generate_credentials("ro")
+    # rotate-root with an admin of its own (the session admin must keep its password).
+    pg.sql("DROP ROLE IF EXISTS vaultadmin2")
+    pg.sql("CREATE ROLE vaultadmin2 LOGIN SUPERUSER PASSWORD 'first-pw'")
+    try:
+        c.secrets.database.configure("own", "postgresql-database-plugin", connection_url=url,
+                                     username="vaultadmin2", password="first-pw",
+                                     allowed_roles="tmp")
+        c.secrets.database.create_role(
+            "tmp", "own", "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}'; "
+            "GRANT CONNECT ON DATABASE app TO \"{{name}}\";", default_ttl=60,
+            revocation_statements=['REVOKE CONNECT ON DATABASE app FROM "{{name}}"; '
+                                   'DROP ROLE IF EXISTS "{{name}}"'])
+        c.secrets.database.rotate_root_credentials("own")
+        with pytest.raises(psycopg.OperationalError):
+            pg.connect(user="vaultadmin2", password="first-pw").close()
+        creds = c.secrets.database.generate_credentials("tmp")
+        assert creds["lease_duration"] == 60
+        with pg.connect(user=creds["data"]["username"], password=creds["data"]["password"]) as x:
+            assert x.execute("select current_user").fetchone()[0] == creds["data"]["username"]
+        c.sys.revoke_lease(creds["lease_id"])  # custom revocation statements
+        assert not role_exists(pg, creds["data"]["username"])
+    finally:
+        pg.sql("DROP ROLE IF EXISTS vaultadmin2")
+
+
+def test_log_has_one_line_per_request_and_no_secrets(vaultsim, pg):
+    vaultsim.setup_database(pg)
+    role_id, secret_id = approle_client(vaultsim)
+    app = hvac.Client(url=vaultsim.addr)
+    app.auth.approle.login(role_id=role_id, secret_id=secret_id)
+    creds = app.secrets.database.generate_credentials("app-rw")
+    app.sys.revoke_lease(creds["lease_id"])
+    log = vaultsim.log()
+    assert "POST /v1/auth/approle/login -> 200" in log
+    assert "GET /v1/database/creds/app-rw -> 200" in log
+    secrets_ = vaultsim.state()["issued_secrets"] + [vaultsim.root_token, secret_id,
+                                                     creds["data"]["password"],
+                                                     pg.vault_password, app.token]
+    for s in secrets_:
+        assert s not in log, "a secret leaked into the vaultsim log"
+
+
+def test_command_line_forms_and_startup_line(tmp_path):
+    from harness import PYTHON, VAULTSIM, free_port
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, str(VAULTSIM), "server", "-dev", "--dev-root-token-id",
+                             "tok-1", "--dev-listen-address", f"127.0.0.1:{port}",
+                             f"-log-file={tmp_path / 'v.log'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line
+        c = hvac.Client(url=f"http://127.0.0.1:{port}", token="tok-1")
+        assert c.sys.read_health_status(method="GET")["initialized"] is True
+        assert c.auth.token.lookup_self()["data"]["id"] == "tok-1"
+        assert "GET /v1/auth/token/lookup-self -> 200" in (tmp_path / "v.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_raw_api_with_urllib(vaultsim):
+    base = vaultsim.addr + "/v1/"
+
+    def call(method, path, body=None, token=vaultsim.root_token):
+        req = urllib.request.Request(base + path, method=method,
+                                     data=json.dumps(body).encode() if body else None)
+        if token:
+            req.add_header("X-Vault-Token", token)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.headers.get("Content-Type"), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type"), e.read()
+
+    st, ctype, raw = call("GET", "sys/health", token=None)
+    health = json.loads(raw)
+    assert st == 200 and set(health) >= {"initialized", "sealed", "standby", "version",
+                                         "cluster_name", "server_time_utc"}
+    assert abs(health["server_time_utc"] - time.time()) < 5
+    st, ctype, raw = call("GET", "auth/token/lookup-self")
+    obj = json.loads(raw)
+    assert st == 200 and ctype == "application/json"
+    assert set(obj) == {"request_id", "lease_id", "renewable", "lease_duration", "data",
+                        "wrap_info", "warnings", "auth", "mount_type"}
+    assert obj["lease_id"] == "" and obj["lease_duration"] == 0 and obj["auth"] is None
+    assert obj["mount_type"] == "token"
+    st, ctype, raw = call("GET", "nothing/mounted/here")
+    assert st == 404 and set(json.loads(raw)) == {"errors"}
+    st, _, raw = call("GET", "secret/data/missing")
+    assert st == 404 and json.loads(raw) == {"errors": []}
+    st, _, raw = call("POST", "sys/policies/acl/p1", {"policy": 'path "x" { capabilities '
+                                                                '= ["read"] }'})
+    assert st == 204 and raw == b""
+    st, _, raw = call("DELETE", "auth/token/lookup-self")
+    assert st == 405 and json.loads(raw)["errors"]
+    st, _, raw = call("POST", "auth/token/create", {"ttl": "forever"})
+    assert st == 400 and json.loads(raw)["errors"]
+    st, _, raw = call("GET", "sys/vaultsim/state", token="not-root")
+    assert st == 403

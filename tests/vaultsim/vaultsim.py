@@ -650,8 +650,10 @@ def handle_kv(mount_path, mount, rest, method, body, query):
             store.pop(rest, None)
             return 204, None
         if method == "LIST":
-            keys = sorted({k[len(rest):].split("/")[0] + ("/" if "/" in k[len(rest):] else "")
-                           for k in store if k.startswith(rest)})
+            # Vault lists "a" as "a/" (http/logical.go appends the slash).
+            pre = rest + "/" if rest and not rest.endswith("/") else rest
+            keys = sorted({k[len(pre):].split("/")[0] + ("/" if "/" in k[len(pre):] else "")
+                           for k in store if k.startswith(pre)})
             if not keys:
                 raise VaultError(404)
             return 200, envelope({"keys": keys})
@@ -693,8 +695,9 @@ def handle_kv(mount_path, mount, rest, method, body, query):
             return 204, None
     if kind == "metadata":
         if method == "LIST":
-            keys = sorted({k[len(path):].split("/")[0] + ("/" if "/" in k[len(path):] else "")
-                           for k in secrets_ if k.startswith(path)})
+            pre = path + "/" if path and not path.endswith("/") else path
+            keys = sorted({k[len(pre):].split("/")[0] + ("/" if "/" in k[len(pre):] else "")
+                           for k in secrets_ if k.startswith(pre)})
             if not keys:
                 raise VaultError(404)
             return 200, envelope({"keys": keys})
