@@ -277,6 +277,7 @@ static void process(pgl_conn *c)
             c->paused = true;
             return;
         case PGL_CONN_INSPECT:
+        case PGL_CONN_PEEK:
             break;
         case PGL_CONN_SKIP:
         case PGL_CONN_STOP:
@@ -290,12 +291,18 @@ static void process(pgl_conn *c)
         }
         if (c->tail - c->scan < total)
             return;
-        /* The owner sees the message only once everything before it is out. */
-        if (!flush_range(c))
+        /* The owner sees the message only once everything before it is out,
+         * unless it only peeks. */
+        bool peek = act == PGL_CONN_PEEK;
+        if (!peek && !flush_range(c))
             return;
         act = c->ops->inspect(c, type, c->buf + c->scan + hdr, len - 4);
         if (c->closed)
             return;
+        if (peek && act != PGL_CONN_FORWARD) {
+            fail(c, PGL_CONN_BAD_LENGTH); /* a bug in the owner, not the peer */
+            return;
+        }
         switch (act) {
         case PGL_CONN_FORWARD:
             c->scan += total;
@@ -313,6 +320,7 @@ static void process(pgl_conn *c)
             c->paused = true;
             return;
         case PGL_CONN_INSPECT:
+        case PGL_CONN_PEEK:
             fail(c, PGL_CONN_BAD_LENGTH);
             return;
         }

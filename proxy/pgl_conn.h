@@ -38,6 +38,10 @@ typedef struct pgl_conn pgl_conn;
 typedef enum {
     PGL_CONN_FORWARD = 0, /* pass the message to the peer */
     PGL_CONN_INSPECT,     /* decide: call inspect() with the whole message */
+    PGL_CONN_PEEK,        /* decide: like INSPECT, but what precedes the message need
+                             not be written first; inspect() must only look (no
+                             output, no relinking) and answer FORWARD. Saves a
+                             write per ReadyForQuery. */
     PGL_CONN_SKIP,        /* inspect: drop the message */
     PGL_CONN_WAIT,        /* stop before this message; the owner resumes */
     PGL_CONN_STOP,        /* inspect: consume it, then stop (owner took over) */

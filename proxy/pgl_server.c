@@ -202,8 +202,10 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
 {
     pgl_server *s = server_of(conn);
     (void)len;
-    if (s->state == PGL_SERVER_ACTIVE && type != 'Z' && type != 'S')
-        return PGL_CONN_FORWARD;
+    if (s->state == PGL_SERVER_ACTIVE)
+        /* ReadyForQuery and ParameterStatus are only noted on their way
+         * through, so they go out in the same write as the rows before. */
+        return type == 'Z' || type == 'S' ? PGL_CONN_PEEK : PGL_CONN_FORWARD;
     return PGL_CONN_INSPECT;
 }
 
