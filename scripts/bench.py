@@ -102,7 +102,7 @@ def idle_clients(port, db, n):
     conns = []
     for _ in range(n):
         conns.append(psycopg.connect(host="127.0.0.1", port=port, dbname=db, user=USER,
-                                     password=PASSWORD, autocommit=True))
+                                     password=PASSWORD, autocommit=True, connect_timeout=20))
     return conns
 
 
@@ -185,8 +185,10 @@ bench_session = {session_db}
         for f in work.iterdir():
             shutil.chown(f, "postgres")
         shutil.chown(work, "postgres")
-        proxies.append(Proxy("pgbouncer", ["pgbouncer", str(work / "pgbouncer.ini")], bport, work,
-                             run_as="postgres"))
+        # PgBouncer refuses to run as root; -u switches user after start and,
+        # unlike runuser (PAM), keeps the raised descriptor limit.
+        proxies.append(Proxy("pgbouncer", ["pgbouncer", "-u", "postgres",
+                                           str(work / "pgbouncer.ini")], bport, work))
         proxies.append(Proxy("pglease", [str(Path(args.build) / "proxy" / "pglease"), "-c",
                                          str(work / "pglease.ini")], lport, work))
         targets = [("direct", pg.port, UP_PASSWORD), ("pgbouncer", bport, PASSWORD),
