@@ -151,8 +151,9 @@ static bool flush_out(pgl_conn *c)
         c->bytes_out += (uint64_t)n;
     }
     c->out_pos = c->out_len = 0;
-    /* Idle clients should not hold the memory of a large admin answer. */
-    if (c->out_cap > 16384) {
+    /* pglease's own messages are rare after login (errors, SET batches):
+     * an idle connection should not keep a buffer for them. */
+    if (c->out_cap > 0) {
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;

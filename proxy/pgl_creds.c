@@ -373,8 +373,14 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
     pgl_list_foreach(pos, tmp, &pool->generations)
     {
         pgl_generation *g = pgl_container_of(pos, pgl_generation, node);
-        if (g->state == PGL_GEN_WARMING)
+        if (g->state == PGL_GEN_WARMING) {
             warming = true;
+            /* Its first login ended without success for a reason other than
+             * the credential (server down, timeout): try it again, at the
+             * pool's login backoff. */
+            if (g->nservers == 0 && now >= pool->retry_after && !px->shutting_down)
+                (void)pgl_server_connect(pool, g);
+        }
         /* The Vault token that created this lease ends for good: the lease
          * goes with it, whatever its own TTL. */
         if (!g->is_static && g->lease_id != NULL && g->token_end != 0 &&
