@@ -71,6 +71,19 @@ def terminate(pg, pids):
         pg.sql("select pg_terminate_backend(%s)", (pid,))
 
 
+def wait_until_served(p, timeout):
+    """Retries a fresh client until pglease serves it (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(p.dsn(), autocommit=True) as c:
+                c.execute("select 1")
+            return
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, p.log()[-3000:]
+            time.sleep(0.2)
+
+
 def vault_roles(pg):
     return {r[0] for r in pg.sql("select rolname from pg_roles where rolname like 'v-%'")}
 
@@ -213,16 +226,7 @@ def test_no_credential_left_gives_a_clear_error(pg, vault, tmp_path):
         assert time.monotonic() - t0 < 10
         assert "Vault" in str(e.value) or "vault" in str(e.value), e.value
         vault.fault("unseal")
-        # It recovers by itself.
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with psycopg.connect(p.dsn(), autocommit=True) as c:
-                    c.execute("select 1")
-                break
-            except psycopg.OperationalError:
-                assert time.monotonic() < deadline, p.log()[-3000:]
-                time.sleep(0.3)
+        wait_until_served(p, 15)  # it recovers by itself
     finally:
         vault.fault("unseal")
         assert p.stop() == 0
@@ -369,15 +373,7 @@ def test_vault_over_tls_and_token_file(pg, tmp_path, tls_files):
                 assert time.monotonic() < deadline, p.log()[-3000:]
                 time.sleep(0.2)
             vault.api("POST", "auth/token/revoke", {"token": tok1})
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with psycopg.connect(p.dsn(), autocommit=True) as c:
-                        c.execute("select 1")
-                    break
-                except psycopg.OperationalError:
-                    assert time.monotonic() < deadline, p.log()[-3000:]
-                    time.sleep(0.2)
+            wait_until_served(p, 10)
             assert_no_secrets(p, vault, [vault.root_token, tok1, tok2])
         finally:
             assert p.stop() == 0
