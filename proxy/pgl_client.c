@@ -11,6 +11,7 @@
 
 #include "pgl_pgwire_md5.h"
 #include "pgl_pgwire_decode.h"
+#include "pgl_pgwire_frame.h"
 #include "pgl_pgwire_startup.h"
 #include "pgl_pgwire_scram.h"
 
@@ -26,9 +27,6 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
-
-/* Postgres's own limit on a startup packet (MAX_STARTUP_PACKET_LENGTH). */
-#define STARTUP_MAX 10000
 
 static const char *const state_names[] = {
     "tls-handshake", "startup", "auth", "login-wait", "idle", "waiting", "active", "closing",
@@ -545,7 +543,7 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
     pgl_client *c = client_of(conn);
     switch (c->state) {
     case PGL_CLIENT_STARTUP:
-        if (len > STARTUP_MAX) {
+        if (len > PGL_PGWIRE_STARTUP_MAX) {
             pgl_client_fail(c, "FATAL", "08P01", "invalid startup packet length %u", len);
             return PGL_CONN_WAIT;
         }

@@ -1,5 +1,7 @@
 #include "pgl_conn.h"
 
+#include "pgl_pgwire.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +62,6 @@ static void bufpool_put(pgl_bufpool *bp, void *b)
 static void step_handshake(pgl_conn *c);
 
 /* ---- helpers ------------------------------------------------------------------- */
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 static void fail(pgl_conn *c, pgl_conn_failure why)
 {
@@ -257,7 +254,7 @@ static void process(pgl_conn *c)
             return;
         const uint8_t *h = c->buf + c->scan;
         uint8_t type = c->startup ? 0 : h[0];
-        uint32_t len = be32(c->startup ? h : h + 1);
+        uint32_t len = pgl_pgwire_be32(c->startup ? h : h + 1);
         if (len < 4) {
             fail(c, PGL_CONN_BAD_LENGTH);
             return;

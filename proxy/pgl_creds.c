@@ -115,11 +115,8 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
         snprintf(pool->vault_error, sizeof pool->vault_error, "%s", err ? err : "failed");
         /* Exponential, capped, full jitter: many pools (or pglease
          * instances) must not hammer a Vault that is struggling. */
-        uint64_t ceiling = REFETCH_BACKOFF_MS;
-        for (int i = 1; i < pool->fetch_failures && ceiling < REFETCH_MAX_MS; i++)
-            ceiling *= 2;
-        if (ceiling > REFETCH_MAX_MS)
-            ceiling = REFETCH_MAX_MS;
+        uint64_t ceiling =
+            pgl_backoff_ceiling(REFETCH_BACKOFF_MS, REFETCH_MAX_MS, pool->fetch_failures);
         pool->refetch_at = now + (uint64_t)random() % (ceiling + 1);
         pgl_log_error(pool->name, "vault: cannot read %s: %s", pool->db->creds_path,
                       pool->vault_error);

@@ -22,6 +22,14 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
 
+uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
+{
+    uint64_t ceiling = min_ms;
+    for (int i = 1; i < failures && ceiling < max_ms; i++)
+        ceiling *= 2;
+    return ceiling < max_ms ? ceiling : max_ms;
+}
+
 /* ---- generations ------------------------------------------------------------- */
 
 void pgl_generation_free(pgl_generation *g)
@@ -227,12 +235,7 @@ static void maybe_connect(pgl_pool *pool, int wanted)
     pgl_generation *gen = pgl_pool_generation(pool);
     if (gen == NULL || px->shutting_down || now < pool->retry_after)
         return;
-    int connecting = 0;
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->connecting)
-    {
-        connecting++;
-    }
+    int connecting = (int)pgl_list_count(&pool->connecting);
     /* Do not open more than the clients waiting need, nor past the size. */
     while (connecting < wanted && pool->nservers < pool->pool_size) {
         if (pgl_server_connect(pool, gen) != 0) {
@@ -241,14 +244,6 @@ static void maybe_connect(pgl_pool *pool, int wanted)
         }
         connecting++;
     }
-}
-
-static int count(const pgl_list *head)
-{
-    int n = 0;
-    for (const pgl_list *p = head->next; p != head; p = p->next)
-        n++;
-    return n;
 }
 
 /* Hands idle servers to waiting clients, oldest waiter first. */
@@ -266,7 +261,7 @@ static void serve(pgl_pool *pool)
 void pgl_pool_kick(pgl_pool *pool)
 {
     serve(pool);
-    int wanted = count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    int wanted = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
     if (wanted > 0)
         maybe_connect(pool, wanted);
 }
@@ -337,12 +332,8 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
     snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
     pool->fail_time = now;
     pool->consecutive_failures++;
-    uint64_t backoff = BACKOFF_MIN_MS;
-    for (int i = 1; i < pool->consecutive_failures && backoff < BACKOFF_MAX_MS; i++)
-        backoff *= 2;
-    if (backoff > BACKOFF_MAX_MS)
-        backoff = BACKOFF_MAX_MS;
-    pool->retry_after = now + backoff;
+    pool->retry_after =
+        now + pgl_backoff_ceiling(BACKOFF_MIN_MS, BACKOFF_MAX_MS, pool->consecutive_failures);
 
     /* With servers still alive, waiting clients will be served by them;
      * with none (besides the one failing now), waiting is hopeless. Clients
@@ -373,7 +364,7 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. */
     int want = pool->min_pool_size - pool->nservers;
-    int waiting = count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    int waiting = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
     if (waiting > want)
         want = waiting;
     if (want > 0 && !pool->px->shutting_down)

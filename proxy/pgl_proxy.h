@@ -286,6 +286,9 @@ int pgl_server_cancel(pgl_server *server);
 void pgl_server_free(pgl_server *server);
 
 /* pgl_pool.c */
+/* min_ms doubled per failure after the first, capped at max_ms: the
+ * backoff bound for logins (used as is) and Vault reads (full jitter). */
+uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures);
 int pgl_pools_init(pgl_proxy *px);
 void pgl_pools_free(pgl_proxy *px);
 /* Closes every server connection of every pool (shutdown). */
