@@ -136,12 +136,12 @@ static void show_clients(pgl_client *c, result *r)
     pgl_list_foreach(it, tmp, &c->px->clients)
     {
         pgl_client *cl = pgl_container_of(it, pgl_client, node);
-        char b[4][32];
+        char b[4][32], addr[64];
         const char *v[] = {U64(b[0], cl->id),
                            cl->user,
                            cl->database,
                            client_states[cl->state],
-                           cl->addr,
+                           pgl_peer_addr_format(&cl->peer, addr, sizeof addr),
                            cl->tls ? "yes" : "no",
                            cl->link ? U64(b[1], (uint64_t)cl->link->backend_pid) : NULL,
                            U64(b[2], (now - cl->connect_time) / 1000),
@@ -296,7 +296,7 @@ void pgl_admin_query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t 
     if (!found && cmd[0] == '\0') {
         r.rc = pgl_msg_command_complete(&c->conn, "");
     } else if (!found) {
-        pgl_log_info(c->log_ctx, "admin: unknown command");
+        pgl_log_info(pgl_client_ctx(c), "admin: unknown command");
         r.rc = pgl_msg_error(&c->conn, "ERROR", "42601", "unknown admin console command",
                              NULL,
                              "try SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW DATABASES, "

@@ -73,9 +73,9 @@ void pgl_cancel_request(pgl_proxy *px, uint32_t pid, uint32_t key)
         return;
     }
     if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE) {
-        pgl_log_debug(c->log_ctx, "cancel request: no query running");
+        pgl_log_debug(pgl_client_ctx(c), "cancel request: no query running");
         return;
     }
-    pgl_log_info(c->log_ctx, "cancel request");
+    pgl_log_info(pgl_client_ctx(c), "cancel request");
     pgl_server_cancel(c->link);
 }

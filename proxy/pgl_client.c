@@ -24,6 +24,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -47,11 +50,11 @@ static void set_state(pgl_client *c, pgl_client_state to)
         [PGL_CLIENT_CLOSING] = 0,
     };
     if (to != PGL_CLIENT_CLOSING && !(allowed[c->state] & (1u << to))) {
-        pgl_log_error(c->log_ctx, "bug: client state %s -> %s", state_names[c->state],
+        pgl_log_error(pgl_client_ctx(c), "bug: client state %s -> %s", state_names[c->state],
                       state_names[to]);
         assert(0);
     }
-    pgl_log_debug(c->log_ctx, "state %s -> %s", state_names[c->state], state_names[to]);
+    pgl_log_debug(pgl_client_ctx(c), "state %s -> %s", state_names[c->state], state_names[to]);
     c->state = to;
 }
 
@@ -60,13 +63,54 @@ static pgl_client *client_of(pgl_conn *conn)
     return pgl_container_of(conn, pgl_client, conn);
 }
 
-static void update_ctx(pgl_client *c)
+const char *pgl_peer_addr_format(const pgl_peer_addr *a, char *buf, size_t cap)
 {
-    if (c->user[0] != '\0')
-        snprintf(c->log_ctx, sizeof c->log_ctx, "C-%llu %s/%s@%s", (unsigned long long)c->id,
-                 c->database, c->user, c->addr);
+    char host[INET6_ADDRSTRLEN] = "?";
+    switch (a->family) {
+    case AF_INET:
+        inet_ntop(AF_INET, a->ip, host, sizeof host);
+        snprintf(buf, cap, "%s:%u", host, (unsigned)a->port);
+        break;
+    case AF_INET6:
+        inet_ntop(AF_INET6, a->ip, host, sizeof host);
+        snprintf(buf, cap, "[%s]:%u", host, (unsigned)a->port);
+        break;
+    default:
+        snprintf(buf, cap, "unix");
+        break;
+    }
+    return buf;
+}
+
+const char *pgl_client_ctx(const pgl_client *c)
+{
+    static char ctx[256];
+    char addr[64];
+    pgl_peer_addr_format(&c->peer, addr, sizeof addr);
+    if (c->user != NULL)
+        snprintf(ctx, sizeof ctx, "C-%llu %s/%s@%s", (unsigned long long)c->id,
+                 c->database, c->user, addr);
     else
-        snprintf(c->log_ctx, sizeof c->log_ctx, "C-%llu %s", (unsigned long long)c->id, c->addr);
+        snprintf(ctx, sizeof ctx, "C-%llu %s", (unsigned long long)c->id, addr);
+    return ctx;
+}
+
+/* Keeps user and database in one allocation (c->user owns it), each cut
+ * like Postgres cuts identifiers (NAMEDATALEN - 1 bytes). */
+static int set_names(pgl_client *c, const char *user, const char *database)
+{
+    size_t ul = strnlen(user, 63), dl = strnlen(database, 63);
+    char *names = malloc(ul + dl + 2);
+    if (names == NULL)
+        return -ENOMEM;
+    memcpy(names, user, ul);
+    names[ul] = '\0';
+    memcpy(names + ul + 1, database, dl);
+    names[ul + 1 + dl] = '\0';
+    free(c->user);
+    c->user = names;
+    c->database = names + ul + 1;
+    return 0;
 }
 
 /* ---- ending -------------------------------------------------------------------- */
@@ -79,7 +123,7 @@ void pgl_client_close(pgl_client *c)
      * that must find it already on its way out. */
     c->closing = true;
     pgl_proxy *px = c->px;
-    pgl_log_debug(c->log_ctx, "closing");
+    pgl_log_debug(pgl_client_ctx(c), "closing");
     pgl_pool_forget_client(c);
     if (c->link != NULL) {
         pgl_server *s = c->link;
@@ -114,7 +158,11 @@ void pgl_client_close(pgl_client *c)
         c->conn.handshake = NULL;
     }
     close(c->conn.io.fd);
-    pgl_varcache_clear(&c->vars);
+    if (c->vars != NULL) {
+        pgl_varcache_clear(c->vars);
+        free(c->vars);
+        c->vars = NULL;
+    }
     pgl_list_remove(&c->node);
     px->nclients--;
     pgl_list_append(&px->zombie_clients, &c->node);
@@ -138,9 +186,9 @@ void pgl_client_fail(pgl_client *c, const char *severity, const char *sqlstate, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (sqlstate != NULL) {
-        pgl_log_info(c->log_ctx, "%s %s: %s", severity, sqlstate, msg);
+        pgl_log_info(pgl_client_ctx(c), "%s %s: %s", severity, sqlstate, msg);
         if (pgl_msg_error(&c->conn, severity, sqlstate, msg, NULL, NULL) != 0)
-            pgl_log_warning(c->log_ctx, "out of memory sending an error");
+            pgl_log_warning(pgl_client_ctx(c), "out of memory sending an error");
     }
     pgl_client_close(c);
 }
@@ -169,13 +217,11 @@ static int send_welcome(pgl_client *c)
         for (size_t i = 0; i < pool->nparams && rc == 0; i++) {
             const pgl_param *p = &pool->params[i];
             int v = pgl_varcache_lookup(p->name);
-            /* The client's own startup values win; the rest it inherits. */
-            if (v >= 0 && c->vars.values[v] == NULL &&
-                pgl_varcache_set(&c->vars, (pgl_var)v, p->value, strlen(p->value)) != 0)
-                rc = -ENOMEM;
-            const char *value = v >= 0 ? c->vars.values[v] : p->value;
-            if (rc == 0)
-                rc = pgl_msg_param_status(&c->conn, p->name, value);
+            /* The client's own startup values win; the rest it inherits
+             * from pool->defaults without a copy of its own. */
+            const char *value =
+                v >= 0 && c->vars && c->vars->values[v] ? c->vars->values[v] : p->value;
+            rc = pgl_msg_param_status(&c->conn, p->name, value);
         }
     }
     if (rc == 0)
@@ -200,7 +246,7 @@ void pgl_client_login_ready(pgl_client *c)
         pgl_client_fail(c, "FATAL", "53200", "out of memory");
         return;
     }
-    pgl_log_info(c->log_ctx, "login%s", c->tls ? " (TLS)" : "");
+    pgl_log_info(pgl_client_ctx(c), "login%s", c->tls ? " (TLS)" : "");
     pgl_conn_resume(&c->conn);
 }
 
@@ -219,7 +265,7 @@ static void login_done(pgl_client *c)
             pgl_client_fail(c, "FATAL", "53200", "out of memory");
             return;
         }
-        pgl_log_info(c->log_ctx, "admin console login");
+        pgl_log_info(pgl_client_ctx(c), "admin console login");
         return;
     }
     if (c->pool->params != NULL) {
@@ -389,7 +435,7 @@ static void on_tls_done(pgl_conn *conn, int rc)
 {
     pgl_client *c = client_of(conn);
     if (rc != 0) {
-        pgl_log_info(c->log_ctx, "TLS handshake failed");
+        pgl_log_info(pgl_client_ctx(c), "TLS handshake failed");
         pgl_client_close(c);
         return;
     }
@@ -399,19 +445,17 @@ static void on_tls_done(pgl_conn *conn, int rc)
 }
 
 /* Startup parameters we understand; anything else is refused like PgBouncer does. */
-static int take_param(pgl_client *c, const char *name, const char *value)
+static int take_param(pgl_client *c, const char *name, const char *value, const char **user,
+                      const char **database)
 {
-    if (strcmp(name, "user") == 0) {
-        snprintf(c->user, sizeof c->user, "%s", value);
-        return 0;
-    }
-    if (strcmp(name, "database") == 0) {
-        snprintf(c->database, sizeof c->database, "%s", value);
+    if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0) {
+        if (*value)
+            *(name[0] == 'u' ? user : database) = value;
         return 0;
     }
     int v = pgl_varcache_lookup(name);
     if (v >= 0)
-        return pgl_varcache_set(&c->vars, (pgl_var)v, value, strlen(value)) == 0 ? 0 : -ENOMEM;
+        return pgl_client_set_var(c, (pgl_var)v, value);
     /* Drivers send these; they do not change what a pooled server returns. */
     if (strcmp(name, "extra_float_digits") == 0 || strcmp(name, "replication") == 0 ||
         strcmp(name, "options") == 0)
@@ -478,7 +522,7 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
     const char *unsupported[16];
     size_t nunsupported = 0;
     pgl_pgwire_param_iter it;
-    const char *name, *value;
+    const char *name, *value, *user = NULL, *database = NULL;
     pgl_pgwire_startup_params(&st, &it);
     while (pgl_pgwire_param_next(&it, &name, &value)) {
         if (strncmp(name, "_pq_.", 5) == 0) {
@@ -486,7 +530,7 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
                 unsupported[nunsupported++] = name;
             continue;
         }
-        rc = take_param(c, name, value);
+        rc = take_param(c, name, value, &user, &database);
         if (rc == -ENOMEM) {
             pgl_client_fail(c, "FATAL", "53200", "out of memory");
             return;
@@ -496,13 +540,14 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
             return;
         }
     }
-    if (c->user[0] == '\0') {
+    if (user == NULL) {
         pgl_client_fail(c, "FATAL", "28000", "no PostgreSQL user name specified in startup packet");
         return;
     }
-    if (c->database[0] == '\0')
-        snprintf(c->database, sizeof c->database, "%s", c->user);
-    update_ctx(c);
+    if (set_names(c, user, database ? database : user) != 0) {
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    }
     if (st.minor > 0 || nunsupported > 0) {
         if (pgl_msg_negotiate(&c->conn, 0, unsupported, nunsupported) != 0) {
             pgl_client_fail(c, "FATAL", "53200", "out of memory");
@@ -604,7 +649,7 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
     case PGL_CLIENT_IDLE:
     case PGL_CLIENT_ACTIVE:
         if (type == 'X') {
-            pgl_log_debug(c->log_ctx, "client terminated");
+            pgl_log_debug(pgl_client_ctx(c), "client terminated");
             pgl_client_close(c);
             return PGL_CONN_STOP;
         }
@@ -637,11 +682,11 @@ static void client_failed(pgl_conn *conn, pgl_conn_failure why)
     pgl_client *c = client_of(conn);
     switch (why) {
     case PGL_CONN_EOF:
-        pgl_log_debug(c->log_ctx, "client closed the connection");
+        pgl_log_debug(pgl_client_ctx(c), "client closed the connection");
         pgl_client_close(c);
         break;
     case PGL_CONN_IO_ERROR:
-        pgl_log_info(c->log_ctx, "client connection broken");
+        pgl_log_info(pgl_client_ctx(c), "client connection broken");
         pgl_client_close(c);
         break;
     case PGL_CONN_TOO_BIG:
@@ -722,13 +767,24 @@ void pgl_client_janitor(pgl_client *c, uint64_t now)
 
 /* ---- accept ------------------------------------------------------------------------------- */
 
-void pgl_client_accept(pgl_proxy *px, int fd, const char *addr, bool unix_socket)
+void pgl_client_accept(pgl_proxy *px, int fd, const struct sockaddr *sa)
 {
     pgl_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        pgl_log_error(NULL, "out of memory accepting a client from %s", addr);
+        pgl_log_error(NULL, "out of memory accepting a client");
         close(fd);
         return;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        c->peer.family = AF_INET;
+        c->peer.port = ntohs(in->sin_port);
+        memcpy(c->peer.ip, &in->sin_addr, 4);
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        c->peer.family = AF_INET6;
+        c->peer.port = ntohs(in6->sin6_port);
+        memcpy(c->peer.ip, &in6->sin6_addr, 16);
     }
     c->px = px;
     c->id = ++px->next_client_id;
@@ -736,13 +792,10 @@ void pgl_client_accept(pgl_proxy *px, int fd, const char *addr, bool unix_socket
     pgl_list_init(&c->node);
     pgl_list_init(&c->wait_node);
     pgl_list_init(&c->hash_node);
-    snprintf(c->addr, sizeof c->addr, "%s", addr);
-    update_ctx(c);
     c->connect_time = c->last_activity = pgl_now_ms(px);
-    (void)unix_socket;
     if (pgl_conn_init(&c->conn, px->loop, fd, NULL, &client_ops, &px->bufs,
                       (uint32_t)px->conf->max_packet_size) != 0) {
-        pgl_log_error(c->log_ctx, "cannot watch the client socket");
+        pgl_log_error(pgl_client_ctx(c), "cannot watch the client socket");
         close(fd);
         free(c);
         return;
@@ -750,10 +803,19 @@ void pgl_client_accept(pgl_proxy *px, int fd, const char *addr, bool unix_socket
     c->conn.startup = true;
     pgl_list_append(&px->clients, &c->node);
     px->nclients++;
-    pgl_log_debug(c->log_ctx, "accepted");
+    pgl_log_debug(pgl_client_ctx(c), "accepted");
+}
+
+int pgl_client_set_var(pgl_client *c, pgl_var v, const char *value)
+{
+    /* Most clients never set one: the cache is allocated on first use. */
+    if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
+        return -ENOMEM;
+    return pgl_varcache_set(c->vars, v, value, strlen(value)) == 0 ? 0 : -ENOMEM;
 }
 
 void pgl_client_free(pgl_client *c)
 {
+    free(c->user); /* and c->database, see set_names */
     free(c);
 }

@@ -144,8 +144,7 @@ static bool flush_out(pgl_conn *c)
             fail(c, PGL_CONN_IO_ERROR);
             return false;
         }
-        c->out_pos += (size_t)n;
-        c->bytes_out += (uint64_t)n;
+        c->out_pos += (uint32_t)n;
     }
     c->out_pos = c->out_len = 0;
     /* pglease's own messages are rare after login (errors, SET batches):
@@ -162,6 +161,8 @@ int pgl_conn_send(pgl_conn *c, const void *data, size_t len)
 {
     if (c->closed)
         return 0;
+    if (len > OUT_MAX - c->out_len)
+        return -ENOMEM;
     if (c->out_len + len > c->out_cap) {
         size_t ncap = c->out_cap ? c->out_cap : 1024;
         while (ncap < c->out_len + len)
@@ -172,10 +173,10 @@ int pgl_conn_send(pgl_conn *c, const void *data, size_t len)
         if (grown == NULL)
             return -ENOMEM;
         c->out = grown;
-        c->out_cap = ncap;
+        c->out_cap = (uint32_t)ncap;
     }
     memcpy(c->out + c->out_len, data, len);
-    c->out_len += len;
+    c->out_len += (uint32_t)len;
     flush_out(c);
     if (!c->closed)
         pgl_conn_update_events(c);
@@ -222,7 +223,6 @@ static bool flush_range(pgl_conn *c)
             return false;
         }
         c->head += (uint32_t)n;
-        p->bytes_out += (uint64_t)n;
     }
     c->blocked_on = NULL;
     if (c->head == c->tail && c->fwd_left == 0)
@@ -352,7 +352,6 @@ static bool read_some(pgl_conn *c)
         }
         c->read_wants_write = false;
         c->tail += (uint32_t)n;
-        c->bytes_in += (uint64_t)n;
         /* A short plain read drained the socket: skip the extra EAGAIN call. */
         if ((size_t)n < room && pgl_io_pending(&c->io) == 0)
             break;

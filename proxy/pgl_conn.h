@@ -83,9 +83,10 @@ struct pgl_conn {
     pgl_bufpool *bufs;
     pgl_conn *peer;       /* forwarding target, NULL when unlinked */
     pgl_conn *blocked_on; /* the peer we wait to become writable */
-    uint32_t max_packet;
 
+    /* Fields ordered to leave no padding: every idle client carries one. */
     uint8_t *buf; /* NULL while empty and idle */
+    uint32_t max_packet;
     uint32_t cap;
     uint32_t head; /* first byte not yet written to the peer (or consumed) */
     uint32_t scan; /* first byte not yet given to decide/forward */
@@ -97,16 +98,14 @@ struct pgl_conn {
     bool after_flush;
     bool writing_wanted; /* own output or a peer's range is waiting for us */
     bool read_wants_write; /* TLS: the read needs the socket writable */
-    int running;   /* run() depth: resume() from a callback must not nest */
+    int16_t running; /* run() depth: resume() from a callback must not nest */
+    int handshake_want;
 
     SSL *handshake; /* server-side TLS handshake running */
-    int handshake_want;
     void (*handshake_done)(pgl_conn *c, int ok);
 
     uint8_t *out; /* pglease's own messages */
-    size_t out_len, out_pos, out_cap;
-
-    uint64_t bytes_in, bytes_out;
+    uint32_t out_len, out_pos, out_cap;
 };
 
 void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size);

@@ -76,25 +76,11 @@ static void on_accept(pgl_poller *p, void *arg, int status, int events)
             }
             return;
         }
-        char addr[64] = "unix";
         if (!l->unix_socket) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            char host[INET6_ADDRSTRLEN] = "?";
-            int port = 0;
-            if (ss.ss_family == AF_INET6) {
-                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-                inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-                port = ntohs(a->sin6_port);
-                snprintf(addr, sizeof addr, "[%s]:%d", host, port);
-            } else if (ss.ss_family == AF_INET) {
-                struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-                inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-                port = ntohs(a->sin_port);
-                snprintf(addr, sizeof addr, "%s:%d", host, port);
-            }
         }
-        pgl_client_accept(px, fd, addr, l->unix_socket);
+        pgl_client_accept(px, fd, l->unix_socket ? NULL : (const struct sockaddr *)&ss);
     }
 }
 

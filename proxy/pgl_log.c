@@ -6,14 +6,14 @@
 #include <time.h>
 
 static bool log_json;
-static pgl_log_level log_min = PGL_LOG_INFO;
+pgl_log_level pgl_log_threshold = PGL_LOG_INFO;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR", "FATAL"};
 
 void pgl_log_setup(bool json, pgl_log_level min_level)
 {
     log_json = json;
-    log_min = min_level;
+    pgl_log_threshold = min_level;
 }
 
 /* Appends `s` to out as a JSON string body (no quotes). */
@@ -37,7 +37,7 @@ static size_t json_escape(char *out, size_t cap, const char *s)
 
 void pgl_log(pgl_log_level level, const char *ctx, const char *fmt, ...)
 {
-    if (level < log_min)
+    if (!pgl_log_enabled(level))
         return;
     char msg[2048];
     va_list ap;

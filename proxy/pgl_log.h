@@ -22,13 +22,27 @@ typedef enum {
 /* Process-wide settings, set once at start-up and on reload (loop thread). */
 void pgl_log_setup(bool json, pgl_log_level min_level);
 
+/* Lines below this level are dropped; read by the macros so that their
+ * arguments (a formatted context, say) cost nothing when not logged. */
+extern pgl_log_level pgl_log_threshold;
+
+static inline bool pgl_log_enabled(pgl_log_level level)
+{
+    return level >= pgl_log_threshold;
+}
+
 /* Writes one line to stderr. `ctx` may be NULL. */
 void pgl_log(pgl_log_level level, const char *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define pgl_log_debug(ctx, ...) pgl_log(PGL_LOG_DEBUG, ctx, __VA_ARGS__)
-#define pgl_log_info(ctx, ...) pgl_log(PGL_LOG_INFO, ctx, __VA_ARGS__)
-#define pgl_log_warning(ctx, ...) pgl_log(PGL_LOG_WARNING, ctx, __VA_ARGS__)
-#define pgl_log_error(ctx, ...) pgl_log(PGL_LOG_ERROR, ctx, __VA_ARGS__)
+#define PGL_LOG_AT(level, ctx, ...)                                                             \
+    do {                                                                                        \
+        if (pgl_log_enabled(level))                                                             \
+            pgl_log(level, ctx, __VA_ARGS__);                                                   \
+    } while (0)
+#define pgl_log_debug(ctx, ...) PGL_LOG_AT(PGL_LOG_DEBUG, ctx, __VA_ARGS__)
+#define pgl_log_info(ctx, ...) PGL_LOG_AT(PGL_LOG_INFO, ctx, __VA_ARGS__)
+#define pgl_log_warning(ctx, ...) PGL_LOG_AT(PGL_LOG_WARNING, ctx, __VA_ARGS__)
+#define pgl_log_error(ctx, ...) PGL_LOG_AT(PGL_LOG_ERROR, ctx, __VA_ARGS__)
 
 #endif

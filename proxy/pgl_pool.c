@@ -209,6 +209,7 @@ void pgl_pools_free(pgl_proxy *px)
             free(pool->params[i].value);
         }
         free(pool->params);
+        pgl_varcache_clear(&pool->defaults);
         free(pool->name);
         free(pool);
     }
@@ -306,7 +307,9 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
         pgl_param *pp = &pool->params[pool->nparams];
         pp->name = strdup(*p);
         pp->value = strdup(v);
-        if (pp->name == NULL || pp->value == NULL) {
+        int var = pgl_varcache_lookup(*p);
+        if (pp->name == NULL || pp->value == NULL ||
+            (var >= 0 && pgl_varcache_set(&pool->defaults, (pgl_var)var, v, strlen(v)) != 0)) {
             free(pp->name);
             free(pp->value);
             continue;

@@ -32,6 +32,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <libpq-fe.h>
 #include <openssl/ssl.h>
@@ -45,6 +46,16 @@ typedef struct pgl_server pgl_server;
 typedef struct pgl_upstream pgl_upstream;
 
 /* ---- clients ----------------------------------------------------------- */
+
+/* A client's address: family 0 is a unix socket. */
+typedef struct {
+    uint8_t family; /* 0, AF_INET, AF_INET6 */
+    uint16_t port;
+    uint8_t ip[16];
+} pgl_peer_addr;
+
+/* "ip:port", "[ip6]:port" or "unix" into buf (at least 64 bytes). */
+const char *pgl_peer_addr_format(const pgl_peer_addr *a, char *buf, size_t cap);
 
 typedef enum {
     PGL_CLIENT_TLS_HANDSHAKE = 0, /* SSLRequest answered 'S', TLS accept running */
@@ -65,29 +76,24 @@ typedef enum {
 } pgl_auth_step;
 
 struct pgl_client {
+    /* Fields ordered to leave no padding: every idle client carries one. */
     pgl_conn conn;
     pgl_proxy *px;
-    pgl_client_state state;
     uint64_t id;
     pgl_list node;      /* px->clients */
     pgl_list wait_node; /* pool->waiting while WAITING / LOGIN_WAIT */
     pgl_list hash_node; /* cancel key bucket */
     pgl_pool *pool;     /* NULL for the admin console */
     pgl_server *link;
-    bool admin;
-    bool tls;
-    bool closing;       /* pgl_client_close under way */
     SSL *pending_ssl;   /* SSLRequest answered 'S', handshake not started yet */
-    char user[64];
-    char database[64];
-    char addr[64];      /* "ip:port" or "unix" for log lines */
-    char log_ctx[232];
-    uint32_t cancel_pid, cancel_key;
-    pgl_varcache vars;  /* what the client expects on its server */
+    /* Names are one heap copy (NULL until the startup packet); the peer
+     * address is kept binary and the log context is formatted only when a
+     * line is written (pgl_client_ctx). */
+    char *user;         /* one allocation holding both names */
+    const char *database;
+    pgl_varcache *vars; /* what the client set itself; NULL while nothing */
 
     /* Authentication in progress. */
-    pgl_auth_step auth_step;
-    uint8_t md5_salt[4];
     pgl_pgwire_scram_server *scram;
     const pgl_user *auth_user; /* NULL when unknown: the exchange still runs */
 
@@ -95,6 +101,15 @@ struct pgl_client {
     uint64_t wait_since;    /* ms, when it started waiting for a server */
     uint64_t last_activity; /* ms */
     uint64_t queries;
+
+    pgl_client_state state;
+    pgl_auth_step auth_step;
+    uint32_t cancel_pid, cancel_key;
+    pgl_peer_addr peer;
+    uint8_t md5_salt[4];
+    bool admin;
+    bool tls;
+    bool closing;       /* pgl_client_close under way */
 };
 
 /* ---- servers ----------------------------------------------------------- */
@@ -189,6 +204,7 @@ struct pgl_pool {
     pgl_conf_pool_mode mode;
     pgl_param *params; /* NULL until the first server logged in */
     size_t nparams;
+    pgl_varcache defaults; /* the tracked ones among `params` */
     uint64_t next_gen_id;
     /* Last upstream login failure, given to clients that waited for it. */
     char fail_sqlstate[6];
@@ -256,7 +272,10 @@ void pgl_listeners_pause(pgl_proxy *px, bool pause);
 void pgl_listeners_close(pgl_proxy *px);
 
 /* pgl_client.c */
-void pgl_client_accept(pgl_proxy *px, int fd, const char *addr, bool unix_socket);
+/* `sa` is the peer's address, NULL for a unix socket. */
+void pgl_client_accept(pgl_proxy *px, int fd, const struct sockaddr *sa);
+/* "C-<id> db/user@addr" for log lines; a static buffer, valid until the next call. */
+const char *pgl_client_ctx(const pgl_client *c);
 /* The pool assigned `server` to a waiting client; start forwarding. */
 void pgl_client_link(pgl_client *client, pgl_server *server);
 /* The pool's ParameterStatus set is known (or login failed): finish logins. */
@@ -274,6 +293,8 @@ void pgl_client_go(pgl_client *client);
 /* The server went back to the pool; the client idles until its next query. */
 void pgl_client_unlinked(pgl_client *client);
 void pgl_client_free(pgl_client *client);
+/* Records a session parameter the client expects to keep. 0 or -ENOMEM. */
+int pgl_client_set_var(pgl_client *client, pgl_var v, const char *value);
 
 /* pgl_server.c */
 int pgl_server_connect(pgl_pool *pool, pgl_generation *gen);

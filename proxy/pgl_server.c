@@ -132,7 +132,8 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
     pgl_conn_set_peer(&client->conn, &s->conn);
 
     char sql[2048];
-    int n = pgl_varcache_apply_sql(&client->vars, &s->vars, sql, sizeof sql);
+    int n = pgl_varcache_apply_sql(client->vars, &pool->defaults, &s->vars, sql,
+                                   sizeof sql);
     if (n > 0) {
         /* The server's answers to our SETs are ours: no peer until done. */
         pgl_conn_set_peer(&s->conn, NULL);
@@ -195,7 +196,7 @@ static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
     pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
     /* What the client set (SET DateStyle...) it expects on its next server. */
     if (s->link != NULL && s->state == PGL_SERVER_ACTIVE)
-        pgl_varcache_set(&s->link->vars, (pgl_var)v, value, strlen(value));
+        (void)pgl_client_set_var(s->link, (pgl_var)v, value);
 }
 
 static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)

@@ -88,8 +88,8 @@ static int append(char *sql, size_t cap, size_t *off, const char *s)
     return 0;
 }
 
-int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *server, char *sql,
-                           size_t cap)
+int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defaults,
+                           const pgl_varcache *server, char *sql, size_t cap)
 {
     size_t off = 0;
     int n = 0;
@@ -97,7 +97,9 @@ int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *serve
         return -1;
     sql[0] = '\0';
     for (int i = 0; i < PGL_VAR_COUNT; i++) {
-        const char *want = client->values[i], *have = server->values[i];
+        const char *want = client ? client->values[i] : NULL, *have = server->values[i];
+        if (want == NULL && defaults != NULL)
+            want = defaults->values[i];
         if (want == NULL || (have != NULL && strcmp(want, have) == 0))
             continue;
         if (append(sql, cap, &off, n++ == 0 ? "SELECT pg_catalog.set_config(" : ", pg_catalog.set_config(") ||

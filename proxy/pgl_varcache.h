@@ -43,11 +43,13 @@ int pgl_varcache_copy(pgl_varcache *dst, const pgl_varcache *src);
 
 /*
  * Writes into `sql` (capacity `cap`) one query setting on the server every
- * variable the client knows and the server has differently, through
+ * variable the client knows and the server has differently; a value the
+ * client never set (all of them when `client` is NULL) is taken from `defaults` (the pool's, may be NULL), so
+ * idle clients need not keep copies of them, through
  * pg_catalog.set_config (exact text semantics, quoting done here).
  * Returns the length, 0 when nothing differs, or -1 when `cap` is too small.
  */
-int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *server, char *sql,
-                           size_t cap);
+int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defaults,
+                           const pgl_varcache *server, char *sql, size_t cap);
 
 #endif

@@ -7,6 +7,7 @@ median is reported with the ratios. Results go to stdout and, unless
 --no-write, to docs/benchmarks.md with a description of the machine.
 """
 import argparse
+import calendar
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from harness import PgCluster  # noqa: E402
+from harness import PgCluster, VaultSim  # noqa: E402
 from pglease_proc import free_port  # noqa: E402
 
 POOL = 20
@@ -106,6 +107,90 @@ def idle_clients(port, db, n):
     return conns
 
 
+ROTATION_TTL, ROTATION_MAX_TTL = "10s", "20s"
+ROTATION_WINDOW = (1.0, 3.0)  # seconds before / after a takeover counted as "around" it
+
+
+def rotation_run(pg, work, userlist, build, seconds):
+    """pglease with Vault-issued credentials that rotate every ~15 s, under
+    select-only load: TPS of the seconds around each rotation vs the rest."""
+    vault = VaultSim()
+    proxy = None
+    try:
+        vault.setup_database(pg, dbname="bench", default_ttl=ROTATION_TTL,
+                             max_ttl=ROTATION_MAX_TTL, creation=[
+                                 "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+                                 f"VALID UNTIL '{{{{expiration}}}}' IN ROLE {UP_USER};"])
+        token = work / "vault-token"
+        token.write_text(vault.root_token + "\n")
+        port = free_port()
+        ini = work / "pglease-rotation.ini"
+        ini.write_text(f"""[pglease]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = transaction
+default_pool_size = {POOL}
+http_listen =
+
+[vault]
+addr = {vault.addr}
+auth_method = token
+token_file = {token}
+
+[databases]
+bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
+""")
+        for f in (token, ini):
+            shutil.chown(f, "postgres")
+        proxy = Proxy("pglease-rotation", [str(Path(build) / "proxy" / "pglease"), "-c",
+                                           str(ini)], port, work)
+        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        t0 = time.time()
+        r = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", USER,
+                            "-S", "-c", "32", "-j", "2", "-T", str(seconds), "-P", "1",
+                            "--progress-timestamp", "bench"], capture_output=True, text=True,
+                           env=env, timeout=seconds + 120, preexec_fn=raise_nofile)
+        out = r.stdout + r.stderr
+        log = (work / "pglease-rotation.log").read_text(errors="replace")
+    finally:
+        if proxy:
+            proxy.stop()
+        vault.stop()
+    per_second = [(float(t), float(tps)) for t, tps in
+                  re.findall(r"progress: ([\d.]+) s, ([\d.]+) tps", out)]
+    takeovers = []
+    for m in re.finditer(r"^(\S+)Z INFO bench: generation (\d+) \(user \S+\) takes over", log,
+                         re.M):
+        when = calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S"))
+        when += float("0" + m.group(1)[19:])
+        if when > t0:
+            takeovers.append(when)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    aborted = r.returncode != 0 or failed is None
+    before, after = ROTATION_WINDOW
+
+    def around(t):  # the progress line at t covers (t - 1, t]
+        return any(t > w - before and t - 1 < w + after for w in takeovers)
+
+    steady = [tps for t, tps in per_second[2:] if not around(t)]
+    windows = []
+    for w in takeovers:
+        seconds_in = [tps for t, tps in per_second if t > w - before and t - 1 < w + after]
+        if seconds_in:
+            windows.append((statistics.mean(seconds_in), min(seconds_in)))
+    return {
+        "rotations": len(takeovers),
+        "steady": statistics.median(steady) if steady else None,
+        "window": min(w[0] for w in windows) if windows else None,
+        "worst_second": min(w[1] for w in windows) if windows else None,
+        "failed": "aborted" if aborted else int(failed.group(1)),
+        "error": out.strip().splitlines()[-1] if aborted and out.strip() else "",
+    }
+
+
 def machine():
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -125,9 +210,22 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--build", default=str(REPO / "build-release"))
+    ap.add_argument("--rotation-seconds", type=int, default=60,
+                    help="length of the rotation-under-load run (0 skips it)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only", help="run only the workloads whose title matches this regex "
+                    "(implies --no-write); 'idle clients' and 'rotation under load' are titles")
+    ap.add_argument("--hold", action="store_true",
+                    help="start everything, print how to reach it, wait for Ctrl-C "
+                    "(for perf/strace by hand)")
     args = ap.parse_args()
+    if args.only or args.hold:
+        args.no_write = True
     raise_nofile()
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
 
     work = Path(tempfile.mkdtemp(prefix="pglease-bench-"))
     os.chmod(work, 0o755)
@@ -193,6 +291,18 @@ bench_session = {session_db}
                                          str(work / "pglease.ini")], lport, work))
         targets = [("direct", pg.port, UP_PASSWORD), ("pgbouncer", bport, PASSWORD),
                    ("pglease", lport, PASSWORD)]
+        if args.hold:
+            for name, port, pw in targets:
+                user = UP_USER if name == "direct" else USER
+                print(f"{name:10s} PGPASSWORD={pw} pgbench -n -h 127.0.0.1 -p {port} -U {user} "
+                      f"-S -c 32 -j 2 -T 10 bench")
+            print(f"pglease pid {proxies[1].pid()}, pgbouncer pid {proxies[0].pid()}; "
+                  "Ctrl-C to stop", flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+            return
         workloads = [
             ("select-only -S -c 32", "bench", ["-S", "-c", "32", "-j", "2"]),
             ("TPC-B -c 32", "bench", ["-c", "32", "-j", "2"]),
@@ -201,6 +311,9 @@ bench_session = {session_db}
             ("connect per transaction -C -S -c 16", "bench", ["-C", "-S", "-c", "16", "-j", "2"]),
             ("single client -S -c 1", "bench", ["-S", "-c", "1", "-j", "1"]),
         ]
+        def wanted(title):
+            return not args.only or re.search(args.only, title)
+        workloads = [w for w in workloads if wanted(w[0])]
         results = []
         for title, db, wargs in workloads:
             samples = {t[0]: [] for t in targets}
@@ -223,7 +336,7 @@ bench_session = {session_db}
 
         # Idle clients: memory per client.
         idle = []
-        for proxy in proxies:
+        for proxy in proxies if args.idle and wanted("idle clients") else []:
             before = proxy.rss_kb()
             t0 = time.monotonic()
             conns = idle_clients(proxy.port, "bench", args.idle)
@@ -234,6 +347,14 @@ bench_session = {session_db}
             idle.append((proxy.name, (after - before) * 1024 / args.idle, elapsed))
             print(f"  idle clients: {proxy.name}: {(after - before) / 1024:.1f} MiB for "
                   f"{args.idle} clients, logins took {elapsed:.1f} s", flush=True)
+
+        rotation = None
+        if args.rotation_seconds and wanted("rotation under load"):
+            for p in proxies:  # the rotation run has the machine to itself
+                p.stop()
+            proxies = []
+            rotation = rotation_run(pg, work, userlist, args.build, args.rotation_seconds)
+            print(f"  rotation under load: {rotation}", flush=True)
     finally:
         for p in proxies:
             p.stop()
@@ -258,7 +379,25 @@ bench_session = {session_db}
     lines.append("| --- | ---: | ---: |")
     for name, per, elapsed in idle:
         lines.append(f"| {name} ({args.idle} clients) | {per:.0f} | {elapsed:.1f} s |")
+    if rotation:
+        def ratio(x):
+            return f"{x / rotation['steady']:.2f}" if x and rotation["steady"] else "—"
+        lines.append("")
+        lines.append("| rotation under load (pglease, select-only -c 32, "
+                     f"{args.rotation_seconds} s, lease ttl {ROTATION_TTL} / max {ROTATION_MAX_TTL}) "
+                     "| rotations | steady tps | tps around a rotation (worst) | ratio | "
+                     "worst second | failed transactions |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        f0 = "{:.0f}"
+        lines.append(f"| {ROTATION_WINDOW[0]:.0f} s before to {ROTATION_WINDOW[1]:.0f} s after "
+                     f"each takeover | {rotation['rotations']} | "
+                     f"{f0.format(rotation['steady']) if rotation['steady'] else '—'} | "
+                     f"{f0.format(rotation['window']) if rotation['window'] else '—'} | "
+                     f"{ratio(rotation['window'])} | {ratio(rotation['worst_second'])} | "
+                     f"{rotation['failed']} |")
     notes = [n for r in results for n in r[3]]
+    if rotation and rotation["error"]:
+        notes.append(f"rotation run: {rotation['error']}")
     table = "\n".join(lines)
     print()
     print(table)

@@ -81,12 +81,16 @@ def test_psql_and_psycopg(proxy):
 
 def test_session_parameters_follow_the_client(upstream):
     """Transaction mode with one server: two clients with different
-    TimeZone/application_name take turns on it and each sees its own."""
+    TimeZone/application_name take turns on it and each sees its own; a
+    third that never set TimeZone keeps the server's default."""
     p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
                                              "default_pool_size": 1}).start()
     try:
         a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True)
         b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True)
+        c = psycopg.connect(p.dsn(), autocommit=True)
+        default_tz = c.execute("show timezone").fetchone()[0]
+        assert default_tz not in ("Asia/Tokyo", "America/New_York")
         a.execute("set timezone = 'Asia/Tokyo'")
         b.execute("set timezone = 'America/New_York'")
         for _ in range(5):
@@ -96,11 +100,13 @@ def test_session_parameters_follow_the_client(upstream):
             assert b.execute("show timezone").fetchone()[0] == "America/New_York"
             assert b.execute("select current_setting('application_name')").fetchone()[0] \
                 == "client-b"
+            assert c.execute("show timezone").fetchone()[0] == default_tz
         backends = {a.execute("select pg_backend_pid()").fetchone()[0],
                     b.execute("select pg_backend_pid()").fetchone()[0]}
         assert len(backends) == 1, "both clients should share the single server"
         a.close()
         b.close()
+        c.close()
     finally:
         assert p.stop() == 0
 
