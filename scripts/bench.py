@@ -107,6 +107,69 @@ def idle_clients(port, db, n):
     return conns
 
 
+def profile(proxies, pg_port, seconds):
+    """Where a select-only -c 32 run through each proxy spends the machine:
+    CPU share per process and kernel share of the proxy (perf), and system
+    calls per transaction (strace). None when perf or strace is missing."""
+    if not shutil.which("perf") or not shutil.which("strace"):
+        return None
+    env = dict(os.environ, PGPASSWORD=PASSWORD)
+    result = {}
+    for proxy in proxies:
+        cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(proxy.port), "-U", USER, "-S",
+               "-c", "32", "-j", "2", "bench"]
+        data = Path(tempfile.mkdtemp(prefix="pglease-perf-")) / "perf.data"
+        bench = subprocess.Popen([*cmd, "-T", str(seconds + 3)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=env, preexec_fn=raise_nofile)
+        time.sleep(1.5)
+        subprocess.run(["perf", "record", "-a", "-q", "-o", str(data), "--", "sleep",
+                        str(seconds)], capture_output=True, timeout=seconds + 60)
+        bench.wait(seconds + 60)
+        report = subprocess.run(["perf", "report", "-i", str(data), "--sort", "comm,dso",
+                                 "--stdio"], capture_output=True, text=True).stdout
+        shutil.rmtree(data.parent, ignore_errors=True)
+        share, kernel = {}, 0.0
+        for pct, comm, dso in re.findall(r"^\s+([\d.]+)%\s+(\S+)\s+(\S+)", report, re.M):
+            share[comm] = share.get(comm, 0.0) + float(pct)
+            if comm == proxy.name and dso == "[kernel.kallsyms]":
+                kernel = float(pct)
+        total = share.get(proxy.name, 0.0)
+
+        trace = data.parent.with_name(data.parent.name + "-strace")
+        strace = subprocess.Popen(["strace", "-c", "-f", "-p", str(proxy.pid()), "-o",
+                                   str(trace)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        out = subprocess.run([*cmd, "-T", "5"], capture_output=True, text=True, env=env,
+                             preexec_fn=raise_nofile).stdout
+        strace.send_signal(signal.SIGINT)
+        strace.wait(30)
+        txns = int(re.search(r"actually processed: (\d+)", out).group(1))
+        calls = {name: int(n) for n, name in  # "% time seconds usecs/call calls [errors] name"
+                 re.findall(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
+                            trace.read_text(), re.M)}
+        trace.unlink()
+        calls.pop("total", None)
+        result[proxy.name] = {
+            "share": share, "kernel": kernel / total if total else 0.0,
+            "per_txn": {k: v / txns for k, v in calls.items()},
+        }
+    return result
+
+
+def profile_lines(prof):
+    comms = ["postgres", "pgbench", "pglease", "pgbouncer"]
+    lines = ["| select-only -c 32 through | " + " | ".join(f"{c} CPU" for c in comms) +
+             " | proxy time in the kernel | proxy syscalls per transaction |",
+             "| --- | " + " | ".join("---:" for _ in comms) + " | ---: | --- |"]
+    for name, p in prof.items():
+        calls = sorted(p["per_txn"].items(), key=lambda kv: -kv[1])
+        calls_s = ", ".join(f"{k} {v:.2f}" for k, v in calls if v >= 0.01)
+        lines.append(f"| {name} | " + " | ".join(f"{p['share'].get(c, 0.0):.0f}%" for c in comms)
+                     + f" | {p['kernel'] * 100:.0f}% | {calls_s} |")
+    return lines
+
+
 ROTATION_TTL, ROTATION_MAX_TTL = "10s", "20s"
 ROTATION_WINDOW = (1.0, 3.0)  # seconds before / after a takeover counted as "around" it
 
@@ -210,6 +273,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--build", default=str(REPO / "build-release"))
+    ap.add_argument("--profile", type=int, default=5, metavar="SECONDS",
+                    help="perf and strace each proxy under select-only load (0 skips)")
     ap.add_argument("--rotation-seconds", type=int, default=60,
                     help="length of the rotation-under-load run (0 skips it)")
     ap.add_argument("--no-write", action="store_true")
@@ -348,6 +413,11 @@ bench_session = {session_db}
             print(f"  idle clients: {proxy.name}: {(after - before) / 1024:.1f} MiB for "
                   f"{args.idle} clients, logins took {elapsed:.1f} s", flush=True)
 
+        prof = None
+        if args.profile and wanted("profile"):
+            prof = profile(proxies, pg.port, args.profile)
+            print(f"  profile: {prof}", flush=True)
+
         rotation = None
         if args.rotation_seconds and wanted("rotation under load"):
             for p in proxies:  # the rotation run has the machine to itself
@@ -379,6 +449,9 @@ bench_session = {session_db}
     lines.append("| --- | ---: | ---: |")
     for name, per, elapsed in idle:
         lines.append(f"| {name} ({args.idle} clients) | {per:.0f} | {elapsed:.1f} s |")
+    if prof:
+        lines.append("")
+        lines.extend(profile_lines(prof))
     if rotation:
         def ratio(x):
             return f"{x / rotation['steady']:.2f}" if x and rotation["steady"] else "—"
