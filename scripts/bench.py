@@ -82,6 +82,19 @@ class Proxy:
             self.proc.kill()
 
 
+def proxy_settings(port, userlist, max_clients=100):
+    """The settings both proxies share, written once so they cannot drift."""
+    return f"""listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = transaction
+default_pool_size = {POOL}
+max_client_conn = {max_clients}
+"""
+
+
 def pgbench(port, db, args, seconds, password):
     env = dict(os.environ, PGPASSWORD=password)
     r = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U",
@@ -189,14 +202,7 @@ def rotation_run(pg, work, userlist, build, seconds):
         port = free_port()
         ini = work / "pglease-rotation.ini"
         ini.write_text(f"""[pglease]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {userlist}
-pool_mode = transaction
-default_pool_size = {POOL}
-http_listen =
+{proxy_settings(port, userlist)}http_listen =
 
 [vault]
 addr = {vault.addr}
@@ -317,29 +323,13 @@ bench = {upstream}
 bench_session = {upstream} pool_size=32 pool_mode=session
 
 [pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {bport}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {userlist}
-pool_mode = transaction
-default_pool_size = {POOL}
-max_client_conn = {args.idle + 1000}
-ignore_startup_parameters = extra_float_digits
+{proxy_settings(bport, userlist, args.idle + 1000)}ignore_startup_parameters = extra_float_digits
 logfile = {work}/pgbouncer-file.log
 pidfile = {work}/pgbouncer.pid
 """)
         lport = free_port()
         (work / "pglease.ini").write_text(f"""[pglease]
-listen_addr = 127.0.0.1
-listen_port = {lport}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = {userlist}
-pool_mode = transaction
-default_pool_size = {POOL}
-max_client_conn = {args.idle + 1000}
-http_listen =
+{proxy_settings(lport, userlist, args.idle + 1000)}http_listen =
 
 [databases]
 bench = {upstream}
