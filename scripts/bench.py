@@ -27,6 +27,16 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from harness import PgCluster, VaultSim  # noqa: E402
 from pglease_proc import free_port  # noqa: E402
 
+READING_GUIDE = """How to read it: every process here shares the same cores, so CPU a proxy
+uses is CPU that Postgres and pgbench lose. The profile table shows where that
+CPU goes during select-only -c 32: the share of all CPU samples per process,
+how much of the proxy's own time is spent in the kernel, and the proxy's system
+calls per transaction. Two receives and two sends per transaction are the
+minimum for a proxy (one of each per direction). Rotation under load compares
+the per-second TPS from 1 s before to 3 s after each credential takeover
+(the worst such window) with the median of the other seconds.
+"""
+
 POOL = 20
 USER, PASSWORD = "app", "app-bench-pw"
 UP_USER, UP_PASSWORD = "bench", "bench-upstream-pw"
@@ -476,7 +486,8 @@ bench_session = {session_db}
             "auth against the same userlist; the prepared-statement run uses a session-mode "
             "database on both, since PgBouncer 1.18 cannot keep prepared statements in "
             "transaction mode).\n\n"
-            f"Machine: {machine()}.\n\nDate: {time.strftime('%Y-%m-%d')}.\n\n" + table + "\n")
+            f"Machine: {machine()}.\n\nDate: {time.strftime('%Y-%m-%d')}.\n\n" + table + "\n\n"
+            + READING_GUIDE)
         print(f"\nwritten to {doc}")
 
 
