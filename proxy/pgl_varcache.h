@@ -43,10 +43,11 @@ int pgl_varcache_copy(pgl_varcache *dst, const pgl_varcache *src);
 
 /*
  * Writes into `sql` (capacity `cap`) one query setting on the server every
- * variable the client knows and the server has differently; a value the
- * client never set (all of them when `client` is NULL) is taken from `defaults` (the pool's, may be NULL), so
- * idle clients need not keep copies of them, through
- * pg_catalog.set_config (exact text semantics, quoting done here).
+ * variable whose wanted value the server has differently, through
+ * pg_catalog.set_config (exact text semantics, quoting done here). The
+ * wanted value is the client's own, else the one in `defaults` (the pool's;
+ * may be NULL). `client` may be NULL (it set nothing), so idle clients need
+ * not keep copies of the defaults.
  * Returns the length, 0 when nothing differs, or -1 when `cap` is too small.
  */
 int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defaults,

@@ -105,11 +105,17 @@ max_client_conn = {max_clients}
 """
 
 
+def pgbench_cmd(port, user, *args, db="bench"):
+    """pgbench against 127.0.0.1:port, and the environment with the password."""
+    password = PASSWORD if user == USER else UP_PASSWORD
+    return (["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", user, *args, db],
+            dict(os.environ, PGPASSWORD=password))
+
+
 def pgbench(port, db, args, seconds, password):
-    env = dict(os.environ, PGPASSWORD=password)
-    r = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U",
-                        USER if password == PASSWORD else UP_USER, "-T", str(seconds),
-                        *args, db], capture_output=True, text=True, env=env,
+    cmd, env = pgbench_cmd(port, USER if password == PASSWORD else UP_USER, "-T", str(seconds),
+                           *args, db=db)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env,
                        timeout=seconds + 120, preexec_fn=raise_nofile)
     out = r.stdout + r.stderr
     tps = re.search(r"tps = ([\d.]+) \((?:without|including)", out)
@@ -130,19 +136,20 @@ def idle_clients(port, db, n):
     return conns
 
 
-def profile(proxies, pg_port, seconds):
+def profile(proxies, work, seconds):
     """Where a select-only -c 32 run through each proxy spends the machine:
     CPU share per process and kernel share of the proxy (perf), and system
     calls per transaction (strace). None when perf or strace is missing."""
     if not shutil.which("perf") or not shutil.which("strace"):
         return None
-    env = dict(os.environ, PGPASSWORD=PASSWORD)
     result = {}
     for proxy in proxies:
-        cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(proxy.port), "-U", USER, "-S",
-               "-c", "32", "-j", "2", "bench"]
-        data = Path(tempfile.mkdtemp(prefix="pglease-perf-")) / "perf.data"
-        bench = subprocess.Popen([*cmd, "-T", str(seconds + 3)], stdout=subprocess.DEVNULL,
+        def load(duration):
+            return pgbench_cmd(proxy.port, USER, "-S", "-c", "32", "-j", "2", "-T",
+                               str(duration))
+        data = work / f"perf-{proxy.name}.data"
+        cmd, env = load(seconds + 3)
+        bench = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, env=env, preexec_fn=raise_nofile)
         time.sleep(1.5)
         subprocess.run(["perf", "record", "-a", "-q", "-o", str(data), "--", "sleep",
@@ -150,7 +157,7 @@ def profile(proxies, pg_port, seconds):
         bench.wait(seconds + 60)
         report = subprocess.run(["perf", "report", "-i", str(data), "--sort", "comm,dso",
                                  "--stdio"], capture_output=True, text=True).stdout
-        shutil.rmtree(data.parent, ignore_errors=True)
+        data.unlink()
         share, kernel = {}, 0.0
         for pct, comm, dso in re.findall(r"^\s+([\d.]+)%\s+(\S+)\s+(\S+)", report, re.M):
             share[comm] = share.get(comm, 0.0) + float(pct)
@@ -158,12 +165,13 @@ def profile(proxies, pg_port, seconds):
                 kernel = float(pct)
         total = share.get(proxy.name, 0.0)
 
-        trace = data.parent.with_name(data.parent.name + "-strace")
+        trace = work / f"strace-{proxy.name}.txt"
         strace = subprocess.Popen(["strace", "-c", "-f", "-p", str(proxy.pid()), "-o",
                                    str(trace)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         time.sleep(1)
-        out = subprocess.run([*cmd, "-T", "5"], capture_output=True, text=True, env=env,
+        cmd, env = load(5)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env,
                              preexec_fn=raise_nofile).stdout
         strace.send_signal(signal.SIGINT)
         strace.wait(30)
@@ -226,12 +234,11 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
             shutil.chown(f, "postgres")
         proxy = Proxy("pglease-rotation", [str(Path(build) / "proxy" / "pglease"), "-c",
                                            str(ini)], port, work)
-        env = dict(os.environ, PGPASSWORD=PASSWORD)
+        cmd, env = pgbench_cmd(port, USER, "-S", "-c", "32", "-j", "2", "-T", str(seconds),
+                               "-P", "1", "--progress-timestamp")
         t0 = time.time()
-        r = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", USER,
-                            "-S", "-c", "32", "-j", "2", "-T", str(seconds), "-P", "1",
-                            "--progress-timestamp", "bench"], capture_output=True, text=True,
-                           env=env, timeout=seconds + 120, preexec_fn=raise_nofile)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           timeout=seconds + 120, preexec_fn=raise_nofile)
         out = r.stdout + r.stderr
         log = (work / "pglease-rotation.log").read_text(errors="replace")
     finally:
@@ -415,7 +422,7 @@ bench_session = {session_db}
 
         prof = None
         if args.profile and wanted("profile"):
-            prof = profile(proxies, pg.port, args.profile)
+            prof = profile(proxies, work, args.profile)
             print(f"  profile: {prof}", flush=True)
 
         rotation = None
