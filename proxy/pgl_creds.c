@@ -33,7 +33,7 @@
 
 #define TICK_MS 200
 #define SAFETY_MAX_MS 5000
-#define SESSION_NOTICE_MS 2000   /* session clients asked to leave this long before the deadline */
+#define DEADLINE_NEAR_MS 2000 /* old servers stop serving this long before the deadline */
 #define REFETCH_BACKOFF_MS 1000
 #define REFETCH_MAX_MS 30000
 #define SHUTDOWN_REVOKE_MS 5000
@@ -301,6 +301,15 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
     pgl_list *pos, *tmp;
     if (now >= deadline || drain_over) {
         g->nservers++; /* closing its last server must not free it here */
+        if (now >= deadline && g->state == PGL_GEN_ACTIVE) {
+            /* No successor arrived in time (Vault down?): this credential is
+             * over; clients now wait for the next one. Before the servers
+             * close: the pool must not open new ones with it. */
+            g->state = PGL_GEN_DEAD;
+            g->drain_since = now;
+            pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
+                          (unsigned long long)g->id);
+        }
         pgl_list *const lists[] = {&pool->active, &pool->idle, &pool->connecting};
         for (size_t i = 0; i < 3; i++) {
             pgl_server *s;
@@ -317,22 +326,22 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
                                                         : "drain_timeout reached");
             }
         }
-        if (now >= deadline && g->state == PGL_GEN_ACTIVE) {
-            /* No successor arrived in time (Vault down?): this credential is
-             * over; clients now wait for the next one. */
-            g->state = PGL_GEN_DEAD;
-            g->drain_since = now;
-            pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
-                          (unsigned long long)g->id);
-        }
         g->nservers--;
         pgl_generation_server_gone(g);
         return;
     }
+    bool deadline_near = deadline != UINT64_MAX && now + DEADLINE_NEAR_MS >= deadline;
+    /* Transaction mode: servers not replaced yet (logins are slow on a
+     * saturated database) stop serving; idle ones close now, busy ones at
+     * the end of their transaction rather than cut at the deadline. */
+    if (g->state == PGL_GEN_DRAINING && deadline_near && !g->hurry) {
+        g->hurry = true;
+        pgl_pool_drain_generation(pool, g);
+        return;
+    }
     /* Session clients of an old generation: shortly before the deadline,
      * close them at their next idle point with a clear reason. */
-    if (draining && pool->mode == PGL_CONF_POOL_SESSION && deadline != UINT64_MAX &&
-        now + SESSION_NOTICE_MS >= deadline) {
+    if (draining && pool->mode == PGL_CONF_POOL_SESSION && deadline_near) {
         bool again = true;
         while (again) {
             again = false;
@@ -373,10 +382,10 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         if (g->state == PGL_GEN_WARMING) {
             warming = true;
             /* Its first login ended without success for a reason other than
-             * the credential (server down, timeout): try it again, at the
-             * pool's login backoff. */
-            if (g->nservers == 0 && now >= pool->retry_after && !px->shutting_down)
-                (void)pgl_server_connect(pool, g);
+             * the credential (server down, no slot, timeout): the pool tries
+             * it again after its login backoff. */
+            if (g->nservers == 0)
+                pgl_pool_kick(pool);
         }
         /* The Vault token that created this lease ends for good: the lease
          * goes with it, whatever its own TTL. */
@@ -387,7 +396,7 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
             schedule_rotation(px, g);
         }
         if (g->renewable && !g->end_final && g->renew_op == NULL && now >= g->renew_at &&
-            g->state == PGL_GEN_ACTIVE) {
+            (g->state == PGL_GEN_ACTIVE || g->state == PGL_GEN_WARMING)) {
             g->renew_at = UINT64_MAX;
             g->renew_op = pgl_vault_renew(px->vault, g->lease_id, g->lease_duration, on_renewed, g);
         }

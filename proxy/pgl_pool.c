@@ -4,6 +4,13 @@
  * to its size when clients wait, keeps min_pool_size open, and retires
  * servers that idled or lived too long.
  *
+ * Rotation is make-before-break in transaction and statement mode: the
+ * generation being left keeps serving while servers of the new one log in
+ * (REPLACE_PARALLEL at a time); each new server retires one old server, at
+ * once when it is idle, else when its transaction ends. Clients never wait
+ * for a burst of logins. Session mode closes the old idle servers at once:
+ * a new session must not start on a credential that is going away.
+ *
  * Upstream login failures back off exponentially (100 ms doubling to 10 s)
  * so a wrong password or a down database never becomes a connection storm;
  * clients waiting with no server at all get the failure as an error at
@@ -21,6 +28,10 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
+/* Logins replacing a retiring generation's servers at once; the pool may be
+ * this many servers over its size while it rotates. */
+#define REPLACE_PARALLEL 2
+#define MAKING_ROOM "making room for the new credential's first login"
 
 uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
 {
@@ -77,6 +88,10 @@ pgl_generation *pgl_pool_generation(pgl_pool *pool)
 
 void pgl_generation_server_gone(pgl_generation *g)
 {
+    /* Whichever of its servers went, the replacements made still cover
+     * the ones left. */
+    if (g->replaced > g->nservers)
+        g->replaced = g->nservers;
     /* Retired generations disappear with their last server (after their
      * lease is revoked). */
     if ((g->state == PGL_GEN_DRAINING || g->state == PGL_GEN_DEAD) && g->nservers == 0) {
@@ -98,6 +113,11 @@ pgl_server *pgl_pool_find_server(pgl_list *list, const pgl_generation *gen)
     return NULL;
 }
 
+static bool replaces_in_place(const pgl_pool *pool)
+{
+    return pool->mode != PGL_CONF_POOL_SESSION;
+}
+
 void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *g)
 {
     /* Hold it: closing its last server would free it under our feet. And
@@ -105,13 +125,93 @@ void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *g)
      * which may move other servers between lists. */
     g->nservers++;
     pgl_server *s;
-    while ((s = pgl_pool_find_server(&pool->idle, g)) != NULL)
-        pgl_server_close(s, "its credential generation is retiring");
+    /* A rotated credential's idle servers serve on until replaced, unless
+     * its end is near; a dead one's are of no use. */
+    if (g->state == PGL_GEN_DEAD || g->hurry || !replaces_in_place(pool)) {
+        while ((s = pgl_pool_find_server(&pool->idle, g)) != NULL)
+            pgl_server_close(s, "its credential generation is retiring");
+    }
     /* Logins still running with it are useless now. */
     while ((s = pgl_pool_find_server(&pool->connecting, g)) != NULL)
         pgl_server_close(s, "its credential generation is retiring");
     g->nservers--;
     pgl_generation_server_gone(g); /* retires it now if nothing is left */
+}
+
+/* Servers of draining generations no server of the active one replaced yet. */
+static int unreplaced(pgl_pool *pool)
+{
+    int n = 0;
+    if (!replaces_in_place(pool))
+        return 0;
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
+        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
+        if (g->state == PGL_GEN_DRAINING)
+            n += g->nservers - g->replaced;
+    }
+    return n;
+}
+
+bool pgl_pool_retire_one(pgl_pool *pool)
+{
+    if (!replaces_in_place(pool))
+        return false;
+    /* The oldest generation first: its credential ends first. */
+    for (pgl_list *p = pool->generations.prev; p != &pool->generations; p = p->prev) {
+        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
+        if (g->state != PGL_GEN_DRAINING || g->replaced >= g->nservers)
+            continue;
+        pgl_server *s = pgl_pool_find_server(&pool->idle, g);
+        if (s != NULL)
+            pgl_server_close(s, "replaced by a server with the new credential");
+        else
+            g->replaced++; /* the next of its servers to finish a transaction */
+        return true;
+    }
+    return false;
+}
+
+/* Postgres had no connection slot (max_connections, a database's
+ * CONNECTION LIMIT) for a login with a newer generation: an older server
+ * makes room, break-before-make, one server at a time. */
+static bool make_room(pgl_pool *pool, pgl_generation *gen)
+{
+    if (gen->state == PGL_GEN_ACTIVE)
+        return pgl_pool_retire_one(pool);
+    pgl_generation *active = pgl_pool_generation(pool);
+    if (gen->state != PGL_GEN_WARMING || active == NULL || pool->px->shutting_down)
+        return false;
+    /* The first login of a new credential: the least recently used idle
+     * server of the current one goes now, else the next one released. The
+     * retry after the backoff goes before logins for waiting clients. */
+    for (pgl_list *p = pool->idle.prev; p != &pool->idle; p = p->prev) {
+        pgl_server *s = pgl_container_of(p, pgl_server, node);
+        if (s->gen == active) {
+            pgl_server_close(s, MAKING_ROOM);
+            return true;
+        }
+    }
+    pool->room_wanted = true;
+    return true;
+}
+
+const char *pgl_pool_must_close(pgl_server *s)
+{
+    pgl_generation *g = s->gen;
+    if (g->state == PGL_GEN_ACTIVE) {
+        if (!s->pool->room_wanted)
+            return NULL;
+        s->pool->room_wanted = false;
+        return MAKING_ROOM;
+    }
+    if (g->state != PGL_GEN_DRAINING || !replaces_in_place(s->pool))
+        return "its credential generation is retiring";
+    if (g->replaced > 0) {
+        g->replaced--;
+        return "replaced by a server with the new credential";
+    }
+    /* Unreplaced, it serves on, unless its credential ends soon. */
+    return g->hurry ? "its credential generation ends soon" : NULL;
 }
 
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message)
@@ -228,17 +328,35 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     return NULL;
 }
 
-/* Opens one more server if the pool may and should. */
+/* Opens servers for `wanted` waiting clients and for the replacement of a
+ * retiring generation, if the pool may. */
 static void maybe_connect(pgl_pool *pool, int wanted)
 {
     pgl_proxy *px = pool->px;
-    uint64_t now = pgl_now_ms(px);
+    if (px->shutting_down || pgl_now_ms(px) < pool->retry_after)
+        return;
+    /* A new credential whose first login failed (no connection slot, server
+     * down) tries again first: it may need the slot an old server just
+     * gave up. */
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
+        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
+        if (g->state == PGL_GEN_WARMING && g->nservers == 0 && pgl_server_connect(pool, g) != 0)
+            return;
+    }
+    int old = unreplaced(pool);
     pgl_generation *gen = pgl_pool_generation(pool);
-    if (gen == NULL || px->shutting_down || now < pool->retry_after)
+    if ((wanted <= 0 && old <= 0) || gen == NULL)
         return;
     int connecting = (int)pgl_list_count(&pool->connecting);
+    int limit = pool->pool_size;
+    if (old > 0) {
+        int replacing = old < REPLACE_PARALLEL ? old : REPLACE_PARALLEL;
+        if (wanted < replacing)
+            wanted = replacing;
+        limit += REPLACE_PARALLEL;
+    }
     /* Do not open more than the clients waiting need, nor past the size. */
-    while (connecting < wanted && pool->nservers < pool->pool_size) {
+    while (connecting < wanted && pool->nservers < limit) {
         if (pgl_server_connect(pool, gen) != 0) {
             pgl_log_error(pool->name, "cannot start an upstream login");
             return;
@@ -263,8 +381,7 @@ void pgl_pool_kick(pgl_pool *pool)
 {
     serve(pool);
     int wanted = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
-    if (wanted > 0)
-        maybe_connect(pool, wanted);
+    maybe_connect(pool, wanted);
 }
 
 void pgl_pool_want_server(pgl_pool *pool, pgl_client *client)
@@ -277,7 +394,11 @@ void pgl_pool_want_server(pgl_pool *pool, pgl_client *client)
 void pgl_pool_server_ready(pgl_pool *pool, pgl_server *s)
 {
     pgl_list_remove(&s->node);
-    pgl_list_prepend(&pool->idle, &s->node);
+    /* Servers of the active generation are handed out first. */
+    if (s->gen->state == PGL_GEN_ACTIVE)
+        pgl_list_prepend(&pool->idle, &s->node);
+    else
+        pgl_list_append(&pool->idle, &s->node);
     serve(pool);
 }
 
@@ -289,6 +410,7 @@ void pgl_pool_forget_client(pgl_client *client)
 void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
 {
     pgl_creds_login_succeeded(pool, gen);
+    pool->room_wanted = false;
     pool->consecutive_failures = 0;
     pool->retry_after = 0;
     pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
@@ -337,6 +459,10 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
     pool->consecutive_failures++;
     pool->retry_after =
         now + pgl_backoff_ceiling(BACKOFF_MIN_MS, BACKOFF_MAX_MS, pool->consecutive_failures);
+    /* With room made (or promised), retry soon, whatever the backoff grew to
+     * while the pool sat at the limit. */
+    if (strcmp(sqlstate, "53300") == 0 && make_room(pool, gen))
+        pool->retry_after = now + BACKOFF_MIN_MS;
 
     /* With servers still alive, waiting clients will be served by them;
      * with none (besides the one failing now), waiting is hopeless. Clients
@@ -370,6 +496,5 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     int waiting = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
     if (waiting > want)
         want = waiting;
-    if (want > 0 && !pool->px->shutting_down)
-        maybe_connect(pool, want);
+    maybe_connect(pool, want);
 }

@@ -155,7 +155,7 @@ struct pgl_server {
 typedef enum {
     PGL_GEN_ACTIVE = 0, /* new servers use it */
     PGL_GEN_WARMING,    /* fresh from Vault: proving itself with a first login */
-    PGL_GEN_DRAINING,   /* a newer generation took over; servers retire */
+    PGL_GEN_DRAINING,   /* a newer generation took over; servers retire as they are replaced */
     PGL_GEN_DEAD,       /* its credential no longer works */
 } pgl_generation_state;
 
@@ -167,6 +167,13 @@ struct pgl_generation {
     char *user;
     char *password; /* wiped on free */
     int nservers;
+    /* Draining only: how many of its servers a server of the active
+     * generation has already replaced; that many close at their next
+     * release (never more than nservers). */
+    int replaced;
+    /* Draining and its deadline is near: every server closes at release,
+     * replaced or not, so none is cut mid-transaction. */
+    bool hurry;
 
     /* Vault-issued credentials only (lease_id NULL otherwise). Times are
      * loop milliseconds; UINT64_MAX means "not known to end". */
@@ -212,6 +219,7 @@ struct pgl_pool {
     uint64_t fail_time;
     int consecutive_failures;
     uint64_t retry_after; /* ms: no new login attempt before this */
+    bool room_wanted;     /* the next server released closes: a new credential needs its slot */
     /* Vault: at most one credential request in flight per pool. */
     struct pgl_vault_op *fetch_op;
     int fetch_failures;
@@ -351,8 +359,15 @@ pgl_generation *pgl_pool_generation(pgl_pool *pool);
 pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
                                         pgl_generation_state state);
 pgl_server *pgl_pool_find_server(pgl_list *list, const pgl_generation *gen);
-/* Closes the idle servers of `gen` and retires it when it has none left. */
+/* Starts retiring `gen` (draining or dead): closes its logins in progress
+ * and, unless they serve on until replaced, its idle servers; frees it when
+ * it has none left. */
 void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *gen);
+/* A server of the active generation logged in: one old server goes (now
+ * if idle, else at its release); false when none is left to retire. */
+bool pgl_pool_retire_one(pgl_pool *pool);
+/* Why a server whose client let go must close, or NULL when it serves on. */
+const char *pgl_pool_must_close(pgl_server *server);
 /* Fails the clients waiting on a pool with `sqlstate`/`message`. */
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
 

@@ -162,8 +162,9 @@ void pgl_server_release(pgl_server *s)
         pgl_client_unlinked(client);
     if (s->state == PGL_SERVER_CLOSED)
         return;
-    if (s->gen->state != PGL_GEN_ACTIVE) {
-        pgl_server_close(s, "its credential generation is retiring");
+    const char *why = pgl_pool_must_close(s);
+    if (why != NULL) {
+        pgl_server_close(s, why);
         return;
     }
     if (pool->mode == PGL_CONF_POOL_SESSION) {
@@ -310,14 +311,19 @@ static void on_login(void *arg, pgl_upstream_result *res)
         if (value != NULL)
             pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
     }
-    pgl_log_info(s->log_ctx, "logged in as generation %llu%s", (unsigned long long)s->gen->id,
+    uint64_t now = pgl_now_ms(pool->px);
+    pgl_log_info(s->log_ctx, "logged in as generation %llu in %llu ms%s",
+                 (unsigned long long)s->gen->id, (unsigned long long)(now - s->created),
                  res->ssl ? " (TLS)" : "");
     pgl_list_remove(&s->node);
-    s->created = s->last_used = pgl_now_ms(pool->px);
+    s->created = s->last_used = now;
     s->rfq_status = 'I';
     set_state(s, PGL_SERVER_IDLE);
     pgl_pool_login_succeeded(pool, s->gen, s->pg);
+    bool replaces = s->gen->state == PGL_GEN_ACTIVE;
     pgl_pool_server_ready(pool, s);
+    if (replaces)
+        pgl_pool_retire_one(pool);
 }
 
 int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
@@ -330,6 +336,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     s->gen = gen;
     s->id = ++px->next_server_id;
     s->state = PGL_SERVER_CONNECTING;
+    s->created = pgl_now_ms(px); /* the login's start until it succeeds */
     pgl_list_init(&s->node);
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
 

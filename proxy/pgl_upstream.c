@@ -121,13 +121,15 @@ void pgl_upstream_classify(const char *m, char sqlstate[6])
         const char *needle;
         const char *code;
     } table[] = {
+        /* First: these also name a role or a database. */
+        {"too many connections", "53300"},
+        {"too many clients", "53300"},
+        {"remaining connection slots", "53300"},
         {"password authentication failed", "28P01"},
         {"no password supplied", "28P01"},
         {"role \"", "28000"}, /* role "x" does not exist / is not permitted to log in */
         {"no pg_hba.conf entry", "28000"},
         {"database \"", "3D000"},
-        {"too many connections", "53300"},
-        {"remaining connection slots", "53300"},
         {"the database system is starting up", "57P03"},
         {"the database system is shutting down", "57P03"},
         {"the database system is in recovery", "57P03"},

@@ -201,7 +201,12 @@ def profile_lines(prof):
     return lines
 
 
-ROTATION_TTL, ROTATION_MAX_TTL = "10s", "20s"
+# pglease learns a lease's real end when a renewal (at 2/3 of the ttl) comes
+# back capped by max_ttl: with 15 s / 30 s that is at 20 s, 10 s before the
+# end, leaving the new generation 5 s to replace the old one's servers before
+# the old credential's deadline (end minus 3 s) nears. Logins into this
+# saturated 2-core database sometimes take ~2 s. A rotation every ~20 s.
+ROTATION_TTL, ROTATION_MAX_TTL = "15s", "30s"
 ROTATION_WINDOW = (1.0, 3.0)  # seconds before / after a takeover counted as "around" it
 
 
@@ -241,6 +246,7 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
                            timeout=seconds + 120, preexec_fn=raise_nofile)
         out = r.stdout + r.stderr
         log = (work / "pglease-rotation.log").read_text(errors="replace")
+        vault_log = vault.log()
     finally:
         if proxy:
             proxy.stop()
@@ -256,6 +262,10 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
             takeovers.append(when)
     failed = re.search(r"number of failed transactions: (\d+)", out)
     aborted = r.returncode != 0 or failed is None
+    if aborted:  # what went wrong, from both sides
+        print("\n".join(l for l in out.splitlines() if not l.startswith("progress:"))[-3000:])
+        print("\n".join(l for l in log.splitlines() if " INFO " not in l)[-3000:])
+        print("vault stand-in:\n" + vault_log[-3000:], flush=True)
     before, after = ROTATION_WINDOW
 
     def around(t):  # the progress line at t covers (t - 1, t]
@@ -267,6 +277,9 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
         seconds_in = [tps for t, tps in per_second if t > w - before and t - 1 < w + after]
         if seconds_in:
             windows.append((statistics.mean(seconds_in), min(seconds_in)))
+            print(f"  takeover at +{w - t0:.1f} s: " + " ".join(
+                f"{tps:.0f}" for t, tps in per_second if w - before - 2 < t < w + after + 2),
+                flush=True)
     return {
         "rotations": len(takeovers),
         "steady": statistics.median(steady) if steady else None,
@@ -298,7 +311,7 @@ def main():
     ap.add_argument("--build", default=str(REPO / "build-release"))
     ap.add_argument("--profile", type=int, default=5, metavar="SECONDS",
                     help="perf and strace each proxy under select-only load (0 skips)")
-    ap.add_argument("--rotation-seconds", type=int, default=60,
+    ap.add_argument("--rotation-seconds", type=int, default=70,
                     help="length of the rotation-under-load run (0 skips it)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--only", help="run only the workloads whose title matches this regex "
@@ -436,7 +449,7 @@ bench_session = {session_db}
         for p in proxies:
             p.stop()
         pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True) if not os.environ.get("BENCH_KEEP") else print("kept", work)
 
     lines = ["| workload | direct tps | PgBouncer tps | pglease tps | pglease / PgBouncer | "
              "pglease / direct | latency ms (direct / PgBouncer / pglease) |",

@@ -99,6 +99,7 @@ class Sampler(threading.Thread):
         self.violations = []
         self.stop_flag = threading.Event()
         self.samples = 0
+        self.most_backends = 0
 
     def run(self):
         with self.pg.connect() as c:
@@ -107,6 +108,7 @@ class Sampler(threading.Thread):
                     "select a.usename, a.pid, r.rolvaliduntil, clock_timestamp() "
                     "from pg_stat_activity a join pg_roles r on r.rolname = a.usename "
                     "where a.usename like 'v-%'").fetchall()
+                self.most_backends = max(self.most_backends, len(rows))
                 for user, pid, valid_until, now in rows:
                     self.users.add(user)
                     if valid_until is not None and now >= valid_until:
@@ -133,7 +135,8 @@ def pgbench(p, *args, timeout=200):
 
 
 def test_rotation_under_pgbench(pg, vault, tmp_path):
-    p = start_proxy(pg, vault, tmp_path, "10s", "20s", {"pool_mode": "transaction"})
+    p = start_proxy(pg, vault, tmp_path, "10s", "20s",
+                    {"pool_mode": "transaction", "default_pool_size": "4"})
     sampler = Sampler(pg)
     sampler.start()
     try:
@@ -148,6 +151,13 @@ def test_rotation_under_pgbench(pg, vault, tmp_path):
     assert len(sampler.users) >= 4, sampler.users
     assert sampler.samples > 100
     assert not sampler.violations, sampler.violations[:5]
+    # Make-before-break: the old generation serves until new servers replace
+    # its own one by one, at most 2 logins beyond the pool size at a time.
+    log = p.log()
+    takeovers = log.count(") takes over")
+    assert takeovers >= 3, log[-3000:]
+    assert log.count("replaced by a server with the new credential") >= takeovers
+    assert sampler.most_backends <= 4 + 2, sampler.most_backends
     # Retired generations are revoked once drained: only the current one
     # (and perhaps its successor warming up) remain.
     time.sleep(1)
@@ -157,6 +167,25 @@ def test_rotation_under_pgbench(pg, vault, tmp_path):
     assert vault_roles(pg) == set(), "SIGTERM must revoke every lease"
     assert vault.state()["leases"] == []
     assert_no_secrets(p, vault, [vault.root_token, pg.vault_password])
+
+
+def test_rotation_when_postgres_has_no_spare_connection_slot(pg, vault, tmp_path):
+    """With the database's CONNECTION LIMIT equal to the pool size, the new
+    credential's logins find no slot: old servers make room one at a time
+    and no client sees an error."""
+    pg.sql(f"ALTER DATABASE {DB} CONNECTION LIMIT 4")
+    try:
+        p = start_proxy(pg, vault, tmp_path, "10s", "20s",
+                        {"pool_mode": "transaction", "default_pool_size": "4"})
+        rc, out = pgbench(p, "-S", "-c", "8", "-j", "2", "-T", "30")
+        assert rc == 0, out + p.log()[-3000:]
+        assert "number of failed transactions: 0 " in out, out
+        log = p.log()
+        assert log.count(") takes over") >= 1, log[-3000:]
+        assert "53300" in log, "the limit was never reached: the test tests nothing"
+        assert p.stop() == 0
+    finally:
+        pg.sql(f"ALTER DATABASE {DB} CONNECTION LIMIT -1")
 
 
 def test_vault_outage_while_leases_are_valid(pg, vault, tmp_path):

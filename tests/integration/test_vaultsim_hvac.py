@@ -80,6 +80,21 @@ def test_approle_dynamic_credentials_lifecycle(vaultsim, pg):
         app.sys.read_lease(creds["lease_id"])
 
 
+def test_database_plugin_keeps_its_connection_open(vaultsim, pg):
+    """Like Vault's plugin (a Go sql.DB pool), the stand-in does not log in to
+    Postgres for every request, and replaces a connection the server dropped."""
+    vaultsim.setup_database(pg, default_ttl="1h", max_ttl="2h")
+    root = vaultsim.client()
+    leases = [root.secrets.database.generate_credentials("app-rw") for _ in range(3)]
+    root.sys.renew_lease(leases[0]["lease_id"], increment=600)
+    pids = pg.sql("select pid from pg_stat_activity where usename = %s", (pg.vault_user,))
+    assert len(pids) == 1, pids
+    pg.sql("select pg_terminate_backend(%s)", (pids[0][0],))
+    root.sys.revoke_lease(leases[1]["lease_id"])
+    assert not role_exists(pg, leases[1]["data"]["username"])
+    assert role_exists(pg, leases[2]["data"]["username"])
+
+
 def test_renew_is_capped_by_max_ttl(vaultsim, pg):
     vaultsim.setup_database(pg, default_ttl="60s", max_ttl="90s")
     root = vaultsim.client()

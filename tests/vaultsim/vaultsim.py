@@ -321,48 +321,85 @@ def db_connect(conf, user=None, password=None):
     return psycopg.connect(url, connect_timeout=5)
 
 
+# Vault's database plugin keeps its connections open (a Go sql.DB pool) and
+# does not log in for each request: a loaded database can take seconds to
+# accept a login, which would stall renewals past a lease's end. One open
+# connection per configuration here; every use is under LOCK.
+POOL = {}
+
+
+def with_pooled(conf, work):
+    """Runs work(conn) on the configuration's open autocommit connection,
+    opening it if needed; a connection found broken is replaced once."""
+    key = (conf["connection_url"], conf.get("username", ""), conf.get("password", ""))
+    for attempt in (1, 2):
+        conn = POOL.pop(key, None)
+        reused = conn is not None and not conn.closed
+        if not reused:
+            conn = db_connect(conf)
+            conn.autocommit = True
+        try:
+            result = work(conn)
+        except psycopg.OperationalError:
+            conn.close()
+            if reused and attempt == 1:
+                continue  # the database restarted or dropped it: log in again
+            raise
+        except Exception:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.close()
+            else:
+                POOL[key] = conn
+            raise
+        POOL[key] = conn
+        return result
+
+
 def run_in_transaction(conf, statements):
-    with db_connect(conf) as conn:
+    def work(conn):
         with conn.transaction():
             for s in statements:
                 conn.execute(s)
+    with_pooled(conf, work)
 
 
 def default_revoke(conf, username):
     """The postgresql plugin's default revocation: statements outside a
     transaction, continuing past errors, ending with DROP ROLE IF EXISTS."""
+    with_pooled(conf, lambda conn: _default_revoke(conn, username))
+
+
+def _default_revoke(conn, username):
     ident = '"' + username.replace('"', '""') + '"'
-    with db_connect(conf) as conn:
-        conn.autocommit = True
-        exists = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
-                              (username,)).fetchone()[0]
-        if not exists:
-            return
-        schemas = [r[0] for r in conn.execute(
-            "SELECT DISTINCT table_schema FROM information_schema.role_column_grants "
-            "WHERE grantee=%s", (username,))]
-        dbname = conn.execute("SELECT current_database()").fetchone()[0]
-        stmts = []
-        for sch in schemas:
-            q = '"' + sch.replace('"', '""') + '"'
-            stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {q} FROM {ident}",
-                      f"REVOKE USAGE ON SCHEMA {q} FROM {ident}"]
-        dbq = '"' + dbname.replace('"', '""') + '"'
-        stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {ident}",
-                  f"REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {ident}",
-                  f"REVOKE USAGE ON SCHEMA public FROM {ident}",
-                  f"REVOKE CONNECT ON DATABASE {dbq} FROM {ident}",
-                  f"DROP ROLE IF EXISTS {ident}"]
-        last_error = None
-        for s in stmts:
-            try:
-                conn.execute(s)
-            except Exception as e:  # continue past errors, as the plugin does
-                last_error = e
-        still = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
-                             (username,)).fetchone()[0]
-        if still:
-            raise VaultError(500, f"failed to drop role {username}: {last_error}")
+    exists = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
+                          (username,)).fetchone()[0]
+    if not exists:
+        return
+    schemas = [r[0] for r in conn.execute(
+        "SELECT DISTINCT table_schema FROM information_schema.role_column_grants "
+        "WHERE grantee=%s", (username,))]
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    stmts = []
+    for sch in schemas:
+        q = '"' + sch.replace('"', '""') + '"'
+        stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {q} FROM {ident}",
+                  f"REVOKE USAGE ON SCHEMA {q} FROM {ident}"]
+    dbq = '"' + dbname.replace('"', '""') + '"'
+    stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {ident}",
+              f"REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {ident}",
+              f"REVOKE USAGE ON SCHEMA public FROM {ident}",
+              f"REVOKE CONNECT ON DATABASE {dbq} FROM {ident}",
+              f"DROP ROLE IF EXISTS {ident}"]
+    last_error = None
+    for s in stmts:
+        try:
+            conn.execute(s)
+        except Exception as e:  # continue past errors, as the plugin does
+            last_error = e
+    still = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
+                         (username,)).fetchone()[0]
+    if still:
+        raise VaultError(500, f"failed to drop role {username}: {last_error}")
 
 
 def revoke_lease(lease, reason):
@@ -558,6 +595,9 @@ def handle_database(mount_path, mount, rest, method, body, token):
             ['ALTER ROLE "{{username}}" WITH PASSWORD \'{{password}}\'']
         run_in_transaction(conf, [fill(s, username=conf["username"], name=conf["username"],
                                        password=new) for s in split_statements(stmts)])
+        old = POOL.pop((conf["connection_url"], conf["username"], conf["password"]), None)
+        if old is not None:
+            old.close()  # logged in with the password that just stopped existing
         conf["password"] = new
         return 204, None
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
