@@ -33,7 +33,7 @@
 
 #define TICK_MS 200
 #define SAFETY_MAX_MS 5000
-#define DEADLINE_NEAR_MS 2000 /* old servers stop serving this long before the deadline */
+#define DEADLINE_NEAR_MS 2000 /* old servers stop serving this long before they must go */
 #define REFETCH_BACKOFF_MS 1000
 #define REFETCH_MAX_MS 30000
 #define SHUTDOWN_REVOKE_MS 5000
@@ -296,8 +296,10 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
     uint64_t deadline = gen_deadline(g);
     bool draining = g->state == PGL_GEN_DRAINING || g->state == PGL_GEN_DEAD;
     const pgl_conf *conf = pool->px->conf;
-    bool drain_over = draining && conf->drain_timeout >= 0 &&
-                      now >= g->drain_since + (uint64_t)conf->drain_timeout * 1000;
+    uint64_t drain_end = draining && conf->drain_timeout >= 0
+                             ? g->drain_since + (uint64_t)conf->drain_timeout * 1000
+                             : UINT64_MAX;
+    bool drain_over = now >= drain_end;
     pgl_list *pos, *tmp;
     if (now >= deadline || drain_over) {
         g->nservers++; /* closing its last server must not free it here */
@@ -331,10 +333,13 @@ static void enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
         return;
     }
     bool deadline_near = deadline != UINT64_MAX && now + DEADLINE_NEAR_MS >= deadline;
+    uint64_t stop = min_u64(deadline, drain_end);
     /* Transaction mode: servers not replaced yet (logins are slow on a
      * saturated database) stop serving; idle ones close now, busy ones at
-     * the end of their transaction rather than cut at the deadline. */
-    if (g->state == PGL_GEN_DRAINING && deadline_near && !g->hurry) {
+     * the end of their transaction rather than be cut at the deadline or
+     * at drain_timeout. */
+    if (g->state == PGL_GEN_DRAINING && stop != UINT64_MAX && now + DEADLINE_NEAR_MS >= stop &&
+        !g->hurry) {
         g->hurry = true;
         pgl_pool_drain_generation(pool, g);
         return;

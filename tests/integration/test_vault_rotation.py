@@ -188,6 +188,35 @@ def test_rotation_when_postgres_has_no_spare_connection_slot(pg, vault, tmp_path
         pg.sql(f"ALTER DATABASE {DB} CONNECTION LIMIT -1")
 
 
+def test_drain_timeout_ends_a_transaction_left_open(pg, vault, tmp_path):
+    """After a rotation, a transaction left open on the old generation is cut
+    when drain_timeout ends, with a clear 57P01; another client never notices."""
+    p = start_proxy(pg, vault, tmp_path, "10s", "20s",
+                    {"pool_mode": "transaction", "drain_timeout": "2"})
+    # No server-side prepared statements: transaction mode does not keep them.
+    held = psycopg.connect(p.dsn(), prepare_threshold=None)  # first query opens a transaction
+    other = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+    try:
+        first_user = held.execute("select current_user").fetchone()[0]
+        deadline = time.monotonic() + 30
+        while ") takes over" not in p.log():
+            other.execute("select 1")
+            assert time.monotonic() < deadline, p.log()[-3000:]
+            time.sleep(0.05)
+        past_timeout = time.monotonic() + 3.5
+        while time.monotonic() < past_timeout:
+            other.execute("select 1")
+            time.sleep(0.05)
+        assert other.execute("select current_user").fetchone()[0] != first_user
+        with pytest.raises(psycopg.OperationalError) as e:
+            held.execute("select 1")
+        assert "drain_timeout reached" in str(e.value), e.value
+    finally:
+        held.close()
+        other.close()
+        assert p.stop() == 0
+
+
 def test_vault_outage_while_leases_are_valid(pg, vault, tmp_path):
     p = start_proxy(pg, vault, tmp_path, "60s", "120s")
     try:
