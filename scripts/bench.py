@@ -205,8 +205,9 @@ def profile_lines(prof):
 # pglease learns a lease's real end when a renewal (at 2/3 of the ttl) comes
 # back capped by max_ttl: with 15 s / 30 s that is at 20 s, 10 s before the
 # end, leaving the new generation 5 s to replace the old one's servers before
-# the old credential's deadline (end minus 3 s) nears. Logins into this
-# saturated 2-core database sometimes take ~2 s. A rotation every ~20 s.
+# the old credential's deadline (end minus 3 s) nears; 20 logins take ~0.2 s
+# here (seconds with autogroup scheduling on: see autogroup_off). A rotation
+# every ~20 s.
 ROTATION_TTL, ROTATION_MAX_TTL = "15s", "30s"
 ROTATION_WINDOW = (1.0, 3.0)  # seconds before / after a takeover counted as "around" it
 
@@ -300,8 +301,9 @@ def autogroup_off():
     value to restore, or None when it was not on. With it on, CPU is shared
     per session: Postgres's 20 busy backends then share one slice, and a
     backend that wakes up (a login, the Vault stand-in's statements) waits up
-    to 1.5 s here instead of at most ~35 ms, which no database server sees
-    from a proxy on another machine. TPS is the same either way."""
+    to 1.5 s here instead of at most ~35 ms. A database server does not share
+    its cores with the proxy and the load generator as this one-machine bench
+    makes it. TPS is the same either way."""
     try:
         if AUTOGROUP.read_text().strip() != "1":
             return None

@@ -170,7 +170,8 @@ def test_rotation_under_pgbench(pg, vault, tmp_path):
 
 
 def test_rotation_when_postgres_has_no_spare_connection_slot(pg, vault, tmp_path):
-    """With the database's CONNECTION LIMIT equal to the pool size, the new
+    """With the database's CONNECTION LIMIT equal to the pool size (the
+    Vault stand-in's own connection takes one of its slots), the new
     credential's logins find no slot: old servers make room one at a time
     and no client sees an error."""
     pg.sql(f"ALTER DATABASE {DB} CONNECTION LIMIT 4")
