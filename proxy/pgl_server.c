@@ -109,6 +109,10 @@ static void internal_done(pgl_server *s)
         pgl_pool_server_ready(s->pool, s);
         return;
     case PGL_SERVER_Q_SETVARS:
+        if (pgl_varcache_applied(s->link->vars, &s->pool->defaults, &s->vars) != 0) {
+            pgl_server_close(s, "out of memory");
+            return;
+        }
         set_state(s, PGL_SERVER_ACTIVE);
         pgl_conn_set_peer(&s->conn, &s->link->conn);
         pgl_client_go(s->link);

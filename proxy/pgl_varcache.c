@@ -88,6 +88,14 @@ static int append(char *sql, size_t cap, size_t *off, const char *s)
     return 0;
 }
 
+/* The value a client wants: its own, else the pool's default, else none. */
+static const char *wanted(const pgl_varcache *client, const pgl_varcache *defaults, pgl_var v)
+{
+    if (client != NULL && client->values[v] != NULL)
+        return client->values[v];
+    return defaults != NULL ? defaults->values[v] : NULL;
+}
+
 int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defaults,
                            const pgl_varcache *server, char *sql, size_t cap)
 {
@@ -97,15 +105,35 @@ int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defau
         return -1;
     sql[0] = '\0';
     for (int i = 0; i < PGL_VAR_COUNT; i++) {
-        const char *want = client ? client->values[i] : NULL, *have = server->values[i];
-        if (want == NULL && defaults != NULL)
-            want = defaults->values[i];
-        if (want == NULL || (have != NULL && strcmp(want, have) == 0))
+        const char *want = wanted(client, defaults, (pgl_var)i), *have = server->values[i];
+        if (want == NULL ? have == NULL : have != NULL && strcmp(want, have) == 0)
             continue;
         if (append(sql, cap, &off, n++ == 0 ? "SELECT pg_catalog.set_config(" : ", pg_catalog.set_config(") ||
-            append_literal(sql, cap, &off, var_names[i]) || append(sql, cap, &off, ", ") ||
-            append_literal(sql, cap, &off, want) || append(sql, cap, &off, ", false)"))
+            append_literal(sql, cap, &off, var_names[i]) || append(sql, cap, &off, ", "))
+            return -1;
+        /* No value wanted and none known to put back (search_path: Postgres
+         * 15 does not report it): the server's own default, as RESET would. */
+        if (want == NULL ? append(sql, cap, &off, "(SELECT reset_val FROM pg_catalog.pg_settings WHERE name = ") ||
+                               append_literal(sql, cap, &off, var_names[i]) || append(sql, cap, &off, ")")
+                         : append_literal(sql, cap, &off, want))
+            return -1;
+        if (append(sql, cap, &off, ", false)"))
             return -1;
     }
     return (int)off;
+}
+
+int pgl_varcache_applied(const pgl_varcache *client, const pgl_varcache *defaults,
+                         pgl_varcache *server)
+{
+    for (int i = 0; i < PGL_VAR_COUNT; i++) {
+        const char *want = wanted(client, defaults, (pgl_var)i);
+        if (want == NULL) {
+            free(server->values[i]);
+            server->values[i] = NULL; /* back to the server's own default */
+        } else if (pgl_varcache_set(server, (pgl_var)i, want, strlen(want)) != 0) {
+            return -ENOMEM;
+        }
+    }
+    return 0;
 }

@@ -25,7 +25,7 @@ typedef enum {
 } pgl_var;
 
 typedef struct {
-    char *values[PGL_VAR_COUNT]; /* NULL = unknown */
+    char *values[PGL_VAR_COUNT]; /* NULL = unknown (a server: its own default) */
 } pgl_varcache;
 
 /* The variable called `name` (case-insensitive), or -1 when not tracked. */
@@ -48,9 +48,17 @@ int pgl_varcache_copy(pgl_varcache *dst, const pgl_varcache *src);
  * wanted value is the client's own, else the one in `defaults` (the pool's;
  * may be NULL). `client` may be NULL (it set nothing), so idle clients need
  * not keep copies of the defaults.
+ * A variable the server has a value for but that has no wanted value (no
+ * default known: search_path, which Postgres 15 does not report) goes back
+ * to the server's own default (pg_settings.reset_val).
  * Returns the length, 0 when nothing differs, or -1 when `cap` is too small.
  */
 int pgl_varcache_apply_sql(const pgl_varcache *client, const pgl_varcache *defaults,
                            const pgl_varcache *server, char *sql, size_t cap);
+
+/* After that query succeeded: records in `server` what it now has, since
+ * Postgres does not report every variable back. 0 or -ENOMEM. */
+int pgl_varcache_applied(const pgl_varcache *client, const pgl_varcache *defaults,
+                         pgl_varcache *server);
 
 #endif

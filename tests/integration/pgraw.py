@@ -44,11 +44,13 @@ def error_fields(body):
     return fields
 
 
-def connect(port, user, dbname, password=None, host="127.0.0.1"):
-    """Log in (trust, md5 or SCRAM-SHA-256); returns the socket after the
-    first ReadyForQuery, or raises ServerError with the server's fields."""
+def connect(port, user, dbname, password=None, host="127.0.0.1", params=None):
+    """Log in (trust, md5 or SCRAM-SHA-256), with extra startup `params`
+    (what libpq cannot send, e.g. search_path as pgjdbc does); returns the
+    socket after the first ReadyForQuery, or raises ServerError."""
     s = socket.create_connection((host, port), timeout=10)
-    body = struct.pack("!I", 196608) + f"user\0{user}\0database\0{dbname}\0\0".encode()
+    extra = "".join(f"{k}\0{v}\0" for k, v in (params or {}).items())
+    body = struct.pack("!I", 196608) + f"user\0{user}\0database\0{dbname}\0{extra}\0".encode()
     s.sendall(struct.pack("!I", len(body) + 4) + body)
     scram = None
     while True:
@@ -87,6 +89,24 @@ def connect(port, user, dbname, password=None, host="127.0.0.1"):
             continue
         else:
             raise RuntimeError(f"unsupported auth request {code}")
+
+
+def query_value(s, sql):
+    """Runs one simple query; returns the first column of its first row as
+    text (None for no row or NULL), or raises ServerError."""
+    send(s, b"Q", sql.encode() + b"\0")
+    value, error = None, None
+    while True:
+        t, b = read_message(s)
+        if t == b"D" and value is None:
+            (length,) = struct.unpack("!i", b[2:6])
+            value = b[6:6 + length].decode() if length >= 0 else None
+        elif t == b"E":
+            error = ServerError(error_fields(b))
+        elif t == b"Z":
+            if error is not None:
+                raise error
+            return value
 
 
 def login_sqlstate(port, user, dbname, password):

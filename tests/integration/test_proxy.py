@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from pglease_proc import PgLease
-from pgraw import login_sqlstate
+from pgraw import connect as raw_connect
+from pgraw import login_sqlstate, query_value
 
 UPSTREAM_USER = "pgl_app"
 UPSTREAM_PASSWORD = "upstream-pw-1"
@@ -108,6 +109,31 @@ def test_session_parameters_follow_the_client(upstream):
         b.close()
         c.close()
     finally:
+        assert p.stop() == 0
+
+
+def test_startup_search_path_stays_with_its_client(upstream):
+    """A search_path from the startup packet (as pgjdbc's currentSchema sends
+    it) follows its client from server to server, and a client without one
+    gets the server's own default back, not the previous client's: Postgres
+    15 does not report search_path, so pglease must remember what it set."""
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+                                             "default_pool_size": 1}).start()
+    a = b = None
+    try:
+        b = raw_connect(p.port, "alice", "app", p.users["alice"])
+        default = query_value(b, "show search_path")
+        a = raw_connect(p.port, "alice", "app", p.users["alice"],
+                        params={"search_path": "a_schema, public"})
+        for _ in range(3):
+            assert query_value(a, "show search_path") == "a_schema, public"
+            assert query_value(b, "show search_path") == default
+        assert query_value(a, "select pg_backend_pid()") == \
+            query_value(b, "select pg_backend_pid()"), "both should share the single server"
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.close()
         assert p.stop() == 0
 
 
