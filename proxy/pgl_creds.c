@@ -378,7 +378,6 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         if (end != UINT64_MAX)
             g->token_end = end;
     }
-    pgl_generation *active = pgl_pool_generation(pool);
     bool warming = false;
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &pool->generations)
@@ -407,7 +406,7 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         }
         enforce(pool, g, now);
     }
-    active = pgl_pool_generation(pool);
+    pgl_generation *active = pgl_pool_generation(pool);
     bool due = active == NULL || now >= active->rotate_at;
     if (due && !warming && pool->fetch_op == NULL && now >= pool->refetch_at)
         fetch(pool);

@@ -328,6 +328,13 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     return NULL;
 }
 
+/* Clients a login would serve: those queued for a server, and the first
+ * client ever waiting for the pool's ParameterStatus set. */
+static int clients_waiting(const pgl_pool *pool)
+{
+    return (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+}
+
 /* Opens servers for `wanted` waiting clients and for the replacement of a
  * retiring generation, if the pool may. */
 static void maybe_connect(pgl_pool *pool, int wanted)
@@ -380,8 +387,7 @@ static void serve(pgl_pool *pool)
 void pgl_pool_kick(pgl_pool *pool)
 {
     serve(pool);
-    int wanted = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
-    maybe_connect(pool, wanted);
+    maybe_connect(pool, clients_waiting(pool));
 }
 
 void pgl_pool_want_server(pgl_pool *pool, pgl_client *client)
@@ -493,7 +499,7 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. */
     int want = pool->min_pool_size - pool->nservers;
-    int waiting = (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    int waiting = clients_waiting(pool);
     if (waiting > want)
         want = waiting;
     maybe_connect(pool, want);
