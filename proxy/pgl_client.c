@@ -487,7 +487,7 @@ static void on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
                 pgl_client_close(c);
             return;
         }
-        if (pgl_msg_byte(&c->conn, 'S') != 0 || !pgl_conn_out_empty(&c->conn)) {
+        if (pgl_msg_byte(&c->conn, 'S') != 0 || !pgl_conn_flush(&c->conn)) {
             /* One byte into an empty socket buffer cannot block; if it did,
              * the connection is unusable anyway. */
             pgl_client_close(c);
@@ -793,7 +793,7 @@ void pgl_client_accept(pgl_proxy *px, int fd, const struct sockaddr *sa)
     pgl_list_init(&c->wait_node);
     pgl_list_init(&c->hash_node);
     c->connect_time = c->last_activity = pgl_now_ms(px);
-    if (pgl_conn_init(&c->conn, px->loop, fd, NULL, &client_ops, &px->bufs,
+    if (pgl_conn_init(&c->conn, &px->conns, fd, NULL, &client_ops,
                       (uint32_t)px->conf->max_packet_size) != 0) {
         pgl_log_error(pgl_client_ctx(c), "cannot watch the client socket");
         close(fd);

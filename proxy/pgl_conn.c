@@ -10,16 +10,18 @@
 
 /* Own-output cap: the admin console's largest answers stay far below it. */
 #define OUT_MAX (64u * 1024 * 1024)
+/* First own-output buffer: a login's whole welcome fits. */
+#define OUT_FIRST 1024u
 
 /* ---- buffer pool ------------------------------------------------------------ */
 
-void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size)
+static void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size)
 {
     memset(bp, 0, sizeof *bp);
     bp->size = size;
 }
 
-void pgl_bufpool_free(pgl_bufpool *bp)
+static void pgl_bufpool_free(pgl_bufpool *bp)
 {
     for (size_t i = 0; i < bp->nfree; i++)
         free(bp->free[i]);
@@ -60,6 +62,7 @@ static void bufpool_put(pgl_bufpool *bp, void *b)
 }
 
 static void step_handshake(pgl_conn *c);
+static void on_flusher(uv_prepare_t *h);
 
 /* ---- helpers ------------------------------------------------------------------- */
 
@@ -73,10 +76,10 @@ static int ensure_buf(pgl_conn *c)
 {
     if (c->buf != NULL)
         return 0;
-    c->buf = bufpool_get(c->bufs);
+    c->buf = bufpool_get(&c->cl->bufs);
     if (c->buf == NULL)
         return -ENOMEM;
-    c->cap = c->bufs->size;
+    c->cap = c->cl->bufs.size;
     c->head = c->scan = c->tail = 0;
     return 0;
 }
@@ -86,11 +89,11 @@ static void maybe_release_buf(pgl_conn *c)
 {
     if (c->buf == NULL || c->head != c->tail || c->fwd_left != 0)
         return;
-    if (c->cap == c->bufs->size) {
-        bufpool_put(c->bufs, c->buf);
+    if (c->cap == c->cl->bufs.size) {
+        bufpool_put(&c->cl->bufs, c->buf);
     } else {
         free(c->buf);
-        c->bufs->in_use--;
+        c->cl->bufs.in_use--;
     }
     c->buf = NULL;
     c->cap = c->head = c->scan = c->tail = 0;
@@ -117,9 +120,9 @@ static int grow_for(pgl_conn *c, uint32_t total)
     if (nb == NULL)
         return -ENOMEM;
     memcpy(nb, c->buf, c->tail);
-    if (c->cap == c->bufs->size) {
-        bufpool_put(c->bufs, c->buf);
-        c->bufs->in_use++; /* the big buffer counts as one in use */
+    if (c->cap == c->cl->bufs.size) {
+        bufpool_put(&c->cl->bufs, c->buf);
+        c->cl->bufs.in_use++; /* the big buffer counts as one in use */
     } else {
         free(c->buf);
     }
@@ -137,15 +140,19 @@ static bool flush_out(pgl_conn *c)
         int want = 0;
         ssize_t n = pgl_io_write(&c->io, c->out + c->out_pos, c->out_len - c->out_pos, &want);
         if (n == PGL_IO_AGAIN) {
+            /* Tried: from now on the socket's writability drives it. */
+            pgl_list_remove(&c->pending_node);
             c->writing_wanted = true;
             return false;
         }
         if (n < 0) {
+            pgl_list_remove(&c->pending_node);
             fail(c, PGL_CONN_IO_ERROR);
             return false;
         }
         c->out_pos += (uint32_t)n;
     }
+    pgl_list_remove(&c->pending_node);
     c->out_pos = c->out_len = 0;
     /* pglease's own messages are rare after login (errors, SET batches):
      * an idle connection should not keep a buffer for them. */
@@ -157,35 +164,76 @@ static bool flush_out(pgl_conn *c)
     return true;
 }
 
+uint8_t *pgl_conn_out_space(pgl_conn *c, size_t min, size_t *room)
+{
+    size_t free_room = c->out_cap - c->out_len;
+    if (c->out_cap == 0 || free_room < min) {
+        if (min > OUT_MAX - c->out_len)
+            return NULL;
+        size_t ncap = c->out_cap ? c->out_cap : OUT_FIRST;
+        while (ncap < c->out_len + min)
+            ncap *= 2;
+        if (ncap > OUT_MAX)
+            ncap = OUT_MAX;
+        uint8_t *grown = realloc(c->out, ncap);
+        if (grown == NULL)
+            return NULL;
+        c->out = grown;
+        c->out_cap = (uint32_t)ncap;
+        free_room = ncap - c->out_len;
+    }
+    *room = free_room;
+    return c->out + c->out_len;
+}
+
+void pgl_conn_out_commit(pgl_conn *c, size_t len)
+{
+    c->out_len += (uint32_t)len;
+    /* Queued once; a connection the socket already refused (writing_wanted)
+     * is written when it becomes writable. */
+    if (!c->closed && !c->writing_wanted && pgl_list_empty(&c->pending_node)) {
+        pgl_conn_loop *cl = c->cl;
+        if (pgl_list_empty(&cl->pending))
+            uv_prepare_start(&cl->flusher, on_flusher);
+        pgl_list_append(&cl->pending, &c->pending_node);
+    }
+}
+
 int pgl_conn_send(pgl_conn *c, const void *data, size_t len)
 {
     if (c->closed)
         return 0;
-    if (len > OUT_MAX - c->out_len)
+    size_t room;
+    uint8_t *out = pgl_conn_out_space(c, len, &room);
+    if (out == NULL)
         return -ENOMEM;
-    if (c->out_len + len > c->out_cap) {
-        size_t ncap = c->out_cap ? c->out_cap : 1024;
-        while (ncap < c->out_len + len)
-            ncap *= 2;
-        if (ncap > OUT_MAX)
-            return -ENOMEM;
-        uint8_t *grown = realloc(c->out, ncap);
-        if (grown == NULL)
-            return -ENOMEM;
-        c->out = grown;
-        c->out_cap = (uint32_t)ncap;
-    }
-    memcpy(c->out + c->out_len, data, len);
-    c->out_len += (uint32_t)len;
-    flush_out(c);
-    if (!c->closed)
-        pgl_conn_update_events(c);
+    memcpy(out, data, len);
+    pgl_conn_out_commit(c, len);
     return 0;
 }
 
-bool pgl_conn_out_empty(const pgl_conn *c)
+bool pgl_conn_flush(pgl_conn *c)
 {
-    return c->out_pos == c->out_len;
+    if (c->closed)
+        return false;
+    bool done = flush_out(c);
+    if (!c->closed)
+        pgl_conn_update_events(c);
+    return done;
+}
+
+/* Before the loop sleeps: one write per connection with own output. A
+ * failure closes that connection's owner, which may close others: take
+ * them one at a time from the head. */
+static void on_flusher(uv_prepare_t *h)
+{
+    pgl_conn_loop *cl = h->data;
+    while (!pgl_list_empty(&cl->pending)) {
+        pgl_conn *c = pgl_container_of(cl->pending.next, pgl_conn, pending_node);
+        pgl_conn_flush(c);
+        pgl_list_remove(&c->pending_node);
+    }
+    uv_prepare_stop(h);
 }
 
 /*
@@ -407,7 +455,8 @@ void pgl_conn_update_events(pgl_conn *c)
     bool room = c->buf == NULL || c->tail < c->cap || c->head > 0;
     if (!c->paused && c->blocked_on == NULL && room && !c->after_flush)
         ev |= UV_READABLE;
-    if (c->out_pos < c->out_len || c->writing_wanted || c->read_wants_write)
+    /* Own output still queued for the flusher needs no POLLOUT yet. */
+    if (c->writing_wanted || c->read_wants_write)
         ev |= UV_WRITABLE;
     if (pgl_poller_want(c->poller, ev) != 0)
         fail(c, PGL_CONN_IO_ERROR);
@@ -451,31 +500,56 @@ out:
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
-static void setup(pgl_conn *c, SSL *ssl, int fd, const pgl_conn_ops *ops, pgl_bufpool *bufs,
+void pgl_conn_loop_init(pgl_conn_loop *cl, uv_loop_t *loop, uint32_t buf_size)
+{
+    cl->loop = loop;
+    pgl_bufpool_init(&cl->bufs, buf_size);
+    pgl_list_init(&cl->pending);
+    uv_prepare_init(loop, &cl->flusher);
+    cl->flusher.data = cl;
+    uv_unref((uv_handle_t *)&cl->flusher);
+}
+
+void pgl_conn_loop_close(pgl_conn_loop *cl)
+{
+    if (cl->loop == NULL)
+        return; /* never set up */
+    on_flusher(&cl->flusher);
+    if (!uv_is_closing((uv_handle_t *)&cl->flusher))
+        uv_close((uv_handle_t *)&cl->flusher, NULL);
+}
+
+void pgl_conn_loop_free_buffers(pgl_conn_loop *cl)
+{
+    pgl_bufpool_free(&cl->bufs);
+}
+
+static void setup(pgl_conn *c, pgl_conn_loop *cl, SSL *ssl, int fd, const pgl_conn_ops *ops,
                   uint32_t max_packet)
 {
     memset(c, 0, sizeof *c);
     pgl_io_init(&c->io, fd, ssl);
     c->ops = ops;
-    c->bufs = bufs;
+    c->cl = cl;
     c->max_packet = max_packet;
+    pgl_list_init(&c->pending_node);
 }
 
-int pgl_conn_init(pgl_conn *c, uv_loop_t *loop, int fd, SSL *ssl, const pgl_conn_ops *ops,
-                  pgl_bufpool *bufs, uint32_t max_packet)
+int pgl_conn_init(pgl_conn *c, pgl_conn_loop *cl, int fd, SSL *ssl, const pgl_conn_ops *ops,
+                  uint32_t max_packet)
 {
-    setup(c, ssl, fd, ops, bufs, max_packet);
-    int rc = pgl_poller_open(loop, fd, on_poll, c, &c->poller);
+    setup(c, cl, ssl, fd, ops, max_packet);
+    int rc = pgl_poller_open(cl->loop, fd, on_poll, c, &c->poller);
     if (rc != 0)
         return rc;
     pgl_conn_update_events(c);
     return 0;
 }
 
-int pgl_conn_init_with_poller(pgl_conn *c, pgl_poller *poller, SSL *ssl,
-                              const pgl_conn_ops *ops, pgl_bufpool *bufs, uint32_t max_packet)
+int pgl_conn_init_with_poller(pgl_conn *c, pgl_conn_loop *cl, pgl_poller *poller, SSL *ssl,
+                              const pgl_conn_ops *ops, uint32_t max_packet)
 {
-    setup(c, ssl, pgl_poller_fd(poller), ops, bufs, max_packet);
+    setup(c, cl, ssl, pgl_poller_fd(poller), ops, max_packet);
     c->poller = poller;
     pgl_poller_retarget(poller, on_poll, c);
     pgl_conn_update_events(c);
@@ -521,6 +595,14 @@ void pgl_conn_close(pgl_conn *c)
 {
     if (c->closed)
         return;
+    /* A last message (an ErrorResponse before closing) goes out if the
+     * socket takes it now; otherwise it is lost with the connection, as in
+     * Postgres. */
+    if (c->out_pos < c->out_len && c->handshake == NULL) {
+        int want = 0;
+        (void)pgl_io_write(&c->io, c->out + c->out_pos, c->out_len - c->out_pos, &want);
+    }
+    pgl_list_remove(&c->pending_node);
     c->closed = true;
     pgl_poller_close(c->poller);
     c->poller = NULL;

@@ -13,8 +13,10 @@
  * buffering.
  *
  * Messages pglease writes itself (authentication, errors, internal
- * queries) go through `out`, which is always flushed before forwarded bytes
- * so the peer sees them in order.
+ * queries) are built in place at the end of `out` and written once per
+ * turn of the loop, just before it polls (Redis's beforeSleep): a login's
+ * welcome of ~16 messages is one send(). `out` is always written before
+ * forwarded bytes so the peer sees everything in order.
  *
  * Callbacks may close the connection's owner; pgl_conn then notices
  * `closed` and stops touching it. Owners free their object only from the
@@ -24,6 +26,7 @@
 #define PGL_CONN_H
 
 #include "pgl_io.h"
+#include "pgl_list.h"
 #include "pgl_poller.h"
 
 #include <stdbool.h>
@@ -76,11 +79,21 @@ typedef struct pgl_bufpool {
     size_t in_use;
 } pgl_bufpool;
 
+/* What the connections of one loop share: the buffer pool, and the
+ * connections holding own output not yet tried, written by `flusher`
+ * before the loop next sleeps. */
+typedef struct pgl_conn_loop {
+    uv_loop_t *loop;
+    pgl_bufpool bufs;
+    pgl_list pending;
+    uv_prepare_t flusher;
+} pgl_conn_loop;
+
 struct pgl_conn {
     pgl_io io;
     pgl_poller *poller;
     const pgl_conn_ops *ops;
-    pgl_bufpool *bufs;
+    pgl_conn_loop *cl;
     pgl_conn *peer;       /* forwarding target, NULL when unlinked */
     pgl_conn *blocked_on; /* the peer we wait to become writable */
 
@@ -106,18 +119,25 @@ struct pgl_conn {
 
     uint8_t *out; /* pglease's own messages */
     uint32_t out_len, out_pos, out_cap;
+    pgl_list pending_node; /* in cl->pending while out holds untried bytes */
 };
 
-void pgl_bufpool_init(pgl_bufpool *bp, uint32_t size);
-void pgl_bufpool_free(pgl_bufpool *bp);
+/* Buffers of `buf_size` bytes; the flusher is a handle of `loop` that does
+ * not keep it alive. Close with pgl_conn_loop_close before the loop ends. */
+void pgl_conn_loop_init(pgl_conn_loop *cl, uv_loop_t *loop, uint32_t buf_size);
+/* Writes what is pending, closes the flusher handle (uv_close, so the loop
+ * must run once more) and frees the spare buffers. */
+void pgl_conn_loop_close(pgl_conn_loop *cl);
+/* Frees the spare buffers of the pool (after the loop is done). */
+void pgl_conn_loop_free_buffers(pgl_conn_loop *cl);
 
 /* Sets up `c` around an open socket; starts watching it. */
-int pgl_conn_init(pgl_conn *c, uv_loop_t *loop, int fd, SSL *ssl, const pgl_conn_ops *ops,
-                  pgl_bufpool *bufs, uint32_t max_packet) __attribute__((warn_unused_result));
+int pgl_conn_init(pgl_conn *c, pgl_conn_loop *cl, int fd, SSL *ssl, const pgl_conn_ops *ops,
+                  uint32_t max_packet) __attribute__((warn_unused_result));
 
 /* Takes over a poller already watching the socket (from libpq login). */
-int pgl_conn_init_with_poller(pgl_conn *c, pgl_poller *poller, SSL *ssl,
-                              const pgl_conn_ops *ops, pgl_bufpool *bufs, uint32_t max_packet)
+int pgl_conn_init_with_poller(pgl_conn *c, pgl_conn_loop *cl, pgl_poller *poller, SSL *ssl,
+                              const pgl_conn_ops *ops, uint32_t max_packet)
     __attribute__((warn_unused_result));
 
 /*
@@ -131,8 +151,23 @@ void pgl_conn_start_tls(pgl_conn *c, SSL *ssl, void (*done)(pgl_conn *c, int ok)
 /* Stops watching and releases buffers; the socket is closed by the owner. */
 void pgl_conn_close(pgl_conn *c);
 
-/* Queues one of pglease's own messages and tries to write it. 0 or -ENOMEM. */
+/*
+ * Own output is built in place: pgl_conn_out_space() returns room for at
+ * least `min` bytes at the end of `out` (min 0: whatever room there is,
+ * allocating a first buffer), NULL when that would pass the output cap or
+ * memory is short; *room gets its size. pgl_conn_out_commit() adds the
+ * `len` bytes written there and queues the connection for the flusher.
+ */
+uint8_t *pgl_conn_out_space(pgl_conn *c, size_t min, size_t *room);
+void pgl_conn_out_commit(pgl_conn *c, size_t len);
+
+/* Queues a copy of `data` as own output. 0 or -ENOMEM. */
 int pgl_conn_send(pgl_conn *c, const void *data, size_t len) __attribute__((warn_unused_result));
+
+/* Writes own output now rather than before the loop sleeps. true when all
+ * of it is out; false when the socket cannot take it yet (or failed, which
+ * is reported to the owner). */
+bool pgl_conn_flush(pgl_conn *c);
 
 /* Links `c` so its forwarded messages go to `peer` (NULL to unlink). */
 void pgl_conn_set_peer(pgl_conn *c, pgl_conn *peer);
@@ -142,9 +177,6 @@ void pgl_conn_pause(pgl_conn *c);
 
 /* Resumes processing what is buffered, then reading. Safe to call any time. */
 void pgl_conn_resume(pgl_conn *c);
-
-/* Whether all own output is written. */
-bool pgl_conn_out_empty(const pgl_conn *c);
 
 /* Whether a message is half forwarded (a server lost now leaves the client's
  * stream cut in the middle of a message). */

@@ -3,25 +3,26 @@
 #include "pgl_pgwire_build.h"
 
 #include <errno.h>
-#include <stdlib.h>
 
-/* Builds with `expr` (which uses `out`/`cap`) into a stack buffer when the
- * message is small, which it nearly always is, else on the heap; queues it. */
+/* Builds with `expr` (which uses `out`/`cap`) straight into the end of the
+ * connection's own output: once, unless it did not fit the room there, and
+ * never copied. Written before the loop next sleeps. */
 #define SEND_BUILT(c, expr)                                                                        \
     do {                                                                                           \
-        uint8_t local_[512];                                                                       \
-        uint8_t *out = NULL;                                                                       \
+        if ((c)->closed)                                                                           \
+            return 0;                                                                              \
         size_t cap = 0;                                                                            \
-        size_t need_ = (expr);                                                                     \
-        out = need_ <= sizeof local_ ? local_ : malloc(need_);                                     \
+        uint8_t *out = pgl_conn_out_space((c), 0, &cap);                                           \
         if (out == NULL)                                                                           \
             return -ENOMEM;                                                                        \
-        cap = need_;                                                                               \
-        (void)(expr);                                                                              \
-        int rc_ = pgl_conn_send((c), out, need_);                                                  \
-        if (out != local_)                                                                         \
-            free(out);                                                                             \
-        return rc_;                                                                                \
+        size_t need_ = (expr);                                                                     \
+        if (need_ > cap) {                                                                         \
+            if ((out = pgl_conn_out_space((c), need_, &cap)) == NULL)                              \
+                return -ENOMEM;                                                                    \
+            (void)(expr);                                                                          \
+        }                                                                                          \
+        pgl_conn_out_commit((c), need_);                                                           \
+        return 0;                                                                                  \
     } while (0)
 
 int pgl_msg_error(pgl_conn *c, const char *severity, const char *sqlstate, const char *message,

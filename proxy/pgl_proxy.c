@@ -265,7 +265,6 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
     pgl_list_init(&px->clients);
     pgl_list_init(&px->zombie_clients);
     pgl_list_init(&px->zombie_servers);
-    pgl_bufpool_init(&px->bufs, CONN_BUF_SIZE);
     pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON, verbose ? PGL_LOG_DEBUG : PGL_LOG_INFO);
     char err[512] = "";
     int exit_code = 1;
@@ -299,6 +298,7 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
         pgl_pools_free(px);
         goto stop;
     }
+    pgl_conn_loop_init(&px->conns, px->loop, CONN_BUF_SIZE);
     uv_timer_init(px->loop, &px->janitor);
     px->janitor.data = px;
     uv_check_init(px->loop, &px->reaper);
@@ -325,6 +325,7 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
     pgl_log_info(NULL, "bye");
 stop:
     pgl_listeners_close(px);
+    pgl_conn_loop_close(&px->conns);
     pgl_creds_free(px);
     uv_walk(px->loop, close_walk, NULL);
     uv_run(px->loop, UV_RUN_DEFAULT);
@@ -334,7 +335,7 @@ out:
     pgl_userlist_free(px->users);
     if (px->tls_ctx)
         SSL_CTX_free(px->tls_ctx);
-    pgl_bufpool_free(&px->bufs);
+    pgl_conn_loop_free_buffers(&px->conns);
     uv_loop_close(px->loop);
     OPENSSL_cleanse(px->scram_mock_key, sizeof px->scram_mock_key);
     return exit_code;

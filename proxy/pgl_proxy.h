@@ -241,7 +241,7 @@ struct pgl_proxy {
     uint8_t tls_cert_hash[64];
     size_t tls_cert_hash_len;
     uint8_t scram_mock_key[PGL_PGWIRE_SCRAM_KEY_LEN];
-    pgl_bufpool bufs;
+    pgl_conn_loop conns;
     pgl_list pools;
     pgl_list clients;
     int nclients;

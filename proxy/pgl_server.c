@@ -303,7 +303,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
     s->backend_pid = res->backend_pid;
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s pid=%d", (unsigned long long)s->id,
              pool->name, s->backend_pid);
-    if (pgl_conn_init_with_poller(&s->conn, res->poller, res->ssl, &server_ops, &pool->px->bufs,
+    if (pgl_conn_init_with_poller(&s->conn, &pool->px->conns, res->poller, res->ssl, &server_ops,
                                   (uint32_t)pool->px->conf->max_packet_size) != 0) {
         pgl_poller_close(res->poller);
         s->state = PGL_SERVER_IDLE;
