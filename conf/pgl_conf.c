@@ -155,7 +155,7 @@ static char *xstrdup(parse_state *ps, const char *s)
 {
     char *d = strdup(s);
     if (d == NULL)
-        fail(ps, PGL_CONF_ENOMEM, "out of memory");
+        fail(ps, -ENOMEM, "out of memory");
     return d;
 }
 
@@ -180,8 +180,10 @@ static int parse_long(const char *v, long *out, const char **rest)
     errno = 0;
     char *end;
     long n = strtol(v, &end, 10);
-    if (end == v || errno == ERANGE)
-        return -1;
+    if (end == v)
+        return -EINVAL;
+    if (errno == ERANGE)
+        return -ERANGE;
     *out = n;
     *rest = end;
     return 0;
@@ -206,7 +208,7 @@ static int parse_number(const key_desc *k, const char *v, long *out, char *why, 
     const char *rest;
     if (parse_long(v, &n, &rest) != 0 || (units == NULL && *rest != '\0')) {
         snprintf(why, whylen, "\"%s\" is not an integer", v);
-        return -1;
+        return -EINVAL;
     }
     while (*rest == ' ')
         rest++;
@@ -221,18 +223,18 @@ static int parse_number(const key_desc *k, const char *v, long *out, char *why, 
                      k->type == K_SECS    ? " (use s, min, h or d)"
                      : k->type == K_BYTES ? " (use B, kB, MB or GB)"
                                           : "");
-            return -1;
+            return -EINVAL;
         }
         mult = u->mult;
     }
     if (n != 0 && (n > LONG_MAX / mult || n < LONG_MIN / mult)) {
         snprintf(why, whylen, "\"%s\" is out of range %ld..%ld", v, k->min, k->max);
-        return -1;
+        return -EINVAL;
     }
     n *= mult;
     if (n < k->min || n > k->max) {
         snprintf(why, whylen, "%s is out of range %ld..%ld", v, k->min, k->max);
-        return -1;
+        return -EINVAL;
     }
     *out = n;
     return 0;
@@ -248,7 +250,7 @@ static int parse_bool(const char *v, bool *out)
     for (const char *const *p = no; *p; p++)
         if (strcasecmp(v, *p) == 0)
             return *out = false, 0;
-    return -1;
+    return -EINVAL;
 }
 
 static bool is_ip_literal(const char *s)
@@ -265,7 +267,7 @@ static int split_list(const char *v, char ***items_out, size_t *n_out)
         cap += *p == ',';
     char **items = calloc(cap, sizeof *items);
     if (items == NULL)
-        return PGL_CONF_ENOMEM;
+        return -ENOMEM;
     size_t n = 0;
     const char *p = v;
     for (;;) {
@@ -281,7 +283,7 @@ static int split_list(const char *v, char ***items_out, size_t *n_out)
                 for (size_t i = 0; i < n; i++)
                     free(items[i]);
                 free(items);
-                return PGL_CONF_ENOMEM;
+                return -ENOMEM;
             }
             n++;
         }
@@ -309,14 +311,14 @@ static int check_listen(const char *v, char *why, size_t whylen)
     size_t n;
     if (split_list(v, &items, &n) != 0) {
         snprintf(why, whylen, "out of memory");
-        return -1;
+        return -ENOMEM;
     }
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (!is_ip_literal(items[i]) && strcmp(items[i], "localhost") != 0) {
             snprintf(why, whylen, "\"%s\" is not an IP address, \"localhost\" or \"*\"",
                      items[i]);
-            rc = -1;
+            rc = -EINVAL;
         }
     }
     free_list(items, n);
@@ -329,7 +331,7 @@ static int check_hostport(const char *v, char *why, size_t whylen)
     const char *colon = strrchr(v, ':');
     if (colon == NULL || colon == v || colon[1] == '\0') {
         snprintf(why, whylen, "\"%s\" is not host:port", v);
-        return -1;
+        return -EINVAL;
     }
     char host[64];
     const char *h = v;
@@ -337,25 +339,25 @@ static int check_hostport(const char *v, char *why, size_t whylen)
     if (*h == '[') {
         if (hlen < 2 || v[hlen - 1] != ']') {
             snprintf(why, whylen, "\"%s\" is not [address]:port", v);
-            return -1;
+            return -EINVAL;
         }
         h++, hlen -= 2;
     }
     if (hlen >= sizeof host) {
         snprintf(why, whylen, "host in \"%s\" is too long", v);
-        return -1;
+        return -EINVAL;
     }
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     if (!is_ip_literal(host) && strcmp(host, "localhost") != 0) {
         snprintf(why, whylen, "\"%s\" is not an IP address or \"localhost\"", host);
-        return -1;
+        return -EINVAL;
     }
     long port;
     const char *rest;
     if (parse_long(colon + 1, &port, &rest) != 0 || *rest != '\0' || port < 1 || port > 65535) {
         snprintf(why, whylen, "port in \"%s\" is not 1..65535", v);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -447,7 +449,7 @@ static int set_key(parse_state *ps, const key_desc *k, const char *v, const char
             for (int j = 0; k->names[j] != NULL && off < sizeof why; j++)
                 off += (size_t)snprintf(why + off, sizeof why - off, "%s %s",
                                         j > 0 ? "," : "", k->names[j]);
-            bad = -1;
+            bad = -EINVAL;
         } else {
             *(int *)f = i;
         }
@@ -457,7 +459,7 @@ static int set_key(parse_state *ps, const key_desc *k, const char *v, const char
         char **items;
         size_t n;
         if (split_list(v, &items, &n) != 0) {
-            fail(ps, PGL_CONF_ENOMEM, "out of memory");
+            fail(ps, -ENOMEM, "out of memory");
             return ps->rc;
         }
         clear_field(conf, k);
@@ -467,7 +469,7 @@ static int set_key(parse_state *ps, const key_desc *k, const char *v, const char
     }
     }
     if (bad) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [%s] %s: %s", where, k->section, k->name, why);
+        fail(ps, bad, "%s: [%s] %s: %s", where, k->section, k->name, why);
         return ps->rc;
     }
     return 0;
@@ -515,7 +517,7 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
         if (sep == v || *v == '/' || *role == '\0' || strchr(role, '/') != NULL) {
             snprintf(why, whylen, "\"%s\" is not <mount>/creds/<role> or <mount>/static-creds/<role>",
                      v);
-            return -1;
+            return -EINVAL;
         }
         db->creds_kind = forms[i].kind;
         db->creds_path = strdup(v);
@@ -523,12 +525,12 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
         db->creds_role = strdup(role);
         if (!db->creds_path || !db->creds_mount || !db->creds_role) {
             snprintf(why, whylen, "out of memory");
-            return -1;
+            return -ENOMEM;
         }
         return 0;
     }
     snprintf(why, whylen, "\"%s\" is not <mount>/creds/<role> or <mount>/static-creds/<role>", v);
-    return -1;
+    return -EINVAL;
 }
 
 /* Fills `db` (name already set) from a conninfo string. */
@@ -542,14 +544,13 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
 
     int rc = pgl_conf_conninfo_split(conninfo, &kv, &nkv, why, sizeof why);
     if (rc != 0) {
-        fail(ps, rc == PGL_CONF_ENOMEM ? rc : PGL_CONF_EINVALID, "%s: [databases] %s: %s", where,
-             db->name, why);
+        fail(ps, rc, "%s: [databases] %s: %s", where, db->name, why);
         return ps->rc;
     }
     db->params = calloc(nkv ? nkv : 1, sizeof *db->params);
     if (db->params == NULL) {
         pgl_conf_conninfo_free(kv, nkv);
-        fail(ps, PGL_CONF_ENOMEM, "out of memory");
+        fail(ps, -ENOMEM, "out of memory");
         return ps->rc;
     }
 
@@ -563,10 +564,10 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
         if (!own) {
             if (!pgl_conf_conninfo_is_libpq_key(k)) {
                 snprintf(why, sizeof why, "unknown connection option \"%s\"", k);
-                bad = -1, badkey = k;
+                bad = -EINVAL, badkey = k;
             } else if (pgl_conf_database_param(db, k) != NULL) {
                 snprintf(why, sizeof why, "connection option \"%s\" given twice", k);
-                bad = -1, badkey = k;
+                bad = -EINVAL, badkey = k;
             } else {
                 /* Move ownership; the slot in kv is cleared below. */
                 db->params[db->nparams++] = kv[i];
@@ -575,7 +576,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
         } else if (strcmp(k, "creds") == 0) {
             if (db->creds_path != NULL) {
                 snprintf(why, sizeof why, "creds given twice");
-                bad = -1;
+                bad = -EINVAL;
             } else {
                 bad = parse_creds(db, v, why, sizeof why);
             }
@@ -587,7 +588,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
                     m = j;
             if (m < 0) {
                 snprintf(why, sizeof why, "\"%s\" is not one of transaction, session", v);
-                bad = -1;
+                bad = -EINVAL;
             }
             db->pool_mode = m;
             badkey = k;
@@ -598,15 +599,14 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
                 (n == 0 && strcmp(k, "pool_size") == 0)) {
                 snprintf(why, sizeof why, "\"%s\" is not an integer in %s..10000", v,
                          strcmp(k, "pool_size") == 0 ? "1" : "0");
-                bad = -1;
+                bad = -EINVAL;
             }
             *(strcmp(k, "pool_size") == 0 ? &db->pool_size : &db->min_pool_size) = (int)n;
             badkey = k;
         }
         if (bad) {
             /* Report before kv (which owns badkey) is freed. */
-            fail(ps, PGL_CONF_EINVALID, "%s: [databases] %s: %s: %s", where, db->name, badkey,
-                 why);
+            fail(ps, bad, "%s: [databases] %s: %s: %s", where, db->name, badkey, why);
             break;
         }
     }
@@ -617,14 +617,14 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
     const char *user = pgl_conf_database_param(db, "user");
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO) {
         if (user != NULL || pgl_conf_database_param(db, "password") != NULL) {
-            fail(ps, PGL_CONF_EINVALID,
+            fail(ps, -EINVAL,
                  "%s: [databases] %s: user and password come from Vault when creds= is given; "
                  "remove them from the conninfo",
                  where, db->name);
             return ps->rc;
         }
     } else if (user == NULL) {
-        fail(ps, PGL_CONF_EINVALID,
+        fail(ps, -EINVAL,
              "%s: [databases] %s: missing creds= (Vault) or user= (fixed upstream user)", where,
              db->name);
         return ps->rc;
@@ -637,24 +637,24 @@ static int add_database(parse_state *ps, const char *name, const char *conninfo,
 {
     pgl_conf *conf = ps->conf;
     if (strcasecmp(name, "pglease") == 0 || strcasecmp(name, "pgbouncer") == 0) {
-        fail(ps, PGL_CONF_EINVALID,
+        fail(ps, -EINVAL,
              "%s: [databases] %s: this name is reserved for the admin console", where, name);
         return ps->rc;
     }
     if (strlen(name) > 63) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [databases] %s: name longer than 63 bytes", where, name);
+        fail(ps, -EINVAL, "%s: [databases] %s: name longer than 63 bytes", where, name);
         return ps->rc;
     }
     for (size_t i = 0; i < conf->ndatabases; i++) {
         if (strcmp(conf->databases[i].name, name) == 0) {
-            fail(ps, PGL_CONF_EINVALID, "%s: [databases] %s: duplicate database (first at line %d)",
+            fail(ps, -EINVAL, "%s: [databases] %s: duplicate database (first at line %d)",
                  where, name, conf->databases[i].line);
             return ps->rc;
         }
     }
     pgl_conf_database *dbs = realloc(conf->databases, (conf->ndatabases + 1) * sizeof *dbs);
     if (dbs == NULL) {
-        fail(ps, PGL_CONF_ENOMEM, "out of memory");
+        fail(ps, -ENOMEM, "out of memory");
         return ps->rc;
     }
     conf->databases = dbs;
@@ -685,7 +685,7 @@ static char *read_line(char *str, int num, void *stream)
     ps->line++;
     size_t len = strlen(str);
     if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->fp)) {
-        fail(ps, PGL_CONF_ESYNTAX, "%s:%d: line longer than %d bytes", ps->path, ps->line,
+        fail(ps, PGL_ESYNTAX, "%s:%d: line longer than %d bytes", ps->path, ps->line,
              num - 2);
         return NULL;
     }
@@ -696,13 +696,13 @@ static char *read_line(char *str, int num, void *stream)
         const char *end = strchr(p, ']');
         size_t n = end ? (size_t)(end - p - 1) : 0;
         if (end == NULL || n == 0 || n >= sizeof ps->section) {
-            fail(ps, PGL_CONF_ESYNTAX, "%s:%d: malformed section header", ps->path, ps->line);
+            fail(ps, PGL_ESYNTAX, "%s:%d: malformed section header", ps->path, ps->line);
             return NULL;
         }
         memcpy(ps->section, p + 1, n);
         ps->section[n] = '\0';
         if (!is_known_section(ps->section)) {
-            fail(ps, PGL_CONF_EINVALID,
+            fail(ps, -EINVAL,
                  "%s:%d: [%s]: unknown section (expected [pglease], [vault] or [databases])",
                  ps->path, ps->line, ps->section);
             return NULL;
@@ -720,7 +720,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     if (ps->rc != 0)
         return 0;
     if (*section == '\0') {
-        fail(ps, PGL_CONF_EINVALID, "%s: %s: key outside of any section", where, name);
+        fail(ps, -EINVAL, "%s: %s: key outside of any section", where, name);
         return 0;
     }
     if (strcmp(section, "databases") == 0)
@@ -728,12 +728,12 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 
     const key_desc *k = find_key(section, name);
     if (k == NULL) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [%s] %s: unknown key", where, section, name);
+        fail(ps, -EINVAL, "%s: [%s] %s: unknown key", where, section, name);
         return 0;
     }
     size_t idx = (size_t)(k - keys);
     if (ps->seen[idx] != 0) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [%s] %s: duplicate key (first at line %d)", where, section,
+        fail(ps, -EINVAL, "%s: [%s] %s: duplicate key (first at line %d)", where, section,
              name, ps->seen[idx]);
         return 0;
     }
@@ -757,7 +757,7 @@ static int apply_env(parse_state *ps, char *const *env)
         char var[128];
         size_t vlen = (size_t)(eq - e);
         if (vlen >= sizeof var) {
-            fail(ps, PGL_CONF_EINVALID, "environment: variable name too long");
+            fail(ps, -EINVAL, "environment: variable name too long");
             return ps->rc;
         }
         memcpy(var, e, vlen);
@@ -799,7 +799,7 @@ static int apply_env(parse_state *ps, char *const *env)
         }
         const key_desc *k = find_key(section, name);
         if (k == NULL) {
-            fail(ps, PGL_CONF_EINVALID, "%s: [%s] %s: unknown key", where, section, name);
+            fail(ps, -EINVAL, "%s: [%s] %s: unknown key", where, section, name);
             return ps->rc;
         }
         ps->seen[k - keys] = -1; /* set, but not by a file line */
@@ -844,20 +844,20 @@ static int validate(parse_state *ps)
 
     if (c->listen_addr == NULL && c->unix_socket_dir == NULL) {
         key_where(ps, "pglease", "listen_addr", w, sizeof w);
-        fail(ps, PGL_CONF_EINVALID,
+        fail(ps, -EINVAL,
              "%s: [pglease] listen_addr: no listener: set listen_addr or unix_socket_dir", w);
         return ps->rc;
     }
     if (c->auth_type == PGL_CONF_AUTH_SCRAM || c->auth_type == PGL_CONF_AUTH_MD5) {
         key_where(ps, "pglease", "auth_file", w, sizeof w);
         if (c->auth_file == NULL) {
-            fail(ps, PGL_CONF_EINVALID, "%s: [pglease] auth_file: missing required key (auth_type = %s)",
+            fail(ps, -EINVAL, "%s: [pglease] auth_file: missing required key (auth_type = %s)",
                  w, auth_names[c->auth_type]);
             return ps->rc;
         }
         if (!readable(c->auth_file)) {
-            fail(ps, PGL_CONF_EINVALID, "%s: [pglease] auth_file: cannot read \"%s\": %s", w,
-                 c->auth_file, strerror(errno));
+            fail(ps, -EINVAL, "%s: [pglease] auth_file: cannot read \"%s\": %s", w,
+                 c->auth_file, pgl_strerror(-errno));
             return ps->rc;
         }
     }
@@ -867,32 +867,32 @@ static int validate(parse_state *ps)
         for (int i = 0; i < 2; i++) {
             key_where(ps, "pglease", tls_keys[i], w, sizeof w);
             if (vals[i] == NULL) {
-                fail(ps, PGL_CONF_EINVALID,
+                fail(ps, -EINVAL,
                      "%s: [pglease] %s: missing required key (client_tls_sslmode = %s)", w,
                      tls_keys[i], tls_names[c->client_tls_sslmode]);
                 return ps->rc;
             }
             if (!readable(vals[i])) {
-                fail(ps, PGL_CONF_EINVALID, "%s: [pglease] %s: cannot read \"%s\": %s", w,
-                     tls_keys[i], vals[i], strerror(errno));
+                fail(ps, -EINVAL, "%s: [pglease] %s: cannot read \"%s\": %s", w,
+                     tls_keys[i], vals[i], pgl_strerror(-errno));
                 return ps->rc;
             }
         }
     }
     if (c->auth_type == PGL_CONF_AUTH_CERT && c->client_tls_sslmode != PGL_CONF_TLS_REQUIRE) {
         key_where(ps, "pglease", "auth_type", w, sizeof w);
-        fail(ps, PGL_CONF_EINVALID,
+        fail(ps, -EINVAL,
              "%s: [pglease] auth_type: cert needs client_tls_sslmode = require", w);
         return ps->rc;
     }
     if (c->min_pool_size > c->default_pool_size) {
         key_where(ps, "pglease", "min_pool_size", w, sizeof w);
-        fail(ps, PGL_CONF_EINVALID, "%s: [pglease] min_pool_size: %d exceeds default_pool_size %d",
+        fail(ps, -EINVAL, "%s: [pglease] min_pool_size: %d exceeds default_pool_size %d",
              w, c->min_pool_size, c->default_pool_size);
         return ps->rc;
     }
     if (c->ndatabases == 0) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [databases]: missing: define at least one database",
+        fail(ps, -EINVAL, "%s: [databases]: missing: define at least one database",
              ps->path);
         return ps->rc;
     }
@@ -901,7 +901,7 @@ static int validate(parse_state *ps)
         int min = db->min_pool_size >= 0 ? db->min_pool_size : c->min_pool_size;
         int max = db->pool_size >= 0 ? db->pool_size : c->default_pool_size;
         if (min > max) {
-            fail(ps, PGL_CONF_EINVALID,
+            fail(ps, -EINVAL,
                  "%s:%d: [databases] %s: min_pool_size %d exceeds pool_size %d", ps->path,
                  db->line, db->name, min, max);
             return ps->rc;
@@ -919,7 +919,7 @@ static int validate(parse_state *ps)
             missing = "role_id";
         else if (v->role_id != NULL && v->role_id_file != NULL) {
             key_where(ps, "vault", "role_id_file", w, sizeof w);
-            fail(ps, PGL_CONF_EINVALID, "%s: [vault] role_id_file: set role_id or role_id_file, not both",
+            fail(ps, -EINVAL, "%s: [vault] role_id_file: set role_id or role_id_file, not both",
                  w);
             return ps->rc;
         } else if (v->secret_id_wrapped && v->secret_id_file == NULL)
@@ -933,13 +933,13 @@ static int validate(parse_state *ps)
         break;
     }
     if (missing != NULL) {
-        fail(ps, PGL_CONF_EINVALID, "%s: [vault] %s: missing required key (auth_method = %s)",
+        fail(ps, -EINVAL, "%s: [vault] %s: missing required key (auth_method = %s)",
              ps->path, missing, vault_auth_names[v->auth_method]);
         return ps->rc;
     }
     if (strncmp(v->addr, "http://", 7) != 0 && strncmp(v->addr, "https://", 8) != 0) {
         key_where(ps, "vault", "addr", w, sizeof w);
-        fail(ps, PGL_CONF_EINVALID, "%s: [vault] addr: \"%s\" is not an http:// or https:// URL", w,
+        fail(ps, -EINVAL, "%s: [vault] addr: \"%s\" is not an http:// or https:// URL", w,
              v->addr);
         return ps->rc;
     }
@@ -959,7 +959,7 @@ int pgl_conf_load(const char *path, char *const *env, pgl_conf **out, char *err,
         free(conf);
         free(ps);
         snprintf(err, errlen, "out of memory");
-        return PGL_CONF_ENOMEM;
+        return -ENOMEM;
     }
     ps->conf = conf;
     ps->path = path;
@@ -971,16 +971,17 @@ int pgl_conf_load(const char *path, char *const *env, pgl_conf **out, char *err,
         goto done;
     ps->fp = fopen(path, "r");
     if (ps->fp == NULL) {
-        fail(ps, PGL_CONF_EIO, "%s: cannot open: %s", path, strerror(errno));
+        int e = errno > 0 ? errno : EIO;
+        fail(ps, -e, "%s: cannot open: %s", path, pgl_strerror(-e));
         goto done;
     }
     int line = ini_parse_stream(read_line, ps, on_entry, ps);
     if (ferror(ps->fp))
-        fail(ps, PGL_CONF_EIO, "%s: read error: %s", path, strerror(errno));
+        fail(ps, -EIO, "%s: read error: %s", path, pgl_strerror(-errno));
     fclose(ps->fp);
     ps->fp = NULL;
     if (ps->rc == 0 && line > 0)
-        fail(ps, PGL_CONF_ESYNTAX, "%s:%d: not a \"key = value\" line or [section] header", path,
+        fail(ps, PGL_ESYNTAX, "%s:%d: not a \"key = value\" line or [section] header", path,
              line);
     if (ps->rc != 0)
         goto done;
@@ -1010,7 +1011,7 @@ int pgl_conf_load(const char *path, char *const *env, pgl_conf **out, char *err,
         goto done;
     if (conf->vault_needed && conf->vault.auth_method == PGL_CONF_VAULT_TOKEN &&
         conf->vault.token_file == NULL && env_get(env, "VAULT_TOKEN") == NULL) {
-        fail(ps, PGL_CONF_EINVALID,
+        fail(ps, -EINVAL,
              "%s: [vault] token_file: missing required key (auth_method = token and VAULT_TOKEN "
              "is not set)",
              path);

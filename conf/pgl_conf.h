@@ -16,18 +16,19 @@
 #ifndef PGL_CONF_H
 #define PGL_CONF_H
 
+#include "pgl_err.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
-#define PGL_CONF_MUST_CHECK __attribute__((warn_unused_result))
-
-/* Error codes: 0 on success, one of these (negative) on failure. */
-enum {
-    PGL_CONF_EIO = -1,      /* file cannot be opened or read */
-    PGL_CONF_ESYNTAX = -2,  /* not an ini line, line too long, bad section header */
-    PGL_CONF_EINVALID = -3, /* unknown key/section, bad value, missing key, conflict */
-    PGL_CONF_ENOMEM = -4,
-};
+/*
+ * Errors (base/pgl_err.h): 0 on success, or
+ *   -errno       the file cannot be opened (-ENOENT, -EACCES...); -EIO on a
+ *                read error
+ *   PGL_ESYNTAX  not an ini line, line too long, bad section header
+ *   -EINVAL      unknown key/section, bad value, missing key, conflict
+ *   -ENOMEM
+ */
 
 /* Room for one message: "file:line: [section] key: what is wrong". */
 #define PGL_CONF_ERRLEN 512
@@ -154,8 +155,8 @@ typedef struct pgl_conf {
  * the caller (free with pgl_conf_free). On failure *out is NULL and `err`
  * holds one line naming file, line and key.
  */
-PGL_CONF_MUST_CHECK int pgl_conf_load(const char *path, char *const *env, pgl_conf **out,
-                                      char *err, size_t errlen);
+PGL_MUST_CHECK int pgl_conf_load(const char *path, char *const *env, pgl_conf **out, char *err,
+                                 size_t errlen);
 
 /* Frees a snapshot, wiping secret-bearing values. NULL is fine. */
 void pgl_conf_free(pgl_conf *conf);

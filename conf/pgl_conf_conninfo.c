@@ -1,6 +1,7 @@
 #include "pgl_conf_conninfo.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ int pgl_conf_conninfo_split(const char *conninfo, pgl_conf_kv **out, size_t *nou
     char *buf = malloc(len + 1);
     pgl_conf_kv *kv = NULL;
     size_t n = 0;
-    int rc = PGL_CONF_EINVALID;
+    int rc = -EINVAL;
     if (buf == NULL)
         goto nomem;
 
@@ -104,7 +105,7 @@ int pgl_conf_conninfo_split(const char *conninfo, pgl_conf_kv **out, size_t *nou
     return 0;
 
 nomem:
-    rc = PGL_CONF_ENOMEM;
+    rc = -ENOMEM;
     snprintf(why, whylen, "out of memory");
 fail:
     if (buf != NULL) {

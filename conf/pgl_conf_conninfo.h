@@ -15,11 +15,11 @@
 
 /*
  * Splits `conninfo` into key/value pairs (values unquoted and unescaped).
- * On error returns PGL_CONF_EINVALID or PGL_CONF_ENOMEM with a message in
+ * On error returns -EINVAL or -ENOMEM with a message in
  * `why` that names keys but never quotes a value (it may be a password).
  */
-PGL_CONF_MUST_CHECK int pgl_conf_conninfo_split(const char *conninfo, pgl_conf_kv **out,
-                                                size_t *nout, char *why, size_t whylen);
+PGL_MUST_CHECK int pgl_conf_conninfo_split(const char *conninfo, pgl_conf_kv **out,
+                                           size_t *nout, char *why, size_t whylen);
 
 /* Frees what pgl_conf_conninfo_split returned, wiping the values. */
 void pgl_conf_conninfo_free(pgl_conf_kv *kv, size_t n);

@@ -5,36 +5,17 @@
  * allocates: parsers return views into the caller's buffer, builders write
  * into a buffer the caller provides.
  *
- * This header holds what every part shares: error codes and the big-endian
- * helpers.
+ * This header holds what every part shares: the big-endian helpers. Errors
+ * are 0 or a negative code of base/pgl_err.h (PGL_EFORMAT, -ENOMEM...).
  */
 #ifndef PGL_PGWIRE_H
 #define PGL_PGWIRE_H
 
+#include "pgl_err.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-/* Protocol errors are negative, distinct from -errno values (which are small)
- * so a caller may pass either through one int. */
-enum {
-    PGL_PGWIRE_ESHORT = -1001,    /* length field below its minimum */
-    PGL_PGWIRE_ETOOBIG = -1002,   /* length above max_packet_size */
-    PGL_PGWIRE_EVERSION = -1003,  /* startup packet with an unknown code */
-    PGL_PGWIRE_EFORMAT = -1004,   /* malformed body: missing terminator, bad field */
-    PGL_PGWIRE_ETYPE = -1005,     /* message type not the one the decoder handles */
-    PGL_PGWIRE_EAUTH = -1006,     /* authentication failed (wrong password / unknown user) */
-    PGL_PGWIRE_ESPACE = -1007,    /* output buffer too small */
-    PGL_PGWIRE_ECBIND = -1008,    /* SCRAM channel binding mismatch or refused */
-    PGL_PGWIRE_EMECH = -1009,     /* SASL mechanism not offered */
-    PGL_PGWIRE_ESECRET = -1010,   /* malformed stored secret */
-    PGL_PGWIRE_ECRYPTO = -1011,   /* OpenSSL failure */
-    PGL_PGWIRE_ESTATE = -1012,    /* call out of sequence */
-};
-
-/* A short English description of a pgwire error code (or of -errno). Never
- * contains caller data, so it is safe to show to a client. */
-const char *pgl_pgwire_strerror(int code);
 
 static inline uint32_t pgl_pgwire_be32(const uint8_t *p)
 {

@@ -5,7 +5,7 @@
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
         if (!(cond))                                                                               \
-            return PGL_PGWIRE_EFORMAT;                                                             \
+            return PGL_EFORMAT;                                                             \
     } while (0)
 
 int pgl_pgwire_parse_ready(const uint8_t *body, size_t len, char *status)
@@ -86,7 +86,7 @@ int pgl_pgwire_parse_auth(const uint8_t *body, size_t len, pgl_pgwire_auth *auth
         return 0;
     default:
         /* Kerberos, GSS, SSPI...: well-formed but not ours to speak. */
-        return PGL_PGWIRE_ETYPE;
+        return PGL_ETYPE;
     }
 }
 

@@ -1,7 +1,7 @@
 /*
  * pgl_pgwire_decode — decoders for the typed messages the proxy looks into.
  * Each takes a message body (after type byte and length word) and returns 0
- * with views into that body, or PGL_PGWIRE_EFORMAT. A body is accepted only
+ * with views into that body, or PGL_EFORMAT. A body is accepted only
  * when it is consumed exactly, so trailing garbage is an error too.
  */
 #ifndef PGL_PGWIRE_DECODE_H
@@ -51,11 +51,12 @@ enum {
 /* ---- backend -> frontend ---- */
 
 /* ReadyForQuery: status 'I', 'T' or 'E'. */
-int pgl_pgwire_parse_ready(const uint8_t *body, size_t len, char *status);
+PGL_MUST_CHECK int pgl_pgwire_parse_ready(const uint8_t *body, size_t len, char *status);
 
-int pgl_pgwire_parse_param_status(const uint8_t *body, size_t len, const char **name,
-                                  const char **value);
+PGL_MUST_CHECK int pgl_pgwire_parse_param_status(const uint8_t *body, size_t len, const char **name,
+                                                 const char **value);
 
+PGL_MUST_CHECK
 int pgl_pgwire_parse_backend_key(const uint8_t *body, size_t len, uint32_t *pid, uint32_t *key);
 
 typedef struct pgl_pgwire_auth {
@@ -64,7 +65,7 @@ typedef struct pgl_pgwire_auth {
     const uint8_t *data;      /* SASL: mechanism list; CONTINUE/FINAL: payload */
     size_t data_len;
 } pgl_pgwire_auth;
-int pgl_pgwire_parse_auth(const uint8_t *body, size_t len, pgl_pgwire_auth *auth);
+PGL_MUST_CHECK int pgl_pgwire_parse_auth(const uint8_t *body, size_t len, pgl_pgwire_auth *auth);
 
 /* ErrorResponse / NoticeResponse. Fields not present are NULL. */
 typedef struct pgl_pgwire_error {
@@ -74,15 +75,17 @@ typedef struct pgl_pgwire_error {
     const char *detail;       /* 'D' */
     const char *hint;         /* 'H' */
 } pgl_pgwire_error;
-int pgl_pgwire_parse_error(const uint8_t *body, size_t len, pgl_pgwire_error *err);
+PGL_MUST_CHECK int pgl_pgwire_parse_error(const uint8_t *body, size_t len, pgl_pgwire_error *err);
 
 /* Iterate over all fields of a validated Error/NoticeResponse. */
 typedef struct pgl_pgwire_field_iter {
     const uint8_t *p, *end;
 } pgl_pgwire_field_iter;
 void pgl_pgwire_fields_begin(pgl_pgwire_field_iter *it, const uint8_t *body, size_t len);
+PGL_MUST_CHECK
 int pgl_pgwire_fields_next(pgl_pgwire_field_iter *it, char *code, const char **value);
 
+PGL_MUST_CHECK
 int pgl_pgwire_parse_command_complete(const uint8_t *body, size_t len, const char **tag);
 
 /* CopyInResponse / CopyOutResponse / CopyBothResponse. */
@@ -91,6 +94,7 @@ typedef struct pgl_pgwire_copy {
     uint16_t ncols;
     const uint8_t *col_formats; /* ncols big-endian int16 */
 } pgl_pgwire_copy;
+PGL_MUST_CHECK
 int pgl_pgwire_parse_copy_response(const uint8_t *body, size_t len, pgl_pgwire_copy *copy);
 
 /* RowDescription: field count; names are walked with the iterator. */
@@ -98,8 +102,10 @@ typedef struct pgl_pgwire_rowdesc_iter {
     const uint8_t *p, *end;
     uint16_t left;
 } pgl_pgwire_rowdesc_iter;
+PGL_MUST_CHECK
 int pgl_pgwire_parse_row_description(const uint8_t *body, size_t len, uint16_t *nfields,
                                      pgl_pgwire_rowdesc_iter *it);
+PGL_MUST_CHECK
 int pgl_pgwire_rowdesc_next(pgl_pgwire_rowdesc_iter *it, const char **name, uint32_t *type_oid);
 
 /* DataRow: column count; values are walked with the iterator. A NULL value
@@ -108,17 +114,18 @@ typedef struct pgl_pgwire_datarow_iter {
     const uint8_t *p, *end;
     uint16_t left;
 } pgl_pgwire_datarow_iter;
-int pgl_pgwire_parse_data_row(const uint8_t *body, size_t len, uint16_t *ncols,
-                              pgl_pgwire_datarow_iter *it);
+PGL_MUST_CHECK int pgl_pgwire_parse_data_row(const uint8_t *body, size_t len, uint16_t *ncols,
+                                             pgl_pgwire_datarow_iter *it);
+PGL_MUST_CHECK
 int pgl_pgwire_datarow_next(pgl_pgwire_datarow_iter *it, const uint8_t **data, int32_t *vlen);
 
 /* NegotiateProtocolVersion: newest minor supported and the options refused. */
-int pgl_pgwire_parse_negotiate(const uint8_t *body, size_t len, uint32_t *minor,
-                               uint32_t *noptions);
+PGL_MUST_CHECK int pgl_pgwire_parse_negotiate(const uint8_t *body, size_t len, uint32_t *minor,
+                                              uint32_t *noptions);
 
 /* ---- frontend -> backend ---- */
 
-int pgl_pgwire_parse_query(const uint8_t *body, size_t len, const char **sql);
+PGL_MUST_CHECK int pgl_pgwire_parse_query(const uint8_t *body, size_t len, const char **sql);
 
 typedef struct pgl_pgwire_parse {
     const char *name;         /* "" is the unnamed statement */
@@ -126,27 +133,29 @@ typedef struct pgl_pgwire_parse {
     uint16_t nparams;
     const uint8_t *param_oids; /* nparams big-endian int32 */
 } pgl_pgwire_parse;
-int pgl_pgwire_parse_parse(const uint8_t *body, size_t len, pgl_pgwire_parse *p);
+PGL_MUST_CHECK int pgl_pgwire_parse_parse(const uint8_t *body, size_t len, pgl_pgwire_parse *p);
 
 /* Bind: only the names are decoded; the rest is forwarded untouched but its
  * structure is still checked so a truncated Bind is caught here. */
-int pgl_pgwire_parse_bind(const uint8_t *body, size_t len, const char **portal,
-                          const char **statement);
+PGL_MUST_CHECK int pgl_pgwire_parse_bind(const uint8_t *body, size_t len, const char **portal,
+                                         const char **statement);
 
 /* Describe / Close: kind 'S' (statement) or 'P' (portal). */
+PGL_MUST_CHECK
 int pgl_pgwire_parse_describe(const uint8_t *body, size_t len, char *kind, const char **name);
 
-int pgl_pgwire_parse_execute(const uint8_t *body, size_t len, const char **portal,
-                             uint32_t *max_rows);
+PGL_MUST_CHECK int pgl_pgwire_parse_execute(const uint8_t *body, size_t len, const char **portal,
+                                            uint32_t *max_rows);
 
 /* Sync, Flush, Terminate, CopyDone: empty bodies. */
-int pgl_pgwire_parse_empty(const uint8_t *body, size_t len);
+PGL_MUST_CHECK int pgl_pgwire_parse_empty(const uint8_t *body, size_t len);
 
 /* PasswordMessage: the NUL-terminated response (cleartext or md5). */
+PGL_MUST_CHECK
 int pgl_pgwire_parse_password(const uint8_t *body, size_t len, const char **pw, size_t *pwlen);
 
 /* SASLInitialResponse: mechanism and initial data (data NULL when absent). */
-int pgl_pgwire_parse_sasl_initial(const uint8_t *body, size_t len, const char **mech,
-                                  const uint8_t **data, size_t *dlen);
+PGL_MUST_CHECK int pgl_pgwire_parse_sasl_initial(const uint8_t *body, size_t len, const char **mech,
+                                                 const uint8_t **data, size_t *dlen);
 
 #endif

@@ -9,9 +9,9 @@ int pgl_pgwire_frame_next(const uint8_t *buf, size_t avail, int startup, uint32_
     uint32_t len = pgl_pgwire_be32(startup ? buf : buf + 1);
     /* A startup packet carries at least its 4-byte code after the length. */
     if (len < (startup ? 8u : 4u))
-        return PGL_PGWIRE_ESHORT;
+        return PGL_ESHORT;
     if (len > (startup ? PGL_PGWIRE_STARTUP_MAX : max_len))
-        return PGL_PGWIRE_ETOOBIG;
+        return PGL_ETOOBIG;
     f->type = startup ? 0 : buf[0];
     f->hdr_len = hdr;
     f->body_len = len - 4;

@@ -38,8 +38,9 @@ static inline size_t pgl_pgwire_frame_size(const pgl_pgwire_frame *f)
  * Look at the message at the start of buf[0..avail). `startup` selects the
  * untyped startup-phase framing; `max_len` bounds the length word of typed
  * messages (max_packet_size). Returns one of PGL_PGWIRE_FRAME_* or
- * PGL_PGWIRE_ESHORT / PGL_PGWIRE_ETOOBIG; `f` is filled from FRAME_HEADER on.
+ * PGL_ESHORT / PGL_ETOOBIG; `f` is filled from FRAME_HEADER on.
  */
+PGL_MUST_CHECK
 int pgl_pgwire_frame_next(const uint8_t *buf, size_t avail, int startup, uint32_t max_len,
                           pgl_pgwire_frame *f);
 

@@ -15,7 +15,7 @@ static int md5_hex(const void *a, size_t alen, const void *b, size_t blen, char 
              EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == 16;
     EVP_MD_CTX_free(ctx);
     if (!ok)
-        return PGL_PGWIRE_ECRYPTO;
+        return PGL_ECRYPTO;
     for (int i = 0; i < 16; i++) {
         out[2 * i] = hexd[digest[i] >> 4];
         out[2 * i + 1] = hexd[digest[i] & 15];
@@ -40,7 +40,7 @@ int pgl_pgwire_md5_verify(const char *secret, int secret_is_md5, const char *use
     int rc;
     if (secret_is_md5) {
         if (strlen(secret) != PGL_PGWIRE_MD5_LEN || strncmp(secret, "md5", 3) != 0)
-            return PGL_PGWIRE_EAUTH;
+            return PGL_EAUTH;
         memcpy(stored, secret, sizeof stored);
     } else if ((rc = pgl_pgwire_md5_secret(secret, user, stored)) != 0) {
         return rc;
@@ -51,7 +51,7 @@ int pgl_pgwire_md5_verify(const char *secret, int secret_is_md5, const char *use
         rc = response_len == PGL_PGWIRE_MD5_LEN &&
                      CRYPTO_memcmp(expect, response, PGL_PGWIRE_MD5_LEN) == 0
                  ? 0
-                 : PGL_PGWIRE_EAUTH;
+                 : PGL_EAUTH;
     OPENSSL_cleanse(stored, sizeof stored);
     OPENSSL_cleanse(expect, sizeof expect);
     return rc;

@@ -12,14 +12,15 @@
 #define PGL_PGWIRE_MD5_LEN 35 /* "md5" + 32 hex digits */
 
 /* The stored form for password+user, NUL-terminated in out[36]. */
-int pgl_pgwire_md5_secret(const char *password, const char *user,
-                          char out[PGL_PGWIRE_MD5_LEN + 1]);
+PGL_MUST_CHECK int pgl_pgwire_md5_secret(const char *password, const char *user,
+                                         char out[PGL_PGWIRE_MD5_LEN + 1]);
 
 /*
  * Check a client's md5 response. `secret` is either the stored md5 form
  * (secret_is_md5) or the plaintext password. Returns 0 when it matches,
- * PGL_PGWIRE_EAUTH otherwise. The comparison is constant-time.
+ * PGL_EAUTH otherwise. The comparison is constant-time.
  */
+PGL_MUST_CHECK
 int pgl_pgwire_md5_verify(const char *secret, int secret_is_md5, const char *user,
                           const uint8_t salt[4], const char *response, size_t response_len);
 

@@ -61,25 +61,25 @@ static bool b64_char(char ch)
 static int b64_decode(const char *in, size_t len, uint8_t *out, size_t cap, size_t *out_len)
 {
     if (len == 0 || len % 4 != 0 || len > INT_MAX)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     size_t pad = 0;
     for (size_t i = 0; i < len; i++) {
         if (in[i] == '=') {
             if (i < len - 2)
-                return PGL_PGWIRE_EFORMAT;
+                return PGL_EFORMAT;
             pad++;
         } else if (!b64_char(in[i]) || pad > 0) {
-            return PGL_PGWIRE_EFORMAT;
+            return PGL_EFORMAT;
         }
     }
     size_t n = len / 4 * 3;
     if (n > cap + pad)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     uint8_t tmp[PGL_PGWIRE_SCRAM_MSG_MAX];
     if (n > sizeof tmp)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     if (EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)len) != (int)n)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     memcpy(out, tmp, n - pad);
     OPENSSL_cleanse(tmp, n);
     *out_len = n - pad;
@@ -94,7 +94,7 @@ static int hmac(const uint8_t *key, size_t klen, const void *data, size_t len,
     unsigned int olen = 0;
     if (HMAC(EVP_sha256(), key, (int)klen, data, len, out, &olen) == NULL ||
         olen != PGL_PGWIRE_SCRAM_KEY_LEN)
-        return PGL_PGWIRE_ECRYPTO;
+        return PGL_ECRYPTO;
     return 0;
 }
 
@@ -102,7 +102,7 @@ static int derive(const char *password, const uint8_t *salt, size_t salt_len, ui
                   pgl_pgwire_scram_secret *s)
 {
     uint8_t salted[PGL_PGWIRE_SCRAM_KEY_LEN], client_key[PGL_PGWIRE_SCRAM_KEY_LEN];
-    int rc = PGL_PGWIRE_ECRYPTO;
+    int rc = PGL_ECRYPTO;
     if (salt_len == 0 || salt_len > sizeof s->salt || iterations == 0 || iterations > INT_MAX)
         return -EINVAL;
     if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, (int)iterations,
@@ -135,7 +135,7 @@ static int format_secret(const pgl_pgwire_scram_secret *s, char *out, size_t cap
     if (n < 0 || (size_t)n >= cap) {
         if (cap > 0)
             OPENSSL_cleanse(out, cap);
-        return PGL_PGWIRE_ESPACE;
+        return PGL_ESPACE;
     }
     return 0;
 }
@@ -156,7 +156,7 @@ int pgl_pgwire_scram_secret_make(const char *password, char *out, size_t cap)
 {
     uint8_t salt[PGL_PGWIRE_SCRAM_SALT_LEN];
     if (RAND_bytes(salt, sizeof salt) != 1)
-        return PGL_PGWIRE_ECRYPTO;
+        return PGL_ECRYPTO;
     return pgl_pgwire_scram_secret_make_salted(password, salt, sizeof salt,
                                                PGL_PGWIRE_SCRAM_ITERATIONS, out, cap);
 }
@@ -168,7 +168,7 @@ static int field(const char *text, size_t len, uint8_t *out, size_t want, bool a
 {
     size_t n = 0;
     if (b64_decode(text, len, out, want, &n) != 0 || n == 0 || (at_most ? n > want : n != want))
-        return PGL_PGWIRE_ESECRET;
+        return PGL_ESECRET;
     if (got)
         *got = n;
     return 0;
@@ -178,22 +178,22 @@ int pgl_pgwire_scram_secret_parse(const char *text, pgl_pgwire_scram_secret *out
 {
     memset(out, 0, sizeof *out);
     if (strncmp(text, SCRAM_PREFIX, strlen(SCRAM_PREFIX)) != 0)
-        return PGL_PGWIRE_ESECRET;
+        return PGL_ESECRET;
     const char *p = text + strlen(SCRAM_PREFIX);
     /* <iterations>:<salt>$<stored>:<server> */
     const char *colon1 = strchr(p, ':');
     const char *dollar = colon1 ? strchr(colon1, '$') : NULL;
     const char *colon2 = dollar ? strchr(dollar, ':') : NULL;
     if (colon2 == NULL || strchr(colon2 + 1, ':') || strchr(colon2 + 1, '$'))
-        return PGL_PGWIRE_ESECRET;
+        return PGL_ESECRET;
     unsigned long iter = 0;
     for (const char *d = p; d < colon1; d++) {
         if (*d < '0' || *d > '9' || iter > INT_MAX / 10)
-            return PGL_PGWIRE_ESECRET;
+            return PGL_ESECRET;
         iter = iter * 10 + (unsigned long)(*d - '0');
     }
     if (colon1 == p || iter == 0 || iter > INT_MAX)
-        return PGL_PGWIRE_ESECRET;
+        return PGL_ESECRET;
     out->iterations = (uint32_t)iter;
     int rc = field(colon1 + 1, (size_t)(dollar - colon1 - 1), out->salt, sizeof out->salt, true,
                    &out->salt_len);
@@ -295,20 +295,20 @@ static int parse_gs2(pgl_pgwire_scram_server *s, bool plus, const char *p, const
 {
     const char *q = p;
     if (q >= end)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     switch (*q) {
     case 'p': {
         q++;
         if (q >= end || *q != '=')
-            return PGL_PGWIRE_EFORMAT;
+            return PGL_EFORMAT;
         q++;
         size_t n = value_len(q, end);
         if (s->cb_len == 0 || !plus)
             /* Client insists on channel binding we did not offer, or binds
              * while having picked the mechanism without it. */
-            return PGL_PGWIRE_ECBIND;
+            return PGL_ECBIND;
         if (n != strlen(CB_TYPE) || memcmp(q, CB_TYPE, n) != 0)
-            return PGL_PGWIRE_ECBIND;
+            return PGL_ECBIND;
         q += n;
         s->cb_used = true;
         break;
@@ -317,26 +317,26 @@ static int parse_gs2(pgl_pgwire_scram_server *s, bool plus, const char *p, const
         /* "I could bind but think you cannot": we offered -PLUS, so a 'y'
          * means someone stripped it on the way (downgrade). */
         if (s->cb_len > 0)
-            return PGL_PGWIRE_ECBIND;
+            return PGL_ECBIND;
         /* fall through */
     case 'n':
         if (plus)
-            return PGL_PGWIRE_ECBIND;
+            return PGL_ECBIND;
         q++;
         break;
     default:
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     }
     if (q >= end || *q != ',')
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     q++;
     /* authzid ("a=..."): Postgres refuses it, so do we. */
     if (q >= end || *q != ',')
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     q++;
     size_t gs2_len = (size_t)(q - p);
     if (gs2_len >= sizeof s->gs2)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     memcpy(s->gs2, p, gs2_len);
     s->gs2_len = gs2_len;
     *bare = q;
@@ -348,16 +348,16 @@ int pgl_pgwire_scram_server_first(pgl_pgwire_scram_server *s, const char *mech,
                                   size_t *reply_len)
 {
     if (s->state != SCRAM_WANT_FIRST)
-        return fail(s, PGL_PGWIRE_ESTATE);
+        return fail(s, PGL_ESTATE);
     bool plus;
     if (strcmp(mech, MECH) == 0)
         plus = false;
     else if (strcmp(mech, MECH_PLUS) == 0 && s->cb_len > 0)
         plus = true;
     else
-        return fail(s, PGL_PGWIRE_EMECH);
+        return fail(s, PGL_EMECH);
     if (data == NULL || len == 0 || len > PGL_PGWIRE_SCRAM_MSG_MAX / 2 || memchr(data, 0, len))
-        return fail(s, PGL_PGWIRE_EFORMAT);
+        return fail(s, PGL_EFORMAT);
     const char *p = (const char *)data, *end = p + len, *bare;
     int rc = parse_gs2(s, plus, p, end, &bare);
     if (rc != 0)
@@ -367,15 +367,15 @@ int pgl_pgwire_scram_server_first(pgl_pgwire_scram_server *s, const char *mech,
      * mandatory extension ("m=") is not supported. */
     const char *q = bare;
     if (end - q < 2 || q[0] != 'n' || q[1] != '=')
-        return fail(s, PGL_PGWIRE_EFORMAT);
+        return fail(s, PGL_EFORMAT);
     q += 2;
     q += value_len(q, end);
     if (end - q < 3 || memcmp(q, ",r=", 3) != 0)
-        return fail(s, PGL_PGWIRE_EFORMAT);
+        return fail(s, PGL_EFORMAT);
     q += 3;
     size_t cnonce_len = value_len(q, end);
     if (!printable(q, cnonce_len) || cnonce_len >= NONCE_MAX)
-        return fail(s, PGL_PGWIRE_EFORMAT);
+        return fail(s, PGL_EFORMAT);
     s->cfb_len = (size_t)(end - bare);
     memcpy(s->client_first_bare, bare, s->cfb_len);
 
@@ -385,7 +385,7 @@ int pgl_pgwire_scram_server_first(pgl_pgwire_scram_server *s, const char *mech,
     } else {
         uint8_t raw[RAW_NONCE_LEN];
         if (RAND_bytes(raw, sizeof raw) != 1)
-            return fail(s, PGL_PGWIRE_ECRYPTO);
+            return fail(s, PGL_ECRYPTO);
         b64_encode(raw, sizeof raw, snonce);
     }
     size_t sn = strlen(snonce);
@@ -398,10 +398,10 @@ int pgl_pgwire_scram_server_first(pgl_pgwire_scram_server *s, const char *mech,
     int n = snprintf(s->server_first, sizeof s->server_first, "r=%.*s,s=%s,i=%u",
                      (int)s->nonce_len, s->nonce, salt, s->secret.iterations);
     if (n < 0 || (size_t)n >= sizeof s->server_first)
-        return fail(s, PGL_PGWIRE_EFORMAT);
+        return fail(s, PGL_EFORMAT);
     s->sf_len = (size_t)n;
     if (s->sf_len > cap)
-        return fail(s, PGL_PGWIRE_ESPACE);
+        return fail(s, PGL_ESPACE);
     memcpy(reply, s->server_first, s->sf_len);
     *reply_len = s->sf_len;
     s->state = SCRAM_WANT_FINAL;
@@ -428,25 +428,25 @@ int pgl_pgwire_scram_server_final(pgl_pgwire_scram_server *s, const uint8_t *dat
                                   uint8_t *reply, size_t cap, size_t *reply_len)
 {
     if (s->state != SCRAM_WANT_FINAL)
-        return fail(s, PGL_PGWIRE_ESTATE);
+        return fail(s, PGL_ESTATE);
     s->state = SCRAM_FINISHED; /* one attempt, whatever happens */
     if (len == 0 || len > PGL_PGWIRE_SCRAM_MSG_MAX / 2 || memchr(data, 0, len))
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     const char *p = (const char *)data, *end = p + len, *q = p;
     /* c=<cbind>,r=<nonce>[,ext]*,p=<proof>  (the proof is last) */
     if (end - q < 2 || memcmp(q, "c=", 2) != 0)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     q += 2;
     size_t cn = value_len(q, end);
     if (!channel_binding_matches(s, q, cn))
-        return PGL_PGWIRE_ECBIND;
+        return PGL_ECBIND;
     q += cn;
     if (end - q < 3 || memcmp(q, ",r=", 3) != 0)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     q += 3;
     size_t rn = value_len(q, end);
     if (rn != s->nonce_len || memcmp(q, s->nonce, rn) != 0)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     q += rn;
     /* Skip extensions up to ",p=". */
     while (q < end && !(end - q >= 3 && memcmp(q, ",p=", 3) == 0)) {
@@ -454,14 +454,14 @@ int pgl_pgwire_scram_server_final(pgl_pgwire_scram_server *s, const uint8_t *dat
         q += value_len(q, end);
     }
     if (q >= end)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     size_t without_proof = (size_t)(q - p);
     q += 3;
     uint8_t proof[PGL_PGWIRE_SCRAM_KEY_LEN];
     size_t plen = 0;
     if (value_len(q, end) != (size_t)(end - q) ||
         b64_decode(q, (size_t)(end - q), proof, sizeof proof, &plen) != 0 || plen != sizeof proof)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
 
     /* AuthMessage = client-first-bare , server-first , client-final-without-proof */
     char auth[3 * PGL_PGWIRE_SCRAM_MSG_MAX];
@@ -482,11 +482,11 @@ int pgl_pgwire_scram_server_final(pgl_pgwire_scram_server *s, const uint8_t *dat
         for (size_t i = 0; i < sizeof client_key; i++)
             client_key[i] = proof[i] ^ client_sig[i];
         if (SHA256(client_key, sizeof client_key, check) == NULL)
-            rc = PGL_PGWIRE_ECRYPTO;
+            rc = PGL_ECRYPTO;
     }
     if (rc == 0) {
         bool match = CRYPTO_memcmp(check, s->secret.stored_key, sizeof check) == 0;
-        rc = match && !s->doomed ? 0 : PGL_PGWIRE_EAUTH;
+        rc = match && !s->doomed ? 0 : PGL_EAUTH;
     }
     if (rc == 0)
         rc = hmac(s->secret.server_key, sizeof s->secret.server_key, auth, alen, server_sig);
@@ -495,7 +495,7 @@ int pgl_pgwire_scram_server_final(pgl_pgwire_scram_server *s, const uint8_t *dat
         b64_encode(server_sig, sizeof server_sig, sig64);
         size_t n = 2 + strlen(sig64);
         if (n > cap) {
-            rc = PGL_PGWIRE_ESPACE;
+            rc = PGL_ESPACE;
         } else {
             memcpy(reply, "v=", 2);
             memcpy(reply + 2, sig64, n - 2);

@@ -32,14 +32,15 @@ typedef struct pgl_pgwire_scram_secret {
     uint8_t server_key[PGL_PGWIRE_SCRAM_KEY_LEN];
 } pgl_pgwire_scram_secret;
 
-/* Parse the stored text form. Returns 0 or PGL_PGWIRE_ESECRET. */
-int pgl_pgwire_scram_secret_parse(const char *text, pgl_pgwire_scram_secret *out);
+/* Parse the stored text form. Returns 0 or PGL_ESECRET. */
+PGL_MUST_CHECK int pgl_pgwire_scram_secret_parse(const char *text, pgl_pgwire_scram_secret *out);
 void pgl_pgwire_scram_secret_wipe(pgl_pgwire_scram_secret *s);
 
 /* Derive the stored form from a password with a fresh random salt and
  * Postgres's default iteration count. `out` gets a NUL-terminated string. */
-int pgl_pgwire_scram_secret_make(const char *password, char *out, size_t cap);
+PGL_MUST_CHECK int pgl_pgwire_scram_secret_make(const char *password, char *out, size_t cap);
 /* Same with a given salt and iteration count (tests, reproducibility). */
+PGL_MUST_CHECK
 int pgl_pgwire_scram_secret_make_salted(const char *password, const uint8_t *salt,
                                         size_t salt_len, uint32_t iterations, char *out,
                                         size_t cap);
@@ -51,28 +52,30 @@ typedef struct pgl_pgwire_scram_server pgl_pgwire_scram_server;
  * unknown user (or one without a SCRAM secret): the exchange then runs with
  * a mock salt derived from `mock_key` (32 random bytes per process) and the
  * user name, so an attacker cannot tell unknown users from wrong passwords,
- * and fails at the end with PGL_PGWIRE_EAUTH, as Postgres does.
+ * and fails at the end with PGL_EAUTH, as Postgres does.
  * `cb`/`cb_len` is the tls-server-end-point hash of our certificate when
  * the client connection is TLS (SCRAM-SHA-256-PLUS is then offered), or
  * NULL/0.
  */
-int pgl_pgwire_scram_server_new(const char *secret, const char *user,
-                                const uint8_t mock_key[PGL_PGWIRE_SCRAM_KEY_LEN],
-                                const uint8_t *cb, size_t cb_len,
-                                pgl_pgwire_scram_server **out);
+PGL_MUST_CHECK int pgl_pgwire_scram_server_new(const char *secret, const char *user,
+                                               const uint8_t mock_key[PGL_PGWIRE_SCRAM_KEY_LEN],
+                                               const uint8_t *cb, size_t cb_len,
+                                               pgl_pgwire_scram_server **out);
 
 /* Fix the server nonce instead of drawing it from RAND_bytes: for the RFC
  * test vector and deterministic fuzzing only. Call before _first. */
-int pgl_pgwire_scram_server_set_nonce(pgl_pgwire_scram_server *s, const char *nonce);
+PGL_MUST_CHECK int pgl_pgwire_scram_server_set_nonce(pgl_pgwire_scram_server *s, const char *nonce);
 
 /* client-first-message → server-first-message. `mech` is the mechanism the
  * client chose in SASLInitialResponse. */
+PGL_MUST_CHECK
 int pgl_pgwire_scram_server_first(pgl_pgwire_scram_server *s, const char *mech,
                                   const uint8_t *data, size_t len, uint8_t *reply, size_t cap,
                                   size_t *reply_len);
 
 /* client-final-message → server-final-message. Returns 0 only when the
- * proof verified; PGL_PGWIRE_EAUTH for a wrong password or unknown user. */
+ * proof verified; PGL_EAUTH for a wrong password or unknown user. */
+PGL_MUST_CHECK
 int pgl_pgwire_scram_server_final(pgl_pgwire_scram_server *s, const uint8_t *data, size_t len,
                                   uint8_t *reply, size_t cap, size_t *reply_len);
 

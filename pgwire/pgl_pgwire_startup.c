@@ -8,14 +8,14 @@ static int parse_params(pgl_pgwire_startup *st, const uint8_t *p, size_t len)
     /* name\0value\0 ... \0 : the last byte is the list terminator, and
      * every name must be non-empty and followed by a value. */
     if (len == 0 || p[len - 1] != 0)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     pgl_pgwire_cursor c;
     pgl_pgwire_cursor_init(&c, p, len - 1);
     while (!pgl_pgwire_cursor_done(&c)) {
         const char *name, *value;
         if (!pgl_pgwire_cursor_str(&c, &name) || *name == '\0' ||
             !pgl_pgwire_cursor_str(&c, &value))
-            return PGL_PGWIRE_EFORMAT;
+            return PGL_EFORMAT;
         if (strcmp(name, "user") == 0)
             st->user = value;
         else if (strcmp(name, "database") == 0)
@@ -30,18 +30,18 @@ int pgl_pgwire_parse_startup(const uint8_t *body, size_t len, pgl_pgwire_startup
 {
     memset(st, 0, sizeof *st);
     if (len < 4)
-        return PGL_PGWIRE_EFORMAT;
+        return PGL_EFORMAT;
     uint32_t code = pgl_pgwire_be32(body);
     switch (code) {
     case PGL_PGWIRE_CODE_SSL:
     case PGL_PGWIRE_CODE_GSSENC:
         if (len != 4)
-            return PGL_PGWIRE_EFORMAT;
+            return PGL_EFORMAT;
         st->kind = code == PGL_PGWIRE_CODE_SSL ? PGL_PGWIRE_STARTUP_SSL : PGL_PGWIRE_STARTUP_GSSENC;
         return 0;
     case PGL_PGWIRE_CODE_CANCEL:
         if (len != 12)
-            return PGL_PGWIRE_EFORMAT;
+            return PGL_EFORMAT;
         st->kind = PGL_PGWIRE_STARTUP_CANCEL;
         st->cancel_pid = pgl_pgwire_be32(body + 4);
         st->cancel_key = pgl_pgwire_be32(body + 8);
@@ -53,7 +53,7 @@ int pgl_pgwire_parse_startup(const uint8_t *body, size_t len, pgl_pgwire_startup
     st->major = (uint16_t)(code >> 16);
     st->minor = (uint16_t)(code & 0xffff);
     if (st->major != 3)
-        return PGL_PGWIRE_EVERSION;
+        return PGL_EVERSION;
     return parse_params(st, body + 4, len - 4);
 }
 

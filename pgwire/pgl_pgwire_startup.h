@@ -36,14 +36,16 @@ typedef struct pgl_pgwire_param_iter {
  * Parse a startup-phase packet body (everything after the length word).
  * On success every parameter name is non-empty, has a value, and the list is
  * terminated. A 3.x StartupMessage without `user` is accepted here (the
- * proxy decides what that means). Returns 0, PGL_PGWIRE_EVERSION (major
+ * proxy decides what that means). Returns 0, PGL_EVERSION (major
  * version not 3; `major`/`minor` are still set so the caller can say which)
- * or PGL_PGWIRE_EFORMAT.
+ * or PGL_EFORMAT.
  */
+PGL_MUST_CHECK
 int pgl_pgwire_parse_startup(const uint8_t *body, size_t len, pgl_pgwire_startup *st);
 
 void pgl_pgwire_startup_params(const pgl_pgwire_startup *st, pgl_pgwire_param_iter *it);
 /* Next name/value pair; returns 0 at the end. */
+PGL_MUST_CHECK
 int pgl_pgwire_param_next(pgl_pgwire_param_iter *it, const char **name, const char **value);
 
 /*

@@ -2,13 +2,17 @@
  * pglease entry point: command line, configuration, then the proxy.
  */
 #include "pgl_conf.h"
+#include "pgl_err.h"
 #include "pgl_proxy.h"
+#include "pgl_vault.h"
 #include "pgl_version.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <uv.h>
 
 extern char **environ;
 
@@ -102,7 +106,18 @@ int main(int argc, char **argv)
         pgl_conf_free(conf);
         return 0;
     }
-    int rc = pgl_proxy_run(conf, config, verbose != 0);
+    /* Process-wide library set-up, once and before any thread: libcurl,
+     * jansson's allocator, and the seed of random() (backoff and refetch
+     * jitter in vault/ and proxy/). */
+    srandom((unsigned)uv_hrtime());
+    int rc = pgl_vault_global_init();
+    if (rc != 0) {
+        fprintf(stderr, "pglease: cannot initialise the Vault client: %s\n", pgl_strerror(rc));
+        pgl_conf_free(conf);
+        return 1;
+    }
+    rc = pgl_proxy_run(conf, config, verbose != 0);
+    pgl_vault_global_cleanup();
     pgl_conf_free(conf);
     return rc;
 }

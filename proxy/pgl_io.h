@@ -9,13 +9,14 @@
 #ifndef PGL_IO_H
 #define PGL_IO_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include <openssl/ssl.h>
 
-#define PGL_IO_AGAIN (-11) /* would block; see *want */
-#define PGL_IO_ERROR (-5)  /* connection broken (reset, TLS failure) */
+#define PGL_IO_AGAIN (-EAGAIN) /* would block; see *want */
+#define PGL_IO_ERROR (-EIO)    /* connection broken (reset, TLS failure) */
 
 typedef struct pgl_io pgl_io;
 

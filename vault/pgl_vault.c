@@ -192,7 +192,7 @@ static char *read_secret_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot read %s: %s", path, pgl_strerror(-errno));
         return NULL;
     }
     char *buf = calloc(1, SECRET_FILE_MAX + 1);
@@ -871,15 +871,20 @@ static char *dup_opt(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
+int pgl_vault_global_init(void)
+{
+    json_set_alloc_funcs(wiping_malloc, wiping_free);
+    return pgl_vault_http_global_init();
+}
+
+void pgl_vault_global_cleanup(void)
+{
+    pgl_vault_http_global_cleanup();
+}
+
 int pgl_vault_new(uv_loop_t *loop, const pgl_vault_config *cfg, pgl_vault_log_fn log,
                   void *log_arg, pgl_vault **out, char *err, size_t errlen)
 {
-    static bool alloc_set;
-    if (!alloc_set) {
-        json_set_alloc_funcs(wiping_malloc, wiping_free);
-        srandom((unsigned)uv_hrtime());
-        alloc_set = true;
-    }
     *out = NULL;
     pgl_vault *v = calloc(1, sizeof *v);
     if (v == NULL) {

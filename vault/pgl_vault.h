@@ -9,9 +9,14 @@
  * reported to the caller. Nothing here logs on its own: messages go to the
  * caller's log callback and never contain a token, secret_id, password or
  * JWT.
+ *
+ * Errors are 0 or a negative code of base/pgl_err.h (-ENOMEM, -EIO, -EPROTO
+ * for an answer that does not decode...).
  */
 #ifndef PGL_VAULT_H
 #define PGL_VAULT_H
+
+#include "pgl_err.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,8 +66,20 @@ typedef void (*pgl_vault_secret_cb)(void *arg, int rc, pgl_vault_secret *secret,
 /* rc 0: renewed for `lease_duration` seconds (may be less than asked). */
 typedef void (*pgl_vault_lease_cb)(void *arg, int rc, long lease_duration, const char *err);
 
-int pgl_vault_new(uv_loop_t *loop, const pgl_vault_config *cfg, pgl_vault_log_fn log,
-                  void *log_arg, pgl_vault **out, char *err, size_t errlen);
+/*
+ * Process-wide set-up of the libraries the client uses (libcurl's global
+ * state, jansson's wiping allocator). Call once, before any thread starts
+ * and before the first pgl_vault_new; pgl_vault_global_cleanup undoes it
+ * after the last pgl_vault_free. Returns 0 or -EIO.
+ *
+ * The retry jitter draws from random(): the program seeds it (srandom).
+ */
+PGL_MUST_CHECK int pgl_vault_global_init(void);
+void pgl_vault_global_cleanup(void);
+
+PGL_MUST_CHECK int pgl_vault_new(uv_loop_t *loop, const pgl_vault_config *cfg,
+                                 pgl_vault_log_fn log, void *log_arg, pgl_vault **out,
+                                 char *err, size_t errlen);
 
 /* Logs in (and keeps logging in / renewing) until freed. */
 void pgl_vault_start(pgl_vault *v);

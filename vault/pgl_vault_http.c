@@ -12,6 +12,10 @@
 /* Vault answers are small; a bigger one is a misconfiguration (or worse). */
 #define BODY_MAX (1u << 20)
 
+/* What a CURLMOPT_SOCKETFUNCTION callback returns to make libcurl abort the
+ * transfers (CURLM_ABORTED_BY_CALLBACK): libcurl's value, not an error code. */
+#define CURL_SOCKET_CB_FAIL (-1)
+
 struct pgl_vault_http {
     uv_loop_t *loop;
     CURLM *multi;
@@ -164,12 +168,12 @@ static int handle_socket(CURL *easy, curl_socket_t s, int action, void *userp, v
     if (ctx == NULL) {
         ctx = calloc(1, sizeof *ctx);
         if (ctx == NULL)
-            return -1;
+            return CURL_SOCKET_CB_FAIL;
         ctx->h = h;
         ctx->fd = s;
         if (uv_poll_init_socket(h->loop, &ctx->poll, s) != 0) {
             free(ctx);
-            return -1;
+            return CURL_SOCKET_CB_FAIL;
         }
         ctx->poll.data = ctx;
         curl_multi_assign(h->multi, s, ctx);
@@ -217,18 +221,20 @@ static char *dup_or_null(const char *s)
     return s && *s ? strdup(s) : NULL;
 }
 
+int pgl_vault_http_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+}
+
+void pgl_vault_http_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
 int pgl_vault_http_new(uv_loop_t *loop, const pgl_vault_http_config *cfg, pgl_vault_http **out,
                        char *err, size_t errlen)
 {
-    static bool global_done;
     *out = NULL;
-    if (!global_done) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-            snprintf(err, errlen, "libcurl initialisation failed");
-            return -EIO;
-        }
-        global_done = true;
-    }
     pgl_vault_http *h = calloc(1, sizeof *h);
     if (h == NULL) {
         snprintf(err, errlen, "out of memory");

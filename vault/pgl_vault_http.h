@@ -10,6 +10,8 @@
 #ifndef PGL_VAULT_HTTP_H
 #define PGL_VAULT_HTTP_H
 
+#include "pgl_err.h"
+
 #include <stddef.h>
 
 #include <uv.h>
@@ -33,17 +35,23 @@ typedef struct {
 
 typedef void (*pgl_vault_http_cb)(void *arg, const pgl_vault_http_response *res);
 
-int pgl_vault_http_new(uv_loop_t *loop, const pgl_vault_http_config *cfg, pgl_vault_http **out,
-                       char *err, size_t errlen);
+/* libcurl's global state: once per process, before any thread (see
+ * pgl_vault_global_init). Returns 0 or -EIO. */
+PGL_MUST_CHECK int pgl_vault_http_global_init(void);
+void pgl_vault_http_global_cleanup(void);
+
+PGL_MUST_CHECK int pgl_vault_http_new(uv_loop_t *loop, const pgl_vault_http_config *cfg,
+                                      pgl_vault_http **out, char *err, size_t errlen);
 
 /*
  * Starts `method` on /v1/`path`. `token` (X-Vault-Token), `body` (JSON) and
  * `wrap_ttl` (X-Vault-Wrap-TTL) may be NULL. `cb` runs exactly once, from
  * the loop, unless the request is cancelled first. Returns 0 or -errno.
  */
-int pgl_vault_http_request(pgl_vault_http *h, const char *method, const char *path,
-                           const char *token, const char *body, const char *wrap_ttl,
-                           pgl_vault_http_cb cb, void *arg, pgl_vault_http_req **out);
+PGL_MUST_CHECK int pgl_vault_http_request(pgl_vault_http *h, const char *method,
+                                          const char *path, const char *token, const char *body,
+                                          const char *wrap_ttl, pgl_vault_http_cb cb, void *arg,
+                                          pgl_vault_http_req **out);
 
 /* Drops a request; its callback will not run. NULL is fine. */
 void pgl_vault_http_cancel(pgl_vault_http_req *req);

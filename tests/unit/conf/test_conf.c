@@ -6,6 +6,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,73 +226,73 @@ typedef struct {
 } bad_case;
 
 static const bad_case bad_cases[] = {
-    {"bogus_key = 1", "", NULL, "[pglease] bogus_key: unknown key", 3, PGL_CONF_EINVALID},
+    {"bogus_key = 1", "", NULL, "[pglease] bogus_key: unknown key", 3, -EINVAL},
     {"listen_port = 70000", "", NULL, "[pglease] listen_port: 70000 is out of range 1..65535", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"listen_port = 12ab", "", NULL, "listen_port: \"12ab\" is not an integer", 3,
-     PGL_CONF_EINVALID},
-    {"listen_port = 0", "", NULL, "out of range", 3, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"listen_port = 0", "", NULL, "out of range", 3, -EINVAL},
     {"pool_mode = statement", "", NULL,
      "[pglease] pool_mode: \"statement\" is not one of transaction, session", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"auth_type = password", "", NULL, "auth_type: \"password\" is not one of", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"revoke_on_drain = maybe", "", NULL, "revoke_on_drain: \"maybe\" is not a boolean", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"query_wait_timeout = 5 weeks", "", NULL, "query_wait_timeout: \"5 weeks\" has an unknown unit",
-     3, PGL_CONF_EINVALID},
+     3, -EINVAL},
     {"max_packet_size = 12", "", NULL, "max_packet_size: 12 is out of range", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"listen_addr = example.com", "", NULL, "listen_addr: \"example.com\" is not an IP address", 3,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"http_listen = 127.0.0.1", "", NULL, "http_listen: \"127.0.0.1\" is not host:port", 3,
-     PGL_CONF_EINVALID},
-    {"http_listen = 127.0.0.1:99999", "", NULL, "http_listen: port", 3, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"http_listen = 127.0.0.1:99999", "", NULL, "http_listen: port", 3, -EINVAL},
     {"default_pool_size = 5\nmin_pool_size = 6", "", NULL,
-     "min_pool_size: 6 exceeds default_pool_size 5", 4, PGL_CONF_EINVALID},
+     "min_pool_size: 6 exceeds default_pool_size 5", 4, -EINVAL},
     {"listen_port = 1\nlisten_port = 2", "", NULL,
-     "[pglease] listen_port: duplicate key (first at line 3)", 4, PGL_CONF_EINVALID},
+     "[pglease] listen_port: duplicate key (first at line 3)", 4, -EINVAL},
     {"client_tls_sslmode = require", "", NULL, "client_tls_cert_file: missing required key", 0,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"auth_type = cert", "", NULL, "auth_type: cert needs client_tls_sslmode = require", 3,
-     PGL_CONF_EINVALID},
-    {"auth_file = /nonexistent/users.txt", "", NULL, "duplicate key", 3, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"auth_file = /nonexistent/users.txt", "", NULL, "duplicate key", 3, -EINVAL},
     {"", "auth_method = ldap", NULL, "[vault] auth_method: \"ldap\" is not one of", 6,
-     PGL_CONF_EINVALID},
-    {"", "secret_idfile = x", NULL, "[vault] secret_idfile: unknown key", 6, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"", "secret_idfile = x", NULL, "[vault] secret_idfile: unknown key", 6, -EINVAL},
     {"", "auth_method = kubernetes", NULL, "[vault] kubernetes_role: missing required key", 0,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "role_id_file = /x", NULL, "role_id_file: set role_id or role_id_file, not both", 6,
-     PGL_CONF_EINVALID},
-    {"", "addr = ftp://x", NULL, "[vault] addr: \"ftp://x\" is not an http", 6, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"", "addr = ftp://x", NULL, "[vault] addr: \"ftp://x\" is not an http", 6, -EINVAL},
     {"", "", "appdb = host=h creds=database/creds/a\nappdb = host=h2 creds=database/creds/b",
-     "[databases] appdb: duplicate database (first at line 8)", 9, PGL_CONF_EINVALID},
+     "[databases] appdb: duplicate database (first at line 8)", 9, -EINVAL},
     {"", "", "pgbouncer = host=h user=u", "pgbouncer: this name is reserved", 8,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h bogus=1 user=u", "appdb: bogus: unknown connection option \"bogus\"", 8,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h user=u password='open", "unterminated quoted value for \"password\"",
-     8, PGL_CONF_EINVALID},
-    {"", "", "appdb = host=h port", "missing \"=\" after \"port\"", 8, PGL_CONF_EINVALID},
+     8, -EINVAL},
+    {"", "", "appdb = host=h port", "missing \"=\" after \"port\"", 8, -EINVAL},
     {"", "", "appdb = host=h creds=database/creds/", "creds: \"database/creds/\" is not", 8,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h creds=secret/data/x", "is not <mount>/creds/<role>", 8,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h creds=database/creds/a user=x",
-     "user and password come from Vault", 8, PGL_CONF_EINVALID},
-    {"", "", "appdb = host=h dbname=x", "missing creds= (Vault) or user=", 8, PGL_CONF_EINVALID},
+     "user and password come from Vault", 8, -EINVAL},
+    {"", "", "appdb = host=h dbname=x", "missing creds= (Vault) or user=", 8, -EINVAL},
     {"", "", "appdb = host=h user=u pool_size=0", "pool_size: \"0\" is not an integer in 1..10000",
-     8, PGL_CONF_EINVALID},
+     8, -EINVAL},
     {"", "", "appdb = host=h user=u pool_mode=statement", "pool_mode: \"statement\"", 8,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h user=u host=other", "connection option \"host\" given twice", 8,
-     PGL_CONF_EINVALID},
-    {"", "", "", "[databases]: missing: define at least one database", 0, PGL_CONF_EINVALID},
+     -EINVAL},
+    {"", "", "", "[databases]: missing: define at least one database", 0, -EINVAL},
     {"", "", "appdb = host=h user=u\n[extra]\n", "[extra]: unknown section", 9,
-     PGL_CONF_EINVALID},
+     -EINVAL},
     {"", "", "appdb = host=h user=u\n[broken\n", "malformed section header", 9,
-     PGL_CONF_ESYNTAX},
-    {"this line has no equals sign", "", NULL, "not a \"key = value\" line", 3, PGL_CONF_ESYNTAX},
+     PGL_ESYNTAX},
+    {"this line has no equals sign", "", NULL, "not a \"key = value\" line", 3, PGL_ESYNTAX},
 };
 
 static void test_bad_values(void **state)
@@ -322,11 +323,11 @@ static void test_missing_auth_file(void **state)
     char text[512], err[PGL_CONF_ERRLEN], path[64];
     pgl_conf *c;
     snprintf(text, sizeof text, "[pglease]\nlisten_port = 1\n[databases]\nx = host=h user=u\n");
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, NULL, &c, err, path), -EINVAL);
     assert_non_null(strstr(err, "[pglease] auth_file: missing required key"));
 
     snprintf(text, sizeof text, "[pglease]\nauth_file = /nonexistent/u.txt\n[databases]\nx = host=h user=u\n");
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, NULL, &c, err, path), -EINVAL);
     assert_non_null(strstr(err, ":2: [pglease] auth_file: cannot read \"/nonexistent/u.txt\""));
 
     /* trust needs no userlist; a conninfo-only config needs no [vault]. */
@@ -342,10 +343,10 @@ static void test_env_errors(void **state)
     pgl_conf *c;
     base_config(text, sizeof text, "", "", NULL);
     char *env1[] = {"PGLEASE_PGLEASE_LISTEN_PORT=abc", NULL};
-    assert_int_equal(load_text(text, env1, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, env1, &c, err, path), -EINVAL);
     assert_non_null(strstr(err, "environment PGLEASE_PGLEASE_LISTEN_PORT: [pglease] listen_port"));
     char *env2[] = {"PGLEASE_VAULT_NOPE=1", NULL};
-    assert_int_equal(load_text(text, env2, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, env2, &c, err, path), -EINVAL);
     assert_non_null(strstr(err, "environment PGLEASE_VAULT_NOPE: [vault] nope: unknown key"));
     /* Variables outside our three prefixes belong to someone else (the
      * Kubernetes service links of a Service named "pglease", say). */
@@ -355,7 +356,7 @@ static void test_env_errors(void **state)
 
     /* token auth needs token_file or VAULT_TOKEN. */
     base_config(text, sizeof text, "", "auth_method = token", NULL);
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, NULL, &c, err, path), -EINVAL);
     assert_non_null(strstr(err, "[vault] token_file: missing required key"));
     char *env4[] = {"VAULT_TOKEN=hvs.x", NULL};
     assert_int_equal(load_text(text, env4, &c, err, path), 0);
@@ -368,7 +369,7 @@ static void test_long_line(void **state)
     snprintf(dbs, sizeof dbs, "appdb = host=h user=u application_name=%0300d", 7);
     base_config(text, sizeof text, "", "", dbs);
     pgl_conf *c;
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_ESYNTAX);
+    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_ESYNTAX);
     assert_non_null(strstr(err, ":8: line longer than"));
 }
 
@@ -378,10 +379,10 @@ static void test_secrets_not_in_errors(void **state)
     pgl_conf *c;
     base_config(text, sizeof text, "", "",
                 "appdb = host=h user=u password=hunter2-secret nope=1");
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, NULL, &c, err, path), -EINVAL);
     assert_null(strstr(err, "hunter2"));
     base_config(text, sizeof text, "", "", "appdb = host=h user=u password='hunter2-secret");
-    assert_int_equal(load_text(text, NULL, &c, err, path), PGL_CONF_EINVALID);
+    assert_int_equal(load_text(text, NULL, &c, err, path), -EINVAL);
     assert_null(strstr(err, "hunter2"));
 }
 
@@ -390,7 +391,7 @@ static void test_io_error(void **state)
     char err[PGL_CONF_ERRLEN];
     pgl_conf *c;
     assert_int_equal(pgl_conf_load("/nonexistent/pglease.ini", NULL, &c, err, sizeof err),
-                     PGL_CONF_EIO);
+                     -ENOENT);
     assert_non_null(strstr(err, "/nonexistent/pglease.ini: cannot open"));
 }
 
@@ -436,7 +437,7 @@ static void test_conninfo_split(void **state)
     assert_int_equal(pgl_conf_conninfo_split("", &kv, &n, why, sizeof why), 0);
     assert_int_equal(n, 0);
     pgl_conf_conninfo_free(kv, n);
-    assert_int_equal(pgl_conf_conninfo_split("=x", &kv, &n, why, sizeof why), PGL_CONF_EINVALID);
+    assert_int_equal(pgl_conf_conninfo_split("=x", &kv, &n, why, sizeof why), -EINVAL);
     assert_true(pgl_conf_conninfo_is_libpq_key("sslmode"));
     assert_false(pgl_conf_conninfo_is_libpq_key("creds"));
 }

@@ -42,10 +42,10 @@ int main(int argc, char **argv)
             rc = -1;
     }
     pgl_pgwire_scram_server_free(s);
-    if (rc == PGL_PGWIRE_EAUTH)
+    if (rc == PGL_EAUTH)
         return 1;
     if (rc != 0) {
-        fprintf(stderr, "exchange failed: %s\n", pgl_pgwire_strerror(rc));
+        fprintf(stderr, "exchange failed: %s\n", pgl_strerror(rc));
         return 2;
     }
     return 0;

@@ -127,23 +127,23 @@ static void test_frame_limits(void **state)
     (void)state;
     pgl_pgwire_frame f;
     uint8_t b[16] = {'Q', 0, 0, 0, 3};
-    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_PGWIRE_ESHORT);
+    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_ESHORT);
     b[4] = 4; /* empty body is fine */
     assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_PGWIRE_FRAME_COMPLETE);
     assert_int_equal(f.body_len, 0);
     pgl_pgwire_put32(b + 1, 101);
-    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_PGWIRE_ETOOBIG);
+    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_ETOOBIG);
     pgl_pgwire_put32(b + 1, 100);
     assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, 100, &f), PGL_PGWIRE_FRAME_HEADER);
     assert_int_equal(f.body_len, 96);
     pgl_pgwire_put32(b + 1, 0xffffffffu);
-    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, UINT32_MAX - 1, &f), PGL_PGWIRE_ETOOBIG);
+    assert_int_equal(pgl_pgwire_frame_next(b, 5, 0, UINT32_MAX - 1, &f), PGL_ETOOBIG);
     assert_int_equal(pgl_pgwire_frame_next(b, 4, 0, 100, &f), PGL_PGWIRE_FRAME_MORE);
     /* startup: at least 8, at most 10000, whatever max_len says */
     pgl_pgwire_put32(b, 7);
-    assert_int_equal(pgl_pgwire_frame_next(b, 4, 1, 100, &f), PGL_PGWIRE_ESHORT);
+    assert_int_equal(pgl_pgwire_frame_next(b, 4, 1, 100, &f), PGL_ESHORT);
     pgl_pgwire_put32(b, 10001);
-    assert_int_equal(pgl_pgwire_frame_next(b, 4, 1, 1 << 30, &f), PGL_PGWIRE_ETOOBIG);
+    assert_int_equal(pgl_pgwire_frame_next(b, 4, 1, 1 << 30, &f), PGL_ETOOBIG);
     pgl_pgwire_put32(b, 8);
     assert_int_equal(pgl_pgwire_frame_next(b, 7, 1, 100, &f), PGL_PGWIRE_FRAME_HEADER);
     assert_int_equal(pgl_pgwire_frame_next(b, 3, 1, 100, &f), PGL_PGWIRE_FRAME_MORE);
@@ -209,18 +209,18 @@ static void test_startup_malformed(void **state)
         size_t len;
         int rc;
     } cases[] = {
-        {"too short", "\x00\x03", 2, PGL_PGWIRE_EFORMAT},
-        {"version 2", "\x00\x02\x00\x00user\0a\0\0", 12, PGL_PGWIRE_EVERSION},
-        {"version 4", "\x00\x04\x00\x00\0", 5, PGL_PGWIRE_EVERSION},
-        {"no params, no terminator", "\x00\x03\x00\x00", 4, PGL_PGWIRE_EFORMAT},
-        {"missing terminator", "\x00\x03\x00\x00user\0a\0", 11, PGL_PGWIRE_EFORMAT},
-        {"name without value", "\x00\x03\x00\x00user\0\0", 10, PGL_PGWIRE_EFORMAT},
-        {"empty name", "\x00\x03\x00\x00\0a\0\0", 8, PGL_PGWIRE_EFORMAT},
-        {"unterminated value", "\x00\x03\x00\x00user\0abc", 12, PGL_PGWIRE_EFORMAT},
-        {"ssl with payload", "\x04\xd2\x16\x2f\x00", 5, PGL_PGWIRE_EFORMAT},
-        {"cancel too short", "\x04\xd2\x16\x2e\x00\x00\x00\x01", 8, PGL_PGWIRE_EFORMAT},
+        {"too short", "\x00\x03", 2, PGL_EFORMAT},
+        {"version 2", "\x00\x02\x00\x00user\0a\0\0", 12, PGL_EVERSION},
+        {"version 4", "\x00\x04\x00\x00\0", 5, PGL_EVERSION},
+        {"no params, no terminator", "\x00\x03\x00\x00", 4, PGL_EFORMAT},
+        {"missing terminator", "\x00\x03\x00\x00user\0a\0", 11, PGL_EFORMAT},
+        {"name without value", "\x00\x03\x00\x00user\0\0", 10, PGL_EFORMAT},
+        {"empty name", "\x00\x03\x00\x00\0a\0\0", 8, PGL_EFORMAT},
+        {"unterminated value", "\x00\x03\x00\x00user\0abc", 12, PGL_EFORMAT},
+        {"ssl with payload", "\x04\xd2\x16\x2f\x00", 5, PGL_EFORMAT},
+        {"cancel too short", "\x04\xd2\x16\x2e\x00\x00\x00\x01", 8, PGL_EFORMAT},
         {"cancel too long", "\x04\xd2\x16\x2e\x00\x00\x00\x01\x00\x00\x00\x02\x00", 13,
-         PGL_PGWIRE_EFORMAT},
+         PGL_EFORMAT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         pgl_pgwire_startup st;
@@ -666,7 +666,7 @@ static void test_scram_rfc7677(void **state)
     /* A second final is out of sequence. */
     assert_int_equal(pgl_pgwire_scram_server_final(s, (const uint8_t *)cfinal, strlen(cfinal),
                                                    reply, sizeof reply, &rlen),
-                     PGL_PGWIRE_ESTATE);
+                     PGL_ESTATE);
     pgl_pgwire_scram_server_free(s);
 }
 
@@ -683,10 +683,10 @@ static void test_scram_passwords(void **state)
 
     assert_int_equal(exchange(secret, "s3cret", "SCRAM-SHA-256", "n,,", NULL, 0, NULL, 0), 0);
     assert_int_equal(exchange(secret, "wrong", "SCRAM-SHA-256", "n,,", NULL, 0, NULL, 0),
-                     PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
     /* Unknown user: the exchange runs and fails at the end, whatever the password. */
     assert_int_equal(exchange(NULL, "s3cret", "SCRAM-SHA-256", "n,,", NULL, 0, NULL, 0),
-                     PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
     /* 'y' without channel binding on offer is fine. */
     assert_int_equal(exchange(secret, "s3cret", "SCRAM-SHA-256", "y,,", NULL, 0, NULL, 0), 0);
 }
@@ -703,21 +703,21 @@ static void test_scram_channel_binding(void **state)
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256-PLUS", tsep, cb, 32, cb, 32), 0);
     /* Client bound to a different certificate (a man in the middle). */
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256-PLUS", tsep, cb, 32, other, 32),
-                     PGL_PGWIRE_ECBIND);
+                     PGL_ECBIND);
     /* No TLS on our side: -PLUS is not offered and 'p' is refused. */
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256-PLUS", tsep, NULL, 0, cb, 32),
-                     PGL_PGWIRE_EMECH);
+                     PGL_EMECH);
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256", tsep, NULL, 0, cb, 32),
-                     PGL_PGWIRE_ECBIND);
+                     PGL_ECBIND);
     /* Downgrade: we offered binding, the client says it thinks we cannot. */
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256", "y,,", cb, 32, NULL, 0),
-                     PGL_PGWIRE_ECBIND);
+                     PGL_ECBIND);
     /* Without binding while TLS is up is allowed (sslmode=require clients). */
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256", "n,,", cb, 32, NULL, 0), 0);
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-256", "p=tls-unique,,", cb, 32, NULL, 0),
-                     PGL_PGWIRE_ECBIND);
+                     PGL_ECBIND);
     assert_int_equal(exchange(secret, "pw", "SCRAM-SHA-1", "n,,", NULL, 0, NULL, 0),
-                     PGL_PGWIRE_EMECH);
+                     PGL_EMECH);
 }
 
 static void test_scram_malformed(void **state)
@@ -764,7 +764,7 @@ static void test_scram_malformed(void **state)
             snprintf(fin, sizeof fin, "%s", finals[i]);
         int rc = pgl_pgwire_scram_server_final(s, (const uint8_t *)fin, strlen(fin), reply,
                                                sizeof reply, &rlen);
-        if (rc == 0 || rc == PGL_PGWIRE_ESTATE)
+        if (rc == 0 || rc == PGL_ESTATE)
             fail_msg("client-final %zu: rc %d: %s", i, rc, fin);
         pgl_pgwire_scram_server_free(s);
     }
@@ -775,7 +775,7 @@ static void test_scram_malformed(void **state)
     size_t rlen;
     assert_int_equal(pgl_pgwire_scram_server_final(s, (const uint8_t *)"c=biws", 6, reply,
                                                    sizeof reply, &rlen),
-                     PGL_PGWIRE_ESTATE);
+                     PGL_ESTATE);
     pgl_pgwire_scram_server_free(s);
     static const char *secrets[] = {
         "", "SCRAM-SHA-256$", "SCRAM-SHA-256$4096:c2FsdA==$", "SCRAM-SHA-256$x:c2FsdA==$a:b",
@@ -804,15 +804,15 @@ static void test_md5(void **state)
     assert_int_equal(pgl_pgwire_md5_verify(stored, 1, "alice", salt, resp, strlen(resp)), 0);
     assert_int_equal(pgl_pgwire_md5_verify("secret", 0, "alice", salt, resp, strlen(resp)), 0);
     assert_int_equal(pgl_pgwire_md5_verify("secreT", 0, "alice", salt, resp, strlen(resp)),
-                     PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
     assert_int_equal(pgl_pgwire_md5_verify("secret", 0, "bob", salt, resp, strlen(resp)),
-                     PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
     const uint8_t salt2[4] = {1, 2, 3, 5};
     assert_int_equal(pgl_pgwire_md5_verify(stored, 1, "alice", salt2, resp, strlen(resp)),
-                     PGL_PGWIRE_EAUTH);
-    assert_int_equal(pgl_pgwire_md5_verify(stored, 1, "alice", salt, resp, 10), PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
+    assert_int_equal(pgl_pgwire_md5_verify(stored, 1, "alice", salt, resp, 10), PGL_EAUTH);
     assert_int_equal(pgl_pgwire_md5_verify("md5short", 1, "alice", salt, resp, strlen(resp)),
-                     PGL_PGWIRE_EAUTH);
+                     PGL_EAUTH);
 }
 
 int main(void)
