@@ -62,9 +62,4 @@ const char *pgl_strerror(int code);
 /* The symbolic name: "PGL_EFORMAT", "ENOMEM", "OK" for 0, "UNKNOWN" otherwise. */
 const char *pgl_errname(int code);
 
-/* transitional: remove once proxy/ uses the names above */
-#define PGL_PGWIRE_EAUTH PGL_EAUTH
-#define PGL_PGWIRE_EVERSION PGL_EVERSION
-#define pgl_pgwire_strerror pgl_strerror
-
 #endif

@@ -5,9 +5,14 @@
  * concept is the same, so prometheus-pgbouncer-exporter and scripts keep
  * working.
  */
+#include "pgl_admin.h"
+
+#include "pgl_client.h"
 #include "pgl_log.h"
 #include "pgl_msg.h"
+#include "pgl_pool.h"
 #include "pgl_proxy.h"
+#include "pgl_server.h"
 #include "pgl_version.h"
 
 #include "pgl_pgwire_decode.h"
@@ -87,20 +92,25 @@ static void show_pools(pgl_client *c, result *r)
     pgl_list_foreach(it, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        uint64_t cl_active = 0, cl_waiting = 0, maxwait_ms = 0;
-        pgl_list *ci, *ct;
-        pgl_list_foreach(ci, ct, &px->clients)
+        /* Counts are the lists' own; the longest wait is the head of a FIFO. */
+        uint64_t cl_active = pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->active);
+        uint64_t cl_waiting = pgl_clist_count(&pool->waiting) + pgl_clist_count(&pool->login_wait);
+        uint64_t maxwait_ms = 0;
+        const pgl_clist *queues[] = {&pool->waiting, &pool->login_wait};
+        for (size_t i = 0; i < 2; i++) {
+            pgl_list *first = pgl_clist_first(queues[i]);
+            const pgl_client *cl = first ? pgl_container_of(first, pgl_client, pool_node) : NULL;
+            if (cl != NULL && cl->wait_since && now - cl->wait_since > maxwait_ms)
+                maxwait_ms = now - cl->wait_since;
+        }
+        uint64_t sv_active = 0, sv_idle = 0, sv_login = 0;
+        pgl_list *gp, *gt;
+        pgl_list_foreach(gp, gt, &pool->generations)
         {
-            pgl_client *cl = pgl_container_of(ci, pgl_client, node);
-            if (cl->pool != pool)
-                continue;
-            if (cl->state == PGL_CLIENT_WAITING || cl->state == PGL_CLIENT_LOGIN_WAIT) {
-                cl_waiting++;
-                if (cl->wait_since && now - cl->wait_since > maxwait_ms)
-                    maxwait_ms = now - cl->wait_since;
-            } else if (cl->state == PGL_CLIENT_ACTIVE || cl->state == PGL_CLIENT_IDLE) {
-                cl_active++;
-            }
+            const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+            sv_active += pgl_clist_count(&g->busy);
+            sv_idle += pgl_clist_count(&g->idle);
+            sv_login += pgl_clist_count(&g->login);
         }
         char b[7][32];
         const char *user = "";
@@ -110,14 +120,14 @@ static void show_pools(pgl_client *c, result *r)
                            user,
                            U64(b[0], cl_active),
                            U64(b[1], cl_waiting),
-                           U64(b[2], pgl_list_count(&pool->active)),
-                           U64(b[3], pgl_list_count(&pool->idle)),
+                           U64(b[2], sv_active),
+                           U64(b[3], sv_idle),
                            "0",
                            "0",
-                           U64(b[4], pgl_list_count(&pool->connecting)),
+                           U64(b[4], sv_login),
                            U64(b[5], maxwait_ms / 1000),
                            U64(b[6], (maxwait_ms % 1000) * 1000),
-                           pgl_conf_pool_mode_name(pool->mode)};
+                           pgl_conf_pool_mode_name(pgl_pool_mode(pool))};
         row(r, v);
     }
     end(r, "SHOW");
@@ -171,19 +181,22 @@ static void show_servers(pgl_client *c, result *r)
                                        "backend_pid", "client_id", "age_s"};
     begin(r, c, cols, 8);
     uint64_t now = pgl_now_ms(c->px);
-    pgl_list *it, *tmp, *si, *st;
+    pgl_list *it, *tmp, *gp, *gt, *si, *st;
     pgl_list_foreach(it, tmp, &c->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        struct {
-            pgl_list *list;
-            const char *state;
-        } lists[] = {{&pool->active, "active"}, {&pool->idle, "idle"},
-                     {&pool->connecting, "login"}};
-        for (size_t i = 0; i < 3; i++) {
-            pgl_list_foreach(si, st, lists[i].list)
-            {
-                server_row(r, pgl_container_of(si, pgl_server, node), lists[i].state, now);
+        pgl_list_foreach(gp, gt, &pool->generations)
+        {
+            pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+            struct {
+                pgl_clist *list;
+                const char *state;
+            } lists[] = {{&g->busy, "active"}, {&g->idle, "idle"}, {&g->login, "login"}};
+            for (size_t i = 0; i < 3; i++) {
+                pgl_clist_foreach(si, st, lists[i].list)
+                {
+                    server_row(r, pgl_container_of(si, pgl_server, node), lists[i].state, now);
+                }
             }
         }
     }
@@ -199,15 +212,15 @@ static void show_databases(pgl_client *c, result *r)
     pgl_list_foreach(it, tmp, &c->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        const pgl_conf_database *db = pool->db;
+        const pgl_conf_database *db = pgl_pool_db(pool);
         char b[2][32];
         const char *v[] = {pool->name,
                            pgl_conf_database_param(db, "host"),
                            pgl_conf_database_param(db, "port"),
                            pgl_conf_database_param(db, "dbname"),
-                           U64(b[0], (uint64_t)pool->pool_size),
-                           U64(b[1], (uint64_t)pool->min_pool_size),
-                           pgl_conf_pool_mode_name(pool->mode),
+                           U64(b[0], (uint64_t)pgl_pool_size(pool)),
+                           U64(b[1], (uint64_t)pgl_pool_min_size(pool)),
+                           pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
                            db->creds_path ? db->creds_path : "conninfo"};
         row(r, v);
     }
@@ -296,7 +309,7 @@ void pgl_admin_query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t 
     if (!found && cmd[0] == '\0') {
         r.rc = pgl_msg_command_complete(&c->conn, "");
     } else if (!found) {
-        pgl_log_info(pgl_client_ctx(c), "admin: unknown command");
+        pgl_log_info(PGL_CLIENT_CTX(c), "admin: unknown command");
         r.rc = pgl_msg_error(&c->conn, "ERROR", "42601", "unknown admin console command",
                              NULL,
                              "try SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW DATABASES, "

@@ -1,81 +1,67 @@
 /*
- * Cancel keys. Every client gets a random (pid, key) pair in its
- * BackendKeyData; a CancelRequest carrying it cancels the query of the
- * server the client is linked to. Unknown keys are dropped silently, as
- * Postgres does, so nobody can probe for them.
+ * Cancel keys: see pgl_cancel.h. Unknown keys are dropped silently by the
+ * caller, as Postgres does, so nobody can probe for them.
  */
-#include "pgl_log.h"
-#include "pgl_proxy.h"
+#include "pgl_cancel.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #include <openssl/rand.h>
 
 #define NBUCKETS 4096
 
-int pgl_cancel_init(pgl_proxy *px)
+int pgl_cancel_table_init(pgl_cancel_table *t)
 {
-    px->cancel_buckets = calloc(NBUCKETS, sizeof *px->cancel_buckets);
-    if (px->cancel_buckets == NULL)
-        return -1;
-    px->ncancel_buckets = NBUCKETS;
+    t->buckets = calloc(NBUCKETS, sizeof *t->buckets);
+    if (t->buckets == NULL)
+        return -ENOMEM;
+    t->nbuckets = NBUCKETS;
     for (size_t i = 0; i < NBUCKETS; i++)
-        pgl_list_init(&px->cancel_buckets[i]);
+        pgl_list_init(&t->buckets[i]);
     return 0;
 }
 
-void pgl_cancel_free(pgl_proxy *px)
+void pgl_cancel_table_free(pgl_cancel_table *t)
 {
-    free(px->cancel_buckets);
-    px->cancel_buckets = NULL;
+    free(t->buckets);
+    t->buckets = NULL;
+    t->nbuckets = 0;
 }
 
-static pgl_list *bucket(pgl_proxy *px, uint32_t pid, uint32_t key)
+static pgl_list *bucket(pgl_cancel_table *t, uint32_t pid, uint32_t key)
 {
-    return &px->cancel_buckets[(pid ^ key * 2654435761u) % px->ncancel_buckets];
+    return &t->buckets[(pid ^ key * 2654435761u) % t->nbuckets];
 }
 
-static pgl_client *find(pgl_proxy *px, uint32_t pid, uint32_t key)
+pgl_cancel_key *pgl_cancel_find(pgl_cancel_table *t, uint32_t pid, uint32_t key)
 {
-    pgl_list *b = bucket(px, pid, key), *pos, *tmp;
+    pgl_list *b = bucket(t, pid, key), *pos, *tmp;
     pgl_list_foreach(pos, tmp, b)
     {
-        pgl_client *c = pgl_container_of(pos, pgl_client, hash_node);
-        if (c->cancel_pid == pid && c->cancel_key == key)
-            return c;
+        pgl_cancel_key *k = pgl_container_of(pos, pgl_cancel_key, node);
+        if (k->pid == pid && k->key == key)
+            return k;
     }
     return NULL;
 }
 
-void pgl_cancel_register(pgl_proxy *px, pgl_client *c)
+int pgl_cancel_register(pgl_cancel_table *t, pgl_cancel_key *k)
 {
     /* The pid looks like a backend pid to tools that print it; the key is
      * what makes it unguessable. Retry on the (unlikely) collision. */
     do {
         uint32_t r[2];
-        RAND_bytes((unsigned char *)r, sizeof r);
-        c->cancel_pid = (r[0] & 0x3fffffff) | 1;
-        c->cancel_key = r[1];
-    } while (find(px, c->cancel_pid, c->cancel_key) != NULL);
-    pgl_list_append(bucket(px, c->cancel_pid, c->cancel_key), &c->hash_node);
+        if (RAND_bytes((unsigned char *)r, sizeof r) != 1)
+            return -EIO;
+        k->pid = (r[0] & 0x3fffffff) | 1;
+        k->key = r[1];
+    } while (pgl_cancel_find(t, k->pid, k->key) != NULL);
+    pgl_list_append(bucket(t, k->pid, k->key), &k->node);
+    return 0;
 }
 
-void pgl_cancel_unregister(pgl_client *c)
+void pgl_cancel_unregister(pgl_cancel_key *k)
 {
-    pgl_list_remove(&c->hash_node);
-}
-
-void pgl_cancel_request(pgl_proxy *px, uint32_t pid, uint32_t key)
-{
-    pgl_client *c = find(px, pid, key);
-    if (c == NULL) {
-        pgl_log_debug(NULL, "cancel request for an unknown key dropped");
-        return;
-    }
-    if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE) {
-        pgl_log_debug(pgl_client_ctx(c), "cancel request: no query running");
-        return;
-    }
-    pgl_log_info(pgl_client_ctx(c), "cancel request");
-    pgl_server_cancel(c->link);
+    pgl_list_remove(&k->node);
 }

@@ -1,14 +1,15 @@
 /*
- * Listening sockets: TCP on listen_addr:listen_port ("*" = every IPv4 and
- * IPv6 address) and the unix socket unix_socket_dir/.s.PGSQL.<port>.
+ * Listening sockets (pgl_listener.h).
  *
  * Sockets are made here rather than with uv_tcp_t because a client
  * connection is a raw non-blocking fd watched by a pgl_poller (pgl_conn),
  * the same as a server connection handed over by libpq. accept4 runs in a
  * loop until EAGAIN so a burst of connects costs one wakeup.
  */
+#include "pgl_listener.h"
+
 #include "pgl_log.h"
-#include "pgl_proxy.h"
+#include "pgl_poller.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -28,8 +29,9 @@
 #define EMFILE_PAUSE_MS 100
 
 struct pgl_listener {
-    pgl_proxy *px;
     pgl_listener *next;
+    pgl_listener_accept_cb accept_cb;
+    void *accept_arg;
     int fd;
     bool unix_socket;
     char name[128];       /* for log lines */
@@ -49,7 +51,6 @@ static void on_resume(uv_timer_t *t)
 static void on_accept(pgl_poller *p, void *arg, int status, int events)
 {
     pgl_listener *l = arg;
-    pgl_proxy *px = l->px;
     (void)p;
     (void)events;
     if (status < 0) {
@@ -80,11 +81,19 @@ static void on_accept(pgl_poller *p, void *arg, int status, int events)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        pgl_client_accept(px, fd, l->unix_socket ? NULL : (const struct sockaddr *)&ss);
+        l->accept_cb(l->accept_arg, fd, l->unix_socket ? NULL : (const struct sockaddr *)&ss);
     }
 }
 
-static int add_listener(pgl_proxy *px, int fd, bool unix_socket, const char *name,
+/* What the listeners being opened share. */
+typedef struct {
+    uv_loop_t *loop;
+    pgl_listener_accept_cb cb;
+    void *arg;
+    pgl_listener **list;
+} opening;
+
+static int add_listener(opening *op, int fd, bool unix_socket, const char *name,
                         const char *unix_path)
 {
     pgl_listener *l = calloc(1, sizeof *l);
@@ -92,27 +101,28 @@ static int add_listener(pgl_proxy *px, int fd, bool unix_socket, const char *nam
         close(fd);
         return -ENOMEM;
     }
-    l->px = px;
+    l->accept_cb = op->cb;
+    l->accept_arg = op->arg;
     l->fd = fd;
     l->unix_socket = unix_socket;
     snprintf(l->name, sizeof l->name, "listen %s", name);
     if (unix_path)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", unix_path);
-    uv_timer_init(px->loop, &l->pause);
+    uv_timer_init(op->loop, &l->pause);
     l->pause.data = l;
     l->pause_open = true;
-    int rc = pgl_poller_open(px->loop, fd, on_accept, l, &l->poller);
+    int rc = pgl_poller_open(op->loop, fd, on_accept, l, &l->poller);
     if (rc == 0)
         rc = pgl_poller_want(l->poller, UV_READABLE);
-    l->next = px->listeners;
-    px->listeners = l;
+    l->next = *op->list;
+    *op->list = l;
     if (rc != 0)
         return rc;
     pgl_log_info(NULL, "listening on %s", name);
     return 0;
 }
 
-static int listen_tcp(pgl_proxy *px, const char *host, int port, char *err, size_t errlen)
+static int listen_tcp(opening *op, const char *host, int port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -151,7 +161,7 @@ static int listen_tcp(pgl_proxy *px, const char *host, int port, char *err, size
             close(fd);
             continue;
         }
-        int rc = add_listener(px, fd, false, name, NULL);
+        int rc = add_listener(op, fd, false, name, NULL);
         if (rc != 0) {
             freeaddrinfo(res);
             snprintf(err, errlen, "cannot watch %s", name);
@@ -168,7 +178,7 @@ static int listen_tcp(pgl_proxy *px, const char *host, int port, char *err, size
     return 0;
 }
 
-static int listen_unix(pgl_proxy *px, const char *dir, int port, char *err, size_t errlen)
+static int listen_unix(opening *op, const char *dir, int port, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/.s.PGSQL.%d", dir, port);
@@ -198,12 +208,14 @@ static int listen_unix(pgl_proxy *px, const char *dir, int port, char *err, size
         return -EADDRNOTAVAIL;
     }
     chmod(sa.sun_path, 0777); /* like Postgres: access is decided by authentication */
-    return add_listener(px, fd, true, sa.sun_path, sa.sun_path);
+    return add_listener(op, fd, true, sa.sun_path, sa.sun_path);
 }
 
-int pgl_listeners_open(pgl_proxy *px, char *err, size_t errlen)
+int pgl_listeners_open(uv_loop_t *loop, const pgl_conf *conf, pgl_listener_accept_cb cb,
+                       void *arg, pgl_listener **out, char *err, size_t errlen)
 {
-    const pgl_conf *conf = px->conf;
+    opening op = {loop, cb, arg, out};
+    *out = NULL;
     err[0] = '\0';
     if (conf->listen_addr) {
         char *list = strdup(conf->listen_addr);
@@ -211,7 +223,7 @@ int pgl_listeners_open(pgl_proxy *px, char *err, size_t errlen)
             return -ENOMEM;
         char *save = NULL;
         for (char *h = strtok_r(list, ", ", &save); h; h = strtok_r(NULL, ", ", &save)) {
-            int rc = listen_tcp(px, h, conf->listen_port, err, errlen);
+            int rc = listen_tcp(&op, h, conf->listen_port, err, errlen);
             if (rc != 0) {
                 free(list);
                 return rc;
@@ -220,11 +232,11 @@ int pgl_listeners_open(pgl_proxy *px, char *err, size_t errlen)
         free(list);
     }
     if (conf->unix_socket_dir) {
-        int rc = listen_unix(px, conf->unix_socket_dir, conf->listen_port, err, errlen);
+        int rc = listen_unix(&op, conf->unix_socket_dir, conf->listen_port, err, errlen);
         if (rc != 0)
             return rc;
     }
-    if (px->listeners == NULL) {
+    if (*out == NULL) {
         snprintf(err, errlen, "nothing to listen on: set listen_addr or unix_socket_dir");
         return -EINVAL;
     }
@@ -236,10 +248,8 @@ static void on_pause_closed(uv_handle_t *h)
     free(h->data);
 }
 
-void pgl_listeners_close(pgl_proxy *px)
+void pgl_listeners_close(pgl_listener *l)
 {
-    pgl_listener *l = px->listeners;
-    px->listeners = NULL;
     while (l) {
         pgl_listener *next = l->next;
         pgl_poller_close(l->poller);
@@ -251,8 +261,8 @@ void pgl_listeners_close(pgl_proxy *px)
     }
 }
 
-void pgl_listeners_pause(pgl_proxy *px, bool pause)
+void pgl_listeners_pause(pgl_listener *list, bool pause)
 {
-    for (pgl_listener *l = px->listeners; l; l = l->next)
+    for (pgl_listener *l = list; l; l = l->next)
         pgl_poller_want(l->poller, pause ? 0 : UV_READABLE);
 }

@@ -1,8 +1,5 @@
 /*
- * Pools: one per database. A pool hands idle servers to waiting clients in
- * arrival order, opens servers (with its newest credential generation) up
- * to its size when clients wait, keeps min_pool_size open, and retires
- * servers that idled or lived too long.
+ * Pools: see pgl_pool.h.
  *
  * Rotation is make-before-break in transaction and statement mode: the
  * generation being left keeps serving while servers of the new one log in
@@ -16,15 +13,18 @@
  * clients waiting with no server at all get the failure as an error at
  * once instead of hanging until query_wait_timeout.
  */
+#include "pgl_pool.h"
+
+#include "pgl_client.h"
 #include "pgl_log.h"
 #include "pgl_proxy.h"
-#include "pgl_vault.h"
+#include "pgl_server.h"
+#include "pgl_upstream.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/crypto.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 10000
@@ -32,6 +32,7 @@
  * this many servers over its size while it rotates. */
 #define REPLACE_PARALLEL 2
 #define MAKING_ROOM "making room for the new credential's first login"
+#define RETIRING "its credential generation is retiring"
 
 uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
 {
@@ -41,35 +42,57 @@ uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
     return ceiling < max_ms ? ceiling : max_ms;
 }
 
+/* ---- settings, read through the current snapshot ------------------------------- */
+
+const pgl_conf_database *pgl_pool_db(pgl_pool *pool)
+{
+    if (pool->db_conf != pool->px->conf) {
+        pool->db = pgl_conf_database_find(pool->px->conf, pool->name);
+        pool->db_conf = pool->px->conf;
+        assert(pool->db != NULL); /* a reload that drops a database closes its pool first */
+    }
+    return pool->db;
+}
+
+int pgl_pool_size(pgl_pool *pool)
+{
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    return db->pool_size >= 0 ? db->pool_size : pool->px->conf->default_pool_size;
+}
+
+int pgl_pool_min_size(pgl_pool *pool)
+{
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    return db->min_pool_size >= 0 ? db->min_pool_size : pool->px->conf->min_pool_size;
+}
+
+pgl_conf_pool_mode pgl_pool_mode(pgl_pool *pool)
+{
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    return db->pool_mode >= 0 ? (pgl_conf_pool_mode)db->pool_mode : pool->px->conf->pool_mode;
+}
+
+bool pgl_pool_replaces_in_place(pgl_pool *pool)
+{
+    return pgl_pool_mode(pool) != PGL_CONF_POOL_SESSION;
+}
+
 /* ---- generations ------------------------------------------------------------- */
 
-void pgl_generation_free(pgl_generation *g)
-{
-    free(g->user);
-    if (g->password != NULL) {
-        OPENSSL_cleanse(g->password, strlen(g->password));
-        free(g->password);
-    }
-    free(g->lease_id);
-    free(g);
-}
+#define server_at(pos) pgl_container_of(pos, pgl_server, node)
+#define generation_at(pos) pgl_container_of(pos, pgl_generation, node)
 
 pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
                                         pgl_generation_state state)
 {
-    pgl_generation *g = calloc(1, sizeof *g);
+    pgl_generation *g = pgl_generation_new(pool->next_gen_id + 1, user, password, state);
     if (g == NULL)
         return NULL;
-    g->pool = pool;
-    g->id = ++pool->next_gen_id;
-    g->state = state;
-    g->end = g->renew_at = g->rotate_at = UINT64_MAX;
-    g->user = strdup(user ? user : "");
-    g->password = password ? strdup(password) : NULL;
-    if (g->user == NULL || (password != NULL && g->password == NULL)) {
-        pgl_generation_free(g);
-        return NULL;
-    }
+    pool->next_gen_id++;
+    g->log_ctx = pool->name;
+    g->owner = pool;
+    if (pool->creds != NULL)
+        g->retired = pool->creds->retired;
     pgl_list_prepend(&pool->generations, &g->node);
     return g;
 }
@@ -79,96 +102,95 @@ pgl_generation *pgl_pool_generation(pgl_pool *pool)
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &pool->generations)
     {
-        pgl_generation *g = pgl_container_of(pos, pgl_generation, node);
-        if (g->state == PGL_GEN_ACTIVE)
-            return g;
+        if (generation_at(pos)->state == PGL_GEN_ACTIVE)
+            return generation_at(pos);
     }
     return NULL;
 }
 
-void pgl_generation_server_gone(pgl_generation *g)
+/* Closes every server in `list` (each close takes it out of the list). */
+static void close_all(pgl_clist *list, const char *why)
 {
-    /* Whichever of its servers went, the replacements made still cover
-     * the ones left. */
-    if (g->replaced > g->nservers)
-        g->replaced = g->nservers;
-    /* Retired generations disappear with their last server (after their
-     * lease is revoked). */
-    if ((g->state == PGL_GEN_DRAINING || g->state == PGL_GEN_DEAD) && g->nservers == 0) {
-        pgl_log_info(g->pool->name, "generation %llu drained", (unsigned long long)g->id);
-        pgl_list_remove(&g->node);
-        pgl_creds_retire(g);
-        pgl_generation_free(g);
+    pgl_list *p;
+    while ((p = pgl_clist_first(list)) != NULL)
+        pgl_server_close(server_at(p), why);
+}
+
+/* Starts retiring `g` (draining or dead): its logins in progress are of no
+ * use, and its idle servers close unless they serve on until replaced. */
+static void drain(pgl_pool *pool, pgl_generation *g)
+{
+    pgl_generation_hold(g);
+    if (g->state == PGL_GEN_DEAD || g->hurry || !pgl_pool_replaces_in_place(pool))
+        close_all(&g->idle, RETIRING);
+    close_all(&g->login, RETIRING);
+    pgl_generation_unhold(g);
+}
+
+/* A warming generation's first login succeeded: it takes over. */
+static void takeover(pgl_pool *pool, pgl_generation *gen)
+{
+    uint64_t now = pgl_now_ms(pool->px);
+    pgl_generation_set_state(gen, PGL_GEN_ACTIVE, now);
+    pgl_log_info(pool->name, "generation %llu (user %s) takes over", (unsigned long long)gen->id,
+                 gen->user);
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        pgl_generation *g = generation_at(pos);
+        if (g == gen || g->state != PGL_GEN_ACTIVE)
+            continue;
+        pgl_generation_set_state(g, PGL_GEN_DRAINING, now);
+        drain(pool, g);
     }
 }
 
-/* The first server of `gen` in `list` (any generation when gen is NULL). */
-pgl_server *pgl_pool_find_server(pgl_list *list, const pgl_generation *gen)
+void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen)
 {
-    for (pgl_list *p = list->next; p != list; p = p->next) {
-        pgl_server *s = pgl_container_of(p, pgl_server, node);
-        if (gen == NULL || s->gen == gen)
-            return s;
+    int n = pgl_pool_min_size(pool) > 0 ? pgl_pool_min_size(pool) : 1;
+    for (int i = 0; i < n; i++) {
+        if (pgl_server_connect(pool, gen) != 0) {
+            pgl_log_error(pool->name, "cannot start an upstream login");
+            return;
+        }
     }
-    return NULL;
-}
-
-static bool replaces_in_place(const pgl_pool *pool)
-{
-    return pool->mode != PGL_CONF_POOL_SESSION;
-}
-
-void pgl_pool_drain_generation(pgl_pool *pool, pgl_generation *g)
-{
-    /* Hold it: closing its last server would free it under our feet. And
-     * look the next server up afresh each time: closing one kicks the pool,
-     * which may move other servers between lists. */
-    g->nservers++;
-    pgl_server *s;
-    /* A rotated credential's idle servers serve on until replaced, unless
-     * its end is near; a dead one's are of no use. */
-    if (g->state == PGL_GEN_DEAD || g->hurry || !replaces_in_place(pool)) {
-        while ((s = pgl_pool_find_server(&pool->idle, g)) != NULL)
-            pgl_server_close(s, "its credential generation is retiring");
-    }
-    /* Logins still running with it are useless now. */
-    while ((s = pgl_pool_find_server(&pool->connecting, g)) != NULL)
-        pgl_server_close(s, "its credential generation is retiring");
-    g->nservers--;
-    pgl_generation_server_gone(g); /* retires it now if nothing is left */
 }
 
 /* Servers of draining generations no server of the active one replaced yet. */
 static int unreplaced(pgl_pool *pool)
 {
-    int n = 0;
-    if (!replaces_in_place(pool))
+    if (!pgl_pool_replaces_in_place(pool))
         return 0;
-    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
-        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
-        if (g->state == PGL_GEN_DRAINING)
-            n += g->nservers - g->replaced;
-    }
+    int n = 0;
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next)
+        n += pgl_generation_unreplaced(generation_at(p));
     return n;
 }
 
-bool pgl_pool_retire_one(pgl_pool *pool)
+/* One unreplaced server of the oldest draining generation goes: now when
+ * idle, else at its next release. false when none is left to retire. */
+static bool replace_one(pgl_pool *pool)
 {
-    if (!replaces_in_place(pool))
+    if (!pgl_pool_replaces_in_place(pool))
         return false;
     /* The oldest generation first: its credential ends first. */
     for (pgl_list *p = pool->generations.prev; p != &pool->generations; p = p->prev) {
-        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
-        if (g->state != PGL_GEN_DRAINING || g->replaced >= g->nservers)
+        pgl_generation *g = generation_at(p);
+        if (pgl_generation_unreplaced(g) <= 0)
             continue;
-        pgl_server *s = pgl_pool_find_server(&pool->idle, g);
-        if (s != NULL)
-            pgl_server_close(s, "replaced by a server with the new credential");
+        pgl_list *idle = pgl_clist_last(&g->idle);
+        if (idle != NULL)
+            pgl_server_close(server_at(idle), "replaced by a server with the new credential");
         else
             g->replaced++; /* the next of its servers to finish a transaction */
         return true;
     }
     return false;
+}
+
+void pgl_pool_retire_one(pgl_pool *pool)
+{
+    (void)replace_one(pool);
 }
 
 /* Postgres had no connection slot (max_connections, a database's
@@ -177,81 +199,132 @@ bool pgl_pool_retire_one(pgl_pool *pool)
 static bool make_room(pgl_pool *pool, pgl_generation *gen)
 {
     if (gen->state == PGL_GEN_ACTIVE)
-        return pgl_pool_retire_one(pool);
+        return replace_one(pool);
     pgl_generation *active = pgl_pool_generation(pool);
     if (gen->state != PGL_GEN_WARMING || active == NULL || pool->px->shutting_down)
         return false;
     /* The first login of a new credential: the least recently used idle
      * server of the current one goes now, else the next one released. The
      * retry after the backoff goes before logins for waiting clients. */
-    for (pgl_list *p = pool->idle.prev; p != &pool->idle; p = p->prev) {
-        pgl_server *s = pgl_container_of(p, pgl_server, node);
-        if (s->gen == active) {
-            pgl_server_close(s, MAKING_ROOM);
-            return true;
-        }
-    }
-    pool->room_wanted = true;
+    pgl_list *lru = pgl_clist_last(&active->idle);
+    if (lru != NULL)
+        pgl_server_close(server_at(lru), MAKING_ROOM);
+    else
+        pool->room_wanted = true;
     return true;
 }
 
-const char *pgl_pool_must_close(pgl_server *s)
+const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *s)
 {
-    pgl_generation *g = s->gen;
-    if (g->state == PGL_GEN_ACTIVE) {
-        if (!s->pool->room_wanted)
+    if (s->gen->state == PGL_GEN_ACTIVE) {
+        if (!pool->room_wanted)
             return NULL;
-        s->pool->room_wanted = false;
+        pool->room_wanted = false;
         return MAKING_ROOM;
     }
-    if (g->state != PGL_GEN_DRAINING || !replaces_in_place(s->pool))
-        return "its credential generation is retiring";
-    if (g->replaced > 0) {
-        g->replaced--;
-        return "replaced by a server with the new credential";
+    return pgl_generation_released(s->gen, pgl_pool_replaces_in_place(pool));
+}
+
+/* Past the deadline or drain_timeout: every server of `g` goes now, and a
+ * client in the middle of something with one is told why. */
+static void cut(pgl_pool *pool, pgl_generation *g, bool deadline)
+{
+    const char *client_msg = deadline ? "terminating connection: its upstream credential "
+                                        "expires (credentials rotated, please reconnect)"
+                                      : "terminating connection: drain_timeout reached "
+                                        "after a credential rotation, please reconnect";
+    const char *why = deadline ? "credential deadline reached" : "drain_timeout reached";
+    (void)pool;
+    pgl_generation_hold(g);
+    pgl_clist *const lists[] = {&g->busy, &g->idle, &g->login};
+    for (size_t i = 0; i < 3; i++) {
+        pgl_list *p;
+        while ((p = pgl_clist_first(lists[i])) != NULL) {
+            pgl_server *s = server_at(p);
+            if (s->link != NULL)
+                pgl_client_fail(s->link, "FATAL", "57P01", "%s", client_msg);
+            /* The client's close may have given the server back instead. */
+            pgl_server_close(s, why);
+        }
     }
-    /* Unreplaced, it serves on, unless its credential ends soon. */
-    return g->hurry ? "its credential generation ends soon" : NULL;
+    pgl_generation_unhold(g);
+}
+
+/* Session clients of an old generation, shortly before its deadline: each
+ * is closed at its next idle point with a clear reason. */
+static void ask_sessions_to_reconnect(pgl_generation *g)
+{
+    bool again = true;
+    while (again) {
+        again = false;
+        pgl_list *pos, *tmp;
+        pgl_clist_foreach(pos, tmp, &g->busy)
+        {
+            pgl_server *s = server_at(pos);
+            if (pgl_server_between_transactions(s)) {
+                pgl_client_fail(s->link, "FATAL", "57P01",
+                                "terminating connection: credentials rotated, please reconnect");
+                again = true; /* the list changed: scan afresh */
+                break;
+            }
+        }
+    }
+}
+
+void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
+{
+    const pgl_conf *conf = pool->px->conf;
+    pgl_generation_state was = g->state;
+    switch (pgl_generation_check(g, now, conf->drain_timeout,
+                                 pgl_pool_mode(pool) == PGL_CONF_POOL_SESSION)) {
+    case PGL_GEN_DUE_NOTHING:
+        return;
+    case PGL_GEN_DUE_DEADLINE:
+        if (was == PGL_GEN_ACTIVE)
+            pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
+                          (unsigned long long)g->id);
+        cut(pool, g, true);
+        return;
+    case PGL_GEN_DUE_DRAIN_OVER:
+        cut(pool, g, false);
+        return;
+    case PGL_GEN_DUE_HURRY:
+        drain(pool, g);
+        return;
+    case PGL_GEN_DUE_RECONNECT:
+        ask_sessions_to_reconnect(g);
+        return;
+    }
 }
 
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message)
 {
     snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s", sqlstate);
     snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->login_wait)
-    {
-        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
-    }
-    pgl_list_foreach(pos, tmp, &pool->waiting)
-    {
-        pgl_client *c = pgl_container_of(pos, pgl_client, wait_node);
-        pgl_client_fail(c, "FATAL", sqlstate, "pglease cannot serve database \"%s\": %s",
-                        pool->name, message);
-    }
+    /* Each call moves the client out of its list (logged in, or closed). */
+    pgl_list *p;
+    while ((p = pgl_clist_first(&pool->login_wait)) != NULL)
+        pgl_client_login_ready(pgl_container_of(p, pgl_client, pool_node));
+    while ((p = pgl_clist_first(&pool->waiting)) != NULL)
+        pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", sqlstate,
+                        "pglease cannot serve database \"%s\": %s", pool->name, message);
 }
 
 /* ---- pools --------------------------------------------------------------------- */
 
 static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
 {
-    const pgl_conf *conf = px->conf;
     pgl_pool *pool = calloc(1, sizeof *pool);
     if (pool == NULL || (pool->name = strdup(db->name)) == NULL) {
         free(pool);
         return -1;
     }
     pool->px = px;
-    pool->db = db;
     pgl_list_init(&pool->generations);
-    pgl_list_init(&pool->idle);
-    pgl_list_init(&pool->active);
-    pgl_list_init(&pool->connecting);
-    pgl_list_init(&pool->waiting);
-    pgl_list_init(&pool->login_wait);
-    pool->pool_size = db->pool_size >= 0 ? db->pool_size : conf->default_pool_size;
-    pool->min_pool_size = db->min_pool_size >= 0 ? db->min_pool_size : conf->min_pool_size;
-    pool->mode = db->pool_mode >= 0 ? (pgl_conf_pool_mode)db->pool_mode : conf->pool_mode;
+    pgl_clist_init(&pool->login_wait);
+    pgl_clist_init(&pool->idle);
+    pgl_clist_init(&pool->waiting);
+    pgl_clist_init(&pool->active);
     pgl_list_append(&px->pools, &pool->node);
     if (db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
         pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
@@ -277,33 +350,32 @@ void pgl_pools_close_servers(pgl_proxy *px)
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        /* Closing sends Terminate (PQfinish); the structs go to the reaper. */
-        pgl_list *const lists[] = {&pool->active, &pool->idle, &pool->connecting};
-        for (size_t i = 0; i < 3; i++)
-            while (!pgl_list_empty(lists[i]))
-                pgl_server_close(pgl_container_of(lists[i]->next, pgl_server, node),
-                                 "pglease is shutting down");
+        pgl_list *gp, *gt;
+        pgl_list_foreach(gp, gt, &pool->generations)
+        {
+            /* Closing sends Terminate (PQfinish); the structs go to the
+             * reaper. A retiring generation goes with its last server. */
+            pgl_generation *g = generation_at(gp);
+            pgl_generation_hold(g);
+            close_all(&g->busy, "pglease is shutting down");
+            close_all(&g->idle, "pglease is shutting down");
+            close_all(&g->login, "pglease is shutting down");
+            pgl_generation_unhold(g);
+        }
     }
 }
 
 void pgl_pools_free(pgl_proxy *px)
 {
-    /* Servers first: they point at their generation. */
+    /* Servers first: they point at their generation. Vault requests were
+     * cancelled by pgl_creds_shutdown (or never started). */
     pgl_pools_close_servers(px);
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        pgl_list *gp, *gt;
-        pgl_list_foreach(gp, gt, &pool->generations)
-        {
-            pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
-            if (g->renew_op)
-                pgl_vault_cancel(g->renew_op);
-            pgl_generation_free(g);
-        }
-        if (pool->fetch_op)
-            pgl_vault_cancel(pool->fetch_op);
+        while (!pgl_list_empty(&pool->generations))
+            pgl_generation_free(generation_at(pool->generations.next));
         for (size_t i = 0; i < pool->nparams; i++) {
             free(pool->params[i].name);
             free(pool->params[i].value);
@@ -328,11 +400,18 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     return NULL;
 }
 
-/* Clients a login would serve: those queued for a server, and the first
- * client ever waiting for the pool's ParameterStatus set. */
-static int clients_waiting(const pgl_pool *pool)
+int pgl_pool_clients_waiting(const pgl_pool *pool)
 {
-    return (int)pgl_list_count(&pool->waiting) + (pgl_list_empty(&pool->login_wait) ? 0 : 1);
+    return (int)pgl_clist_count(&pool->waiting) + (pgl_clist_empty(&pool->login_wait) ? 0 : 1);
+}
+
+/* Logins in progress, every generation. */
+static int logins(pgl_pool *pool)
+{
+    int n = 0;
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next)
+        n += (int)pgl_clist_count(&generation_at(p)->login);
+    return n;
 }
 
 /* Opens servers for `wanted` waiting clients and for the replacement of a
@@ -346,16 +425,17 @@ static void maybe_connect(pgl_pool *pool, int wanted)
      * down) tries again first: it may need the slot an old server just
      * gave up. */
     for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
-        pgl_generation *g = pgl_container_of(p, pgl_generation, node);
-        if (g->state == PGL_GEN_WARMING && g->nservers == 0 && pgl_server_connect(pool, g) != 0)
+        pgl_generation *g = generation_at(p);
+        if (g->state == PGL_GEN_WARMING && pgl_generation_nservers(g) == 0 &&
+            pgl_server_connect(pool, g) != 0)
             return;
     }
     int old = unreplaced(pool);
     pgl_generation *gen = pgl_pool_generation(pool);
     if ((wanted <= 0 && old <= 0) || gen == NULL)
         return;
-    int connecting = (int)pgl_list_count(&pool->connecting);
-    int limit = pool->pool_size;
+    int connecting = logins(pool);
+    int limit = pgl_pool_size(pool);
     if (old > 0) {
         int replacing = old < REPLACE_PARALLEL ? old : REPLACE_PARALLEL;
         if (wanted < replacing)
@@ -372,14 +452,26 @@ static void maybe_connect(pgl_pool *pool, int wanted)
     }
 }
 
-/* Hands idle servers to waiting clients, oldest waiter first. */
+/* The idle server to hand out next: the active generation's most recently
+ * used first, then those of generations serving on until replaced. */
+static pgl_server *next_idle(pgl_pool *pool)
+{
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
+        pgl_generation *g = generation_at(p);
+        if (g->state != PGL_GEN_WARMING && !pgl_clist_empty(&g->idle))
+            return server_at(pgl_clist_first(&g->idle));
+    }
+    return NULL;
+}
+
+/* Hands idle servers to waiting clients, oldest waiter first. Assigning
+ * moves both out of their lists. */
 static void serve(pgl_pool *pool)
 {
-    while (!pgl_list_empty(&pool->waiting) && !pgl_list_empty(&pool->idle) &&
-           !pool->px->paused) {
-        pgl_client *c = pgl_container_of(pool->waiting.next, pgl_client, wait_node);
-        pgl_server *s = pgl_container_of(pool->idle.next, pgl_server, node);
-        pgl_list_remove(&c->wait_node);
+    pgl_server *s;
+    while (!pgl_clist_empty(&pool->waiting) && !pool->px->paused &&
+           (s = next_idle(pool)) != NULL) {
+        pgl_client *c = pgl_container_of(pgl_clist_first(&pool->waiting), pgl_client, pool_node);
         pgl_server_assign(s, c);
     }
 }
@@ -387,41 +479,19 @@ static void serve(pgl_pool *pool)
 void pgl_pool_kick(pgl_pool *pool)
 {
     serve(pool);
-    maybe_connect(pool, clients_waiting(pool));
-}
-
-void pgl_pool_want_server(pgl_pool *pool, pgl_client *client)
-{
-    if (client != NULL)
-        pgl_list_append(&pool->waiting, &client->wait_node);
-    pgl_pool_kick(pool);
+    maybe_connect(pool, pgl_pool_clients_waiting(pool));
 }
 
 void pgl_pool_server_ready(pgl_pool *pool, pgl_server *s)
 {
-    pgl_list_remove(&s->node);
-    /* Servers of the active generation are handed out first. */
-    if (s->gen->state == PGL_GEN_ACTIVE)
-        pgl_list_prepend(&pool->idle, &s->node);
-    else
-        pgl_list_append(&pool->idle, &s->node);
+    (void)s;
     serve(pool);
 }
 
-void pgl_pool_forget_client(pgl_client *client)
+/* The first login of a pool tells what every client of it will be told:
+ * server_version, encodings, DateStyle... */
+static void learn_params(pgl_pool *pool, PGconn *pg)
 {
-    pgl_list_remove(&client->wait_node);
-}
-
-void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
-{
-    pgl_creds_login_succeeded(pool, gen);
-    pool->room_wanted = false;
-    pool->consecutive_failures = 0;
-    pool->retry_after = 0;
-    pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
-    if (pool->params != NULL)
-        return;
     size_t n = 0;
     for (const char *const *p = pgl_upstream_report_params; *p; p++)
         n += PQparameterStatus(pg, *p) != NULL;
@@ -444,22 +514,48 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
         }
         pool->nparams++;
     }
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->login_wait)
-    {
-        pgl_client_login_ready(pgl_container_of(pos, pgl_client, wait_node));
-    }
+}
+
+void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
+{
+    if (gen->state == PGL_GEN_WARMING)
+        takeover(pool, gen);
+    pool->room_wanted = false;
+    pool->consecutive_failures = 0;
+    pool->retry_after = 0;
+    pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
+    if (pool->params != NULL)
+        return;
+    learn_params(pool, pg);
+    pgl_list *p;
+    while ((p = pgl_clist_first(&pool->login_wait)) != NULL)
+        pgl_client_login_ready(pgl_container_of(p, pgl_client, pool_node));
+}
+
+/* A Vault credential Postgres rejects (lease revoked early, role dropped)
+ * is replaced at once; clients keep waiting for the next one. */
+static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char *sqlstate)
+{
+    if (pool->creds == NULL || strncmp(sqlstate, "28", 2) != 0)
+        return false;
+    if (gen->state == PGL_GEN_DEAD)
+        return true;
+    pgl_log_warning(pool->name,
+                    "generation %llu (user %s) was rejected by the server (%s): fetching a new "
+                    "credential now", (unsigned long long)gen->id, gen->user, sqlstate);
+    bool was_warming = gen->state == PGL_GEN_WARMING;
+    pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
+    pool->creds->rejected(pool, gen, was_warming);
+    drain(pool, gen);
+    return true;
 }
 
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message)
 {
-    /* A Vault credential Postgres rejects (lease revoked early, role
-     * dropped) is replaced at once; clients keep waiting for the next one. */
-    if (pgl_creds_login_failed(pool, gen, sqlstate))
+    if (credential_rejected(pool, gen, sqlstate))
         return;
-    pgl_proxy *px = pool->px;
-    uint64_t now = pgl_now_ms(px);
+    uint64_t now = pgl_now_ms(pool->px);
     snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
     pool->fail_time = now;
     pool->consecutive_failures++;
@@ -481,26 +577,43 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
     pgl_pool_fail_waiters(pool, strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate, msg);
 }
 
-void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
+/* An idle server that lived or idled too long, or NULL. */
+static const char *idle_expired(pgl_pool *pool, const pgl_server *s, uint64_t now)
 {
     const pgl_conf *conf = pool->px->conf;
-    pgl_list *pos, *tmp;
-    /* Oldest idle servers are at the tail. */
-    for (pos = pool->idle.prev; pos != &pool->idle; pos = tmp) {
-        tmp = pos->prev;
-        pgl_server *s = pgl_container_of(pos, pgl_server, node);
-        bool too_old = conf->server_lifetime > 0 &&
-                       now - s->created > (uint64_t)conf->server_lifetime * 1000;
-        bool too_idle = conf->server_idle_timeout > 0 && pool->nservers > pool->min_pool_size &&
-                        now - s->last_used > (uint64_t)conf->server_idle_timeout * 1000;
-        if (too_old || too_idle) {
-            pgl_server_close(s, too_old ? "server_lifetime reached" : "server_idle_timeout reached");
+    if (conf->server_lifetime > 0 && now - s->created > (uint64_t)conf->server_lifetime * 1000)
+        return "server_lifetime reached";
+    if (conf->server_idle_timeout > 0 && pool->nservers > pgl_pool_min_size(pool) &&
+        now - s->last_used > (uint64_t)conf->server_idle_timeout * 1000)
+        return "server_idle_timeout reached";
+    return NULL;
+}
+
+void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
+{
+    pgl_list *gp, *gt;
+    pgl_list_foreach(gp, gt, &pool->generations)
+    {
+        pgl_generation *g = generation_at(gp);
+        pgl_generation_hold(g);
+        /* Least recently used at the tail. A close can hand other idle
+         * servers out: scan afresh after each. */
+        bool closed = true;
+        while (closed) {
+            closed = false;
+            for (pgl_list *p = g->idle.head.prev; p != &g->idle.head; p = p->prev) {
+                const char *why = idle_expired(pool, server_at(p), now);
+                if (why != NULL) {
+                    pgl_server_close(server_at(p), why);
+                    closed = true;
+                    break;
+                }
+            }
         }
+        pgl_generation_unhold(g);
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. */
-    int want = pool->min_pool_size - pool->nservers;
-    int waiting = clients_waiting(pool);
-    if (waiting > want)
-        want = waiting;
-    maybe_connect(pool, want);
+    int want = pgl_pool_min_size(pool) - pool->nservers;
+    int waiting = pgl_pool_clients_waiting(pool);
+    maybe_connect(pool, waiting > want ? waiting : want);
 }

@@ -4,8 +4,16 @@
  * janitor (timeouts, pool sizing, shutdown sweep), the reaper (freeing
  * closed objects outside callbacks), and the signals.
  */
-#include "pgl_log.h"
 #include "pgl_proxy.h"
+
+#include "pgl_client.h"
+#include "pgl_creds.h"
+#include "pgl_listener.h"
+#include "pgl_log.h"
+#include "pgl_pool.h"
+#include "pgl_server.h"
+#include "pgl_tls.h"
+#include "pgl_upstream.h"
 #include "pgl_version.h"
 
 #include <errno.h>
@@ -15,10 +23,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/x509.h>
 
 #define JANITOR_MS 1000
 #define SHUTDOWN_SWEEP_MS 100
@@ -28,62 +33,6 @@
 uint64_t pgl_now_ms(const pgl_proxy *px)
 {
     return uv_now(px->loop);
-}
-
-/* ---- TLS for clients ---------------------------------------------------------- */
-
-/* RFC 5929 tls-server-end-point: the certificate hashed with its signature's
- * digest, SHA-256 when that is MD5 or SHA-1. */
-static int cert_hash(SSL_CTX *ctx, uint8_t *out, size_t *len)
-{
-    X509 *cert = SSL_CTX_get0_certificate(ctx);
-    int md_nid = NID_undef, pk_nid;
-    if (cert == NULL || !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, &pk_nid))
-        return -1;
-    const EVP_MD *md = (md_nid == NID_md5 || md_nid == NID_sha1 || md_nid == NID_undef)
-                           ? EVP_sha256()
-                           : EVP_get_digestbynid(md_nid);
-    unsigned int n = 0;
-    if (md == NULL || X509_digest(cert, md, out, &n) != 1)
-        return -1;
-    *len = n;
-    return 0;
-}
-
-static int tls_setup(pgl_proxy *px, char *err, size_t errlen)
-{
-    const pgl_conf *conf = px->conf;
-    if (conf->client_tls_sslmode == PGL_CONF_TLS_DISABLE)
-        return 0;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL) {
-        snprintf(err, errlen, "cannot create a TLS context");
-        return -1;
-    }
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_ENABLE_PARTIAL_WRITE);
-    if (SSL_CTX_use_certificate_chain_file(ctx, conf->client_tls_cert_file) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, conf->client_tls_key_file, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-        unsigned long e = ERR_get_error();
-        snprintf(err, errlen, "client TLS certificate/key (%s, %s): %s",
-                 conf->client_tls_cert_file, conf->client_tls_key_file,
-                 e ? ERR_reason_error_string(e) : "unusable");
-        ERR_clear_error();
-        SSL_CTX_free(ctx);
-        return -1;
-    }
-    if (conf->auth_type == PGL_CONF_AUTH_CERT) {
-        /* The client must present a certificate signed by the CA our own
-         * certificate chain file names; its CN is the user name. */
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-        SSL_CTX_load_verify_locations(ctx, conf->client_tls_cert_file, NULL);
-    }
-    if (cert_hash(ctx, px->tls_cert_hash, &px->tls_cert_hash_len) != 0)
-        px->tls_cert_hash_len = 0; /* no channel binding, still TLS */
-    px->tls_ctx = ctx;
-    return 0;
 }
 
 /* ---- reaper and exit ------------------------------------------------------------ */
@@ -139,7 +88,8 @@ static void stop_everything(pgl_proxy *px)
         return;
     px->stopped = true;
     pgl_log_info(NULL, "shutting down: closing %s", "server connections");
-    pgl_listeners_close(px);
+    pgl_listeners_close(px->listeners);
+    px->listeners = NULL;
     uv_timer_stop(&px->janitor);
     uv_signal_stop(&px->sig_term);
     uv_signal_stop(&px->sig_int);
@@ -161,9 +111,7 @@ static void shutdown_sweep(pgl_proxy *px, uint64_t now)
     {
         pgl_client *c = pgl_container_of(it, pgl_client, node);
         bool between = c->state != PGL_CLIENT_ACTIVE ||
-                       (c->link && c->link->state == PGL_SERVER_ACTIVE &&
-                        c->link->rfq_status == 'I' && c->link->expected_rfq == 0 &&
-                        !pgl_conn_mid_message(&c->conn) && !pgl_conn_mid_message(&c->link->conn));
+                       (c->link != NULL && pgl_server_between_transactions(c->link));
         if (between || deadline)
             pgl_client_fail(c, "FATAL", "57P01", "terminating connection: pglease is shutting down");
     }
@@ -202,7 +150,7 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
     } else {
         px->shutting_down = true;
         px->shutdown_deadline = now + grace;
-        pgl_listeners_pause(px, true);
+        pgl_listeners_pause(px->listeners, true);
         uv_timer_start(&px->janitor, on_janitor, 0, SHUTDOWN_SWEEP_MS);
     }
     pgl_log_info(NULL, "%s shutdown: %d clients, waiting up to %llu ms for transactions",
@@ -285,7 +233,9 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
             goto out;
         }
     }
-    if (tls_setup(px, err, sizeof err) != 0 || pgl_cancel_init(px) != 0) {
+    if (pgl_tls_server_ctx(conf, &px->tls_ctx, px->tls_cert_hash, &px->tls_cert_hash_len, err,
+                           sizeof err) != 0 ||
+        pgl_cancel_table_init(&px->cancels) != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err[0] ? err : "out of memory");
         goto out;
     }
@@ -311,7 +261,8 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
         sigs[i]->data = px;
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
-    if (pgl_listeners_open(px, err, sizeof err) != 0) {
+    if (pgl_listeners_open(px->loop, conf, pgl_client_accept, px, &px->listeners, err,
+                           sizeof err) != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
         pgl_pools_free(px);
         goto stop;
@@ -324,14 +275,15 @@ int pgl_proxy_run(pgl_conf *conf, const char *conf_path, bool verbose)
     exit_code = 0;
     pgl_log_info(NULL, "bye");
 stop:
-    pgl_listeners_close(px);
+    pgl_listeners_close(px->listeners);
+    px->listeners = NULL;
     pgl_conn_loop_close(&px->conns);
     pgl_creds_free(px);
     uv_walk(px->loop, close_walk, NULL);
     uv_run(px->loop, UV_RUN_DEFAULT);
     reap(&px->reaper);
 out:
-    pgl_cancel_free(px);
+    pgl_cancel_table_free(&px->cancels);
     pgl_userlist_free(px->users);
     if (px->tls_ctx)
         SSL_CTX_free(px->tls_ctx);

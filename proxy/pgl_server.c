@@ -1,38 +1,96 @@
 /*
- * Server connections: libpq login (pgl_upstream), then raw forwarding,
- * internal queries (DISCARD ALL after a session, parameter SETs before a
- * client's first message), and retirement.
+ * Server connections (pgl_server.h).
  */
+#include "pgl_server.h"
+
+#include "pgl_client.h"
 #include "pgl_log.h"
 #include "pgl_msg.h"
+#include "pgl_pool.h"
 #include "pgl_proxy.h"
 #include "pgl_upstream.h"
 
 #include "pgl_pgwire_decode.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char *const state_names[] = {"connecting", "idle", "active", "internal", "closed"};
 
+const char *pgl_server_state_name(pgl_server_state st)
+{
+    return state_names[st];
+}
+
+/* The generation's list a server in state `st` belongs to. */
+static pgl_clist *gen_list(pgl_generation *g, pgl_server_state st)
+{
+    switch (st) {
+    case PGL_SERVER_CONNECTING:
+        return &g->login;
+    case PGL_SERVER_IDLE:
+        return &g->idle;
+    case PGL_SERVER_ACTIVE:
+    case PGL_SERVER_INTERNAL:
+        return &g->busy;
+    case PGL_SERVER_CLOSED:
+        break;
+    }
+    return NULL;
+}
+
+/*
+ * The one place a server changes state. Moves it between its generation's
+ * lists: idle servers most recently used first (the janitor retires from
+ * the tail); a closed one leaves its generation for the zombie list, which
+ * may retire the generation.
+ */
 static void set_state(pgl_server *s, pgl_server_state to)
 {
     static const unsigned allowed[] = {
-        [PGL_SERVER_CONNECTING] = 1u << PGL_SERVER_IDLE,
-        [PGL_SERVER_IDLE] = 1u << PGL_SERVER_ACTIVE | 1u << PGL_SERVER_INTERNAL,
-        [PGL_SERVER_ACTIVE] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_INTERNAL,
-        [PGL_SERVER_INTERNAL] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_ACTIVE,
+        [PGL_SERVER_CONNECTING] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_CLOSED,
+        [PGL_SERVER_IDLE] = 1u << PGL_SERVER_ACTIVE | 1u << PGL_SERVER_INTERNAL |
+                            1u << PGL_SERVER_CLOSED,
+        [PGL_SERVER_ACTIVE] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_INTERNAL |
+                              1u << PGL_SERVER_CLOSED,
+        [PGL_SERVER_INTERNAL] = 1u << PGL_SERVER_IDLE | 1u << PGL_SERVER_ACTIVE |
+                                1u << PGL_SERVER_CLOSED,
         [PGL_SERVER_CLOSED] = 0,
     };
-    if (to != PGL_SERVER_CLOSED && !(allowed[s->state] & (1u << to))) {
+    if (!(allowed[s->state] & (1u << to))) {
         pgl_log_error(s->log_ctx, "bug: server state %s -> %s", state_names[s->state],
                       state_names[to]);
         assert(0);
+        return;
     }
     pgl_log_debug(s->log_ctx, "state %s -> %s", state_names[s->state], state_names[to]);
+    pgl_clist *from = gen_list(s->gen, s->state), *into = gen_list(s->gen, to);
     s->state = to;
+    if (from != into) {
+        pgl_clist_remove(from, &s->node);
+        if (into == &s->gen->idle)
+            pgl_clist_prepend(into, &s->node);
+        else if (into != NULL)
+            pgl_clist_append(into, &s->node);
+    }
+    if (to == PGL_SERVER_CLOSED) {
+        pgl_proxy *px = s->pool->px;
+        s->pool->nservers--;
+        pgl_list_append(&px->zombie_servers, &s->node);
+        pgl_proxy_reap_later(px);
+        pgl_generation_server_left(s->gen); /* may free it */
+        s->gen = NULL;
+    }
+}
+
+bool pgl_server_between_transactions(const pgl_server *s)
+{
+    return s->link != NULL && s->state == PGL_SERVER_ACTIVE && s->rfq_status == 'I' &&
+           s->expected_rfq == 0 && !pgl_conn_mid_message(&s->conn) &&
+           !pgl_conn_mid_message(&s->link->conn);
 }
 
 static pgl_server *server_of(pgl_conn *conn)
@@ -49,28 +107,20 @@ void pgl_server_close(pgl_server *s, const char *why)
     pgl_pool *pool = s->pool;
     pgl_proxy *px = pool->px;
     pgl_log_info(s->log_ctx, "closing server connection: %s", why);
-    bool was_connecting = s->state == PGL_SERVER_CONNECTING;
-    s->state = PGL_SERVER_CLOSED;
     if (s->up != NULL) {
         pgl_upstream_abort(s->up);
         s->up = NULL;
     }
     pgl_client *client = s->link;
     s->link = NULL;
-    if (!was_connecting) {
+    if (s->conn.poller != NULL)
         pgl_conn_close(&s->conn);
-        /* Say goodbye properly so Postgres does not log an unexpected EOF. */
-        if (s->pg != NULL)
-            PQfinish(s->pg);
-        s->pg = NULL;
-    }
+    /* Say goodbye properly so Postgres does not log an unexpected EOF. */
+    if (s->pg != NULL)
+        PQfinish(s->pg);
+    s->pg = NULL;
     pgl_varcache_clear(&s->vars);
-    pgl_list_remove(&s->node);
-    pool->nservers--;
-    s->gen->nservers--;
-    pgl_generation_server_gone(s->gen);
-    pgl_list_append(&px->zombie_servers, &s->node);
-    pgl_proxy_reap_later(px);
+    set_state(s, PGL_SERVER_CLOSED);
     if (client != NULL) {
         pgl_conn_set_peer(&client->conn, NULL);
         pgl_client_server_lost(client, why);
@@ -127,8 +177,6 @@ static void internal_done(pgl_server *s)
 void pgl_server_assign(pgl_server *s, pgl_client *client)
 {
     pgl_pool *pool = s->pool;
-    pgl_list_remove(&s->node);
-    pgl_list_append(&pool->active, &s->node);
     s->link = client;
     s->last_used = pgl_now_ms(pool->px);
     s->expected_rfq = 0;
@@ -166,12 +214,12 @@ void pgl_server_release(pgl_server *s)
         pgl_client_unlinked(client);
     if (s->state == PGL_SERVER_CLOSED)
         return;
-    const char *why = pgl_pool_must_close(s);
+    const char *why = pgl_pool_server_released(pool, s);
     if (why != NULL) {
         pgl_server_close(s, why);
         return;
     }
-    if (pool->mode == PGL_CONF_POOL_SESSION) {
+    if (pgl_pool_mode(pool) == PGL_CONF_POOL_SESSION) {
         /* The next session must not inherit this one's state. */
         start_internal(s, PGL_SERVER_Q_RESET, "DISCARD ALL");
         return;
@@ -183,7 +231,7 @@ void pgl_server_release(pgl_server *s)
 int pgl_server_cancel(pgl_server *s)
 {
     if (s->pg == NULL)
-        return -1;
+        return -ENOTCONN;
     pgl_log_info(s->log_ctx, "cancelling the running query");
     return pgl_upstream_cancel(s->pool->px->loop, s->pg, NULL, NULL);
 }
@@ -201,7 +249,8 @@ static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
     pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
     /* What the client set (SET DateStyle...) it expects on its next server. */
     if (s->link != NULL && s->state == PGL_SERVER_ACTIVE)
-        (void)pgl_client_set_var(s->link, (pgl_var)v, value);
+        if (pgl_client_set_var(s->link, (pgl_var)v, value) != 0)
+            pgl_log_warning(s->log_ctx, "out of memory recording a session parameter");
 }
 
 static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
@@ -230,8 +279,8 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
             s->pool->total_query++;
             /* Transaction pooling: give the server back once the client
              * has the ReadyForQuery and nothing else is outstanding. */
-            if (s->pool->mode == PGL_CONF_POOL_TRANSACTION && s->rfq_status == 'I' &&
-                s->expected_rfq == 0)
+            if (s->rfq_status == 'I' && s->expected_rfq == 0 &&
+                pgl_pool_mode(s->pool) == PGL_CONF_POOL_TRANSACTION)
                 conn->after_flush = true;
         }
         return PGL_CONN_FORWARD;
@@ -265,8 +314,8 @@ static void server_flushed(pgl_conn *conn)
 {
     pgl_server *s = server_of(conn);
     /* The client may have sent more while the ReadyForQuery was on its way. */
-    if (s->state == PGL_SERVER_ACTIVE && s->rfq_status == 'I' && s->expected_rfq == 0 &&
-        s->pool->mode == PGL_CONF_POOL_TRANSACTION && !pgl_conn_mid_message(&s->link->conn))
+    if (pgl_server_between_transactions(s) &&
+        pgl_pool_mode(s->pool) == PGL_CONF_POOL_TRANSACTION)
         pgl_server_release(s);
 }
 
@@ -306,7 +355,6 @@ static void on_login(void *arg, pgl_upstream_result *res)
     if (pgl_conn_init_with_poller(&s->conn, &pool->px->conns, res->poller, res->ssl, &server_ops,
                                   (uint32_t)pool->px->conf->max_packet_size) != 0) {
         pgl_poller_close(res->poller);
-        s->state = PGL_SERVER_IDLE;
         pgl_server_close(s, "cannot watch the server socket");
         return;
     }
@@ -319,7 +367,6 @@ static void on_login(void *arg, pgl_upstream_result *res)
     pgl_log_info(s->log_ctx, "logged in as generation %llu in %llu ms%s",
                  (unsigned long long)s->gen->id, (unsigned long long)(now - s->created),
                  res->ssl ? " (TLS)" : "");
-    pgl_list_remove(&s->node);
     s->created = s->last_used = now;
     s->rfq_status = 'I';
     set_state(s, PGL_SERVER_IDLE);
@@ -335,7 +382,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     pgl_proxy *px = pool->px;
     pgl_server *s = calloc(1, sizeof *s);
     if (s == NULL)
-        return -1;
+        return -ENOMEM;
     s->pool = pool;
     s->gen = gen;
     s->id = ++px->next_server_id;
@@ -344,7 +391,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     pgl_list_init(&s->node);
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
 
-    const pgl_conf_database *db = pool->db;
+    const pgl_conf_database *db = pgl_pool_db(pool);
     const char *keys[64], *values[64];
     size_t n = 0;
     for (size_t i = 0; i < db->nparams && n < 64; i++) {
@@ -363,13 +410,13 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
         .connect_timeout_ms = px->conf->server_connect_timeout * 1000,
         .log_ctx = s->log_ctx,
     };
-    if (pgl_upstream_start(px->loop, &p, on_login, s, &s->up) != 0) {
+    int rc = pgl_upstream_start(px->loop, &p, on_login, s, &s->up);
+    if (rc != 0) {
         free(s);
-        return -1;
+        return rc;
     }
-    pgl_list_append(&pool->connecting, &s->node);
+    pgl_clist_append(&gen->login, &s->node);
     pool->nservers++;
-    gen->nservers++;
     return 0;
 }
 

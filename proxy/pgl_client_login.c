@@ -1,0 +1,452 @@
+/*
+ * A client's way in: the startup packet (or SSLRequest, GSSENCRequest,
+ * CancelRequest), TLS, local authentication against auth_file (SCRAM,
+ * md5, trust, cert), and the welcome: AuthenticationOk, the pool's
+ * ParameterStatus set, BackendKeyData, ReadyForQuery. The first client of
+ * a pool waits (LOGIN_WAIT) until a server login tells what that set is.
+ */
+#include "pgl_client.h"
+
+#include "pgl_admin.h"
+#include "pgl_log.h"
+#include "pgl_msg.h"
+#include "pgl_pool.h"
+#include "pgl_proxy.h"
+#include "pgl_server.h"
+
+#include "pgl_pgwire_decode.h"
+#include "pgl_pgwire_md5.h"
+#include "pgl_pgwire_scram.h"
+#include "pgl_pgwire_startup.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+/* Keeps user and database in one allocation (c->user owns it), each cut
+ * like Postgres cuts identifiers (NAMEDATALEN - 1 bytes). */
+static int set_names(pgl_client *c, const char *user, const char *database)
+{
+    size_t ul = strnlen(user, 63), dl = strnlen(database, 63);
+    char *names = malloc(ul + dl + 2);
+    if (names == NULL)
+        return -ENOMEM;
+    memcpy(names, user, ul);
+    names[ul] = '\0';
+    memcpy(names + ul + 1, database, dl);
+    names[ul + 1 + dl] = '\0';
+    free(c->user);
+    c->user = names;
+    c->database = names + ul + 1;
+    return 0;
+}
+
+/* ---- the welcome ------------------------------------------------------------------- */
+
+/* AuthenticationOk, ParameterStatus set, BackendKeyData, ReadyForQuery. */
+static int send_welcome(pgl_client *c)
+{
+    int rc = pgl_msg_auth_ok(&c->conn);
+    if (c->admin) {
+        rc = rc ? rc : pgl_admin_welcome_params(c);
+    } else {
+        pgl_pool *pool = c->pool;
+        for (size_t i = 0; i < pool->nparams && rc == 0; i++) {
+            const pgl_param *p = &pool->params[i];
+            int v = pgl_varcache_lookup(p->name);
+            /* The client's own startup values win; the rest it inherits
+             * from pool->defaults without a copy of its own. */
+            const char *value =
+                v >= 0 && c->vars && c->vars->values[v] ? c->vars->values[v] : p->value;
+            rc = pgl_msg_param_status(&c->conn, p->name, value);
+        }
+    }
+    if (rc == 0)
+        rc = pgl_msg_backend_key(&c->conn, c->cancel.pid, c->cancel.key);
+    if (rc == 0)
+        rc = pgl_msg_ready(&c->conn, 'I');
+    return rc;
+}
+
+void pgl_client_login_ready(pgl_client *c)
+{
+    pgl_pool *pool = c->pool;
+    if (pool->params == NULL) {
+        pgl_client_fail(c, "FATAL", pool->fail_sqlstate[0] ? pool->fail_sqlstate : "08006",
+                        "pglease cannot serve database \"%s\": %s", pool->name,
+                        pool->fail_message[0] ? pool->fail_message : "unknown error");
+        return;
+    }
+    pgl_client_set_state(c, PGL_CLIENT_IDLE);
+    if (send_welcome(c) != 0) {
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    }
+    pgl_log_info(PGL_CLIENT_CTX(c), "login%s", c->tls ? " (TLS)" : "");
+    pgl_conn_resume(&c->conn);
+}
+
+static void login_done(pgl_client *c)
+{
+    pgl_proxy *px = c->px;
+    if (c->scram != NULL) {
+        pgl_pgwire_scram_server_free(c->scram);
+        c->scram = NULL;
+    }
+    c->auth_user = NULL;
+    if (pgl_cancel_register(&px->cancels, &c->cancel) != 0) {
+        pgl_client_fail(c, "FATAL", "58000", "cannot draw a cancel key");
+        return;
+    }
+    if (c->admin) {
+        pgl_client_set_state(c, PGL_CLIENT_IDLE);
+        if (send_welcome(c) != 0) {
+            pgl_client_fail(c, "FATAL", "53200", "out of memory");
+            return;
+        }
+        pgl_log_info(PGL_CLIENT_CTX(c), "admin console login");
+        return;
+    }
+    if (c->pool->params != NULL) {
+        pgl_client_login_ready(c);
+        return;
+    }
+    /* The first client of a pool waits for a server login to learn the
+     * parameters (server_version, encodings...) it must report. */
+    c->wait_since = pgl_now_ms(px);
+    pgl_client_set_state(c, PGL_CLIENT_LOGIN_WAIT);
+    pgl_conn_pause(&c->conn);
+    pgl_pool_kick(c->pool);
+}
+
+/* ---- authentication ------------------------------------------------------------------ */
+
+/* The same message whatever was wrong, so nobody learns which users exist. */
+static void auth_failed(pgl_client *c)
+{
+    pgl_client_fail(c, "FATAL", "28P01", "password authentication failed for user \"%s\"",
+                    c->user);
+}
+
+static void start_scram(pgl_client *c)
+{
+    const char *secret = c->auth_user ? c->auth_user->scram_secret : NULL;
+    /* An unknown user (or one without a SCRAM secret) still goes through a
+     * mock exchange that fails at the end, as Postgres does. */
+    int rc = pgl_pgwire_scram_server_new(secret, c->user, c->px->scram_mock_key,
+                                         c->tls ? c->px->tls_cert_hash : NULL,
+                                         c->tls ? c->px->tls_cert_hash_len : 0, &c->scram);
+    if (rc != 0) {
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    }
+    c->auth_step = PGL_AUTH_STEP_SASL_INIT;
+    if (pgl_msg_auth_sasl(&c->conn, c->tls && c->px->tls_cert_hash_len > 0) != 0)
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+}
+
+static void start_auth(pgl_client *c)
+{
+    pgl_proxy *px = c->px;
+    const pgl_conf *conf = px->conf;
+    if (c->admin) {
+        bool listed = false;
+        for (size_t i = 0; i < conf->nadmin_users; i++)
+            listed |= strcmp(conf->admin_users[i], c->user) == 0;
+        if (!listed) {
+            pgl_client_fail(c, "FATAL", "28000", "user \"%s\" is not allowed on the admin console",
+                            c->user);
+            return;
+        }
+    }
+    switch (conf->auth_type) {
+    case PGL_CONF_AUTH_TRUST:
+        login_done(c);
+        return;
+    case PGL_CONF_AUTH_CERT: {
+        char cn[256] = "";
+        X509 *cert = c->conn.io.ssl ? SSL_get1_peer_certificate(c->conn.io.ssl) : NULL;
+        if (cert != NULL) {
+            X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+            X509_free(cert);
+        }
+        if (cert == NULL || SSL_get_verify_result(c->conn.io.ssl) != X509_V_OK ||
+            strcmp(cn, c->user) != 0) {
+            pgl_client_fail(c, "FATAL", "28000", "certificate authentication failed for user \"%s\"",
+                            c->user);
+            return;
+        }
+        login_done(c);
+        return;
+    }
+    case PGL_CONF_AUTH_MD5:
+        c->auth_user = pgl_userlist_find(px->users, c->user);
+        pgl_client_set_state(c, PGL_CLIENT_AUTH);
+        /* A SCRAM secret cannot answer an md5 challenge: Postgres then uses
+         * SCRAM for that user, and so do we. */
+        if (c->auth_user != NULL && c->auth_user->kind == PGL_SECRET_SCRAM) {
+            start_scram(c);
+            return;
+        }
+        c->auth_step = PGL_AUTH_STEP_MD5;
+        RAND_bytes(c->md5_salt, sizeof c->md5_salt);
+        if (pgl_msg_auth_md5(&c->conn, c->md5_salt) != 0)
+            pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    case PGL_CONF_AUTH_SCRAM:
+        c->auth_user = pgl_userlist_find(px->users, c->user);
+        pgl_client_set_state(c, PGL_CLIENT_AUTH);
+        start_scram(c);
+        return;
+    }
+}
+
+void pgl_client_on_password(pgl_client *c, const uint8_t *body, uint32_t len)
+{
+    switch (c->auth_step) {
+    case PGL_AUTH_STEP_MD5: {
+        const char *pw;
+        size_t pwlen;
+        if (pgl_pgwire_parse_password(body, len, &pw, &pwlen) != 0) {
+            pgl_client_fail(c, "FATAL", "08P01", "invalid password packet");
+            return;
+        }
+        const pgl_user *u = c->auth_user;
+        bool ok = u != NULL && pgl_pgwire_md5_verify(u->secret, u->kind == PGL_SECRET_MD5, c->user,
+                                                     c->md5_salt, pw, pwlen) == 0;
+        if (!ok) {
+            auth_failed(c);
+            return;
+        }
+        login_done(c);
+        return;
+    }
+    case PGL_AUTH_STEP_SASL_INIT:
+    case PGL_AUTH_STEP_SASL_FINAL: {
+        uint8_t reply[PGL_PGWIRE_SCRAM_MSG_MAX];
+        size_t rlen = 0;
+        int rc;
+        if (c->auth_step == PGL_AUTH_STEP_SASL_INIT) {
+            const char *mech;
+            const uint8_t *data;
+            size_t dlen;
+            if (pgl_pgwire_parse_sasl_initial(body, len, &mech, &data, &dlen) != 0) {
+                pgl_client_fail(c, "FATAL", "08P01", "malformed SASLInitialResponse");
+                return;
+            }
+            rc = pgl_pgwire_scram_server_first(c->scram, mech, data, dlen, reply, sizeof reply,
+                                               &rlen);
+            if (rc == 0) {
+                c->auth_step = PGL_AUTH_STEP_SASL_FINAL;
+                rc = pgl_msg_auth_sasl_continue(&c->conn, reply, rlen);
+            }
+        } else {
+            rc = pgl_pgwire_scram_server_final(c->scram, body, len, reply, sizeof reply, &rlen);
+            if (rc == 0)
+                rc = pgl_msg_auth_sasl_final(&c->conn, reply, rlen);
+            if (rc == 0) {
+                OPENSSL_cleanse(reply, sizeof reply);
+                login_done(c);
+                return;
+            }
+        }
+        OPENSSL_cleanse(reply, sizeof reply);
+        if (rc == PGL_EAUTH) {
+            auth_failed(c);
+        } else if (rc != 0) {
+            pgl_client_fail(c, "FATAL", "08P01", "SCRAM exchange failed: %s",
+                            pgl_strerror(rc));
+        }
+        return;
+    }
+    case PGL_AUTH_STEP_NONE:
+        break;
+    }
+    pgl_client_fail(c, "FATAL", "08P01", "unexpected password message");
+}
+
+/* ---- startup ------------------------------------------------------------------------- */
+
+static void on_tls_done(pgl_conn *conn, int rc)
+{
+    pgl_client *c = pgl_container_of(conn, pgl_client, conn);
+    if (rc != 0) {
+        pgl_log_info(PGL_CLIENT_CTX(c), "TLS handshake failed");
+        pgl_client_close(c);
+        return;
+    }
+    c->tls = true;
+    pgl_client_set_state(c, PGL_CLIENT_STARTUP);
+    pgl_conn_resume(&c->conn);
+}
+
+void pgl_client_start_tls(pgl_client *c)
+{
+    SSL *ssl = c->pending_ssl;
+    c->pending_ssl = NULL;
+    pgl_conn_start_tls(&c->conn, ssl, on_tls_done);
+}
+
+/* A CancelRequest: cancels the query of the server the key's client is
+ * linked to. Unknown keys are dropped silently, as Postgres does. */
+static void cancel_request(pgl_proxy *px, uint32_t pid, uint32_t key)
+{
+    pgl_cancel_key *k = pgl_cancel_find(&px->cancels, pid, key);
+    if (k == NULL) {
+        pgl_log_debug(NULL, "cancel request for an unknown key dropped");
+        return;
+    }
+    pgl_client *c = pgl_container_of(k, pgl_client, cancel);
+    if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE) {
+        pgl_log_debug(PGL_CLIENT_CTX(c), "cancel request: no query running");
+        return;
+    }
+    pgl_log_info(PGL_CLIENT_CTX(c), "cancel request");
+    int rc = pgl_server_cancel(c->link);
+    if (rc != 0)
+        pgl_log_warning(PGL_CLIENT_CTX(c), "cancel request could not be sent: %s",
+                        uv_strerror(rc));
+}
+
+/* Startup parameters we understand; anything else is refused like PgBouncer does. */
+static int take_param(pgl_client *c, const char *name, const char *value, const char **user,
+                      const char **database)
+{
+    if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0) {
+        if (*value)
+            *(name[0] == 'u' ? user : database) = value;
+        return 0;
+    }
+    int v = pgl_varcache_lookup(name);
+    if (v >= 0)
+        return pgl_client_set_var(c, (pgl_var)v, value);
+    /* Drivers send these; they do not change what a pooled server returns. */
+    if (strcmp(name, "extra_float_digits") == 0 || strcmp(name, "replication") == 0 ||
+        strcmp(name, "options") == 0)
+        return strcmp(name, "replication") == 0 || (strcmp(name, "options") == 0 && *value)
+                   ? -EINVAL
+                   : 0;
+    return -EINVAL;
+}
+
+void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
+{
+    pgl_proxy *px = c->px;
+    pgl_pgwire_startup st;
+    int rc = pgl_pgwire_parse_startup(body, len, &st);
+    if (rc == PGL_EVERSION) {
+        pgl_client_fail(c, "FATAL", "0A000",
+                        "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                        st.major, st.minor);
+        return;
+    }
+    if (rc != 0) {
+        pgl_client_fail(c, "FATAL", "08P01", "invalid startup packet: %s", pgl_strerror(rc));
+        return;
+    }
+    switch (st.kind) {
+    case PGL_PGWIRE_STARTUP_SSL:
+        if (c->tls || px->tls_ctx == NULL) {
+            if (pgl_msg_byte(&c->conn, 'N') != 0)
+                pgl_client_close(c);
+            return;
+        }
+        if (pgl_msg_byte(&c->conn, 'S') != 0 || !pgl_conn_flush(&c->conn)) {
+            /* One byte into an empty socket buffer cannot block; if it did,
+             * the connection is unusable anyway. */
+            pgl_client_close(c);
+            return;
+        }
+        {
+            SSL *ssl = SSL_new(px->tls_ctx);
+            if (ssl == NULL || SSL_set_fd(ssl, c->conn.io.fd) != 1) {
+                SSL_free(ssl);
+                pgl_client_close(c);
+                return;
+            }
+            /* The handshake starts once the SSLRequest is consumed
+             * (client_flushed): bytes after it must not be in the buffer. */
+            c->pending_ssl = ssl;
+            pgl_client_set_state(c, PGL_CLIENT_TLS_HANDSHAKE);
+            c->conn.after_flush = true;
+        }
+        return;
+    case PGL_PGWIRE_STARTUP_GSSENC:
+        if (pgl_msg_byte(&c->conn, 'N') != 0)
+            pgl_client_close(c);
+        return;
+    case PGL_PGWIRE_STARTUP_CANCEL:
+        cancel_request(px, st.cancel_pid, st.cancel_key);
+        pgl_client_close(c);
+        return;
+    case PGL_PGWIRE_STARTUP_MESSAGE:
+        break;
+    }
+
+    const char *unsupported[16];
+    size_t nunsupported = 0;
+    pgl_pgwire_param_iter it;
+    const char *name, *value, *user = NULL, *database = NULL;
+    pgl_pgwire_startup_params(&st, &it);
+    while (pgl_pgwire_param_next(&it, &name, &value)) {
+        if (strncmp(name, "_pq_.", 5) == 0) {
+            if (nunsupported < 16)
+                unsupported[nunsupported++] = name;
+            continue;
+        }
+        rc = take_param(c, name, value, &user, &database);
+        if (rc == -ENOMEM) {
+            pgl_client_fail(c, "FATAL", "53200", "out of memory");
+            return;
+        }
+        if (rc != 0) {
+            pgl_client_fail(c, "FATAL", "08P01", "unsupported startup parameter: %s", name);
+            return;
+        }
+    }
+    if (user == NULL) {
+        pgl_client_fail(c, "FATAL", "28000", "no PostgreSQL user name specified in startup packet");
+        return;
+    }
+    if (set_names(c, user, database ? database : user) != 0) {
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    }
+    if (st.minor > 0 || nunsupported > 0) {
+        if (pgl_msg_negotiate(&c->conn, 0, unsupported, nunsupported) != 0) {
+            pgl_client_fail(c, "FATAL", "53200", "out of memory");
+            return;
+        }
+    }
+
+    if (px->shutting_down) {
+        pgl_client_fail(c, "FATAL", "57P03", "pglease is shutting down");
+        return;
+    }
+    if (px->nclients > px->conf->max_client_conn) {
+        pgl_client_fail(c, "FATAL", "53300", "sorry, too many clients already (max_client_conn = %d)",
+                        px->conf->max_client_conn);
+        return;
+    }
+    if (px->conf->client_tls_sslmode == PGL_CONF_TLS_REQUIRE && !c->tls) {
+        pgl_client_fail(c, "FATAL", "28000", "TLS is required (client_tls_sslmode = require)");
+        return;
+    }
+    if (strcmp(c->database, "pglease") == 0 || strcmp(c->database, "pgbouncer") == 0) {
+        c->admin = true;
+    } else {
+        c->pool = pgl_pool_find(px, c->database);
+        if (c->pool == NULL) {
+            pgl_client_fail(c, "FATAL", "3D000", "database \"%s\" does not exist", c->database);
+            return;
+        }
+    }
+    c->conn.startup = false;
+    start_auth(c);
+}
+

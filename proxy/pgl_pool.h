@@ -1,0 +1,142 @@
+/*
+ * pgl_pool — one per [databases] entry: its credential generations (and
+ * through them its servers), its clients by state, and the ParameterStatus
+ * set new clients get.
+ *
+ * The pool hands idle servers to waiting clients in arrival order, opens
+ * servers with its newest generation up to its size when clients wait,
+ * keeps min_pool_size open, retires servers that idled or lived too long,
+ * and carries out what its generations' clocks decide (pgl_generation):
+ * takeover, drain, replacement, deadlines.
+ *
+ * Settings are read through the proxy's current config snapshot by the
+ * database's name (pgl_pool_db), never kept from an older one, so a reload
+ * only has to swap the snapshot.
+ */
+#ifndef PGL_POOL_H
+#define PGL_POOL_H
+
+#include "pgl_conf.h"
+#include "pgl_generation.h"
+#include "pgl_list.h"
+#include "pgl_varcache.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+typedef struct pgl_proxy pgl_proxy;
+typedef struct pgl_pool pgl_pool;
+typedef struct pgl_server pgl_server;
+typedef struct pgl_client pgl_client;
+
+/* A ParameterStatus pair a new client receives. */
+typedef struct {
+    char *name;
+    char *value;
+} pgl_param;
+
+/* What the pool tells the credentials module (set by it; may be NULL). */
+typedef struct {
+    /* The server rejected `g`'s credential (28xxx) and it died: a new one
+     * is wanted; `was_warming` when it was a fresh one proving itself. */
+    void (*rejected)(pgl_pool *pool, pgl_generation *g, bool was_warming);
+    /* `g` retired: its lease may be revoked. */
+    pgl_generation_retired_cb retired;
+} pgl_pool_creds_hooks;
+
+struct pgl_pool {
+    pgl_proxy *px;
+    char *name;
+    pgl_list node;        /* px->pools */
+    /* The database entry as resolved in `db_conf`; pgl_pool_db resolves it
+     * again whenever the proxy's snapshot is another one. */
+    const pgl_conf_database *db;
+    const pgl_conf *db_conf;
+    pgl_list generations; /* newest first */
+    /* Clients by state (pgl_client's set_state moves them). */
+    pgl_clist login_wait; /* waiting for `params` */
+    pgl_clist idle;       /* logged in, no server */
+    pgl_clist waiting;    /* want a server, FIFO */
+    pgl_clist active;     /* linked to a server */
+    int nservers;         /* of every generation, every state but closed */
+    pgl_param *params;    /* NULL until the first server logged in */
+    size_t nparams;
+    pgl_varcache defaults; /* the tracked ones among `params` */
+    uint64_t next_gen_id;
+    /* Last upstream login failure, given to clients that waited for it. */
+    char fail_sqlstate[6];
+    char fail_message[256];
+    uint64_t fail_time;
+    int consecutive_failures;
+    uint64_t retry_after; /* ms: no new login attempt before this */
+    bool room_wanted;     /* the next server released closes: a new credential needs its slot */
+    const pgl_pool_creds_hooks *creds;
+    /* Vault: at most one credential request in flight per pool. */
+    struct pgl_vault_op *fetch_op;
+    int fetch_failures;
+    char vault_error[256];
+    uint64_t refetch_at;
+    /* Counters for SHOW STATS. */
+    uint64_t total_xact, total_query, total_wait_us;
+};
+
+/* min_ms doubled per failure after the first, capped at max_ms: the
+ * backoff bound for logins (used as is) and Vault reads (full jitter). */
+uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures);
+
+int pgl_pools_init(pgl_proxy *px) __attribute__((warn_unused_result));
+void pgl_pools_free(pgl_proxy *px);
+/* Closes every server connection of every pool (shutdown). */
+void pgl_pools_close_servers(pgl_proxy *px);
+pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
+
+/* The pool's database in the current config snapshot. */
+const pgl_conf_database *pgl_pool_db(pgl_pool *pool);
+int pgl_pool_size(pgl_pool *pool);
+int pgl_pool_min_size(pgl_pool *pool);
+pgl_conf_pool_mode pgl_pool_mode(pgl_pool *pool);
+
+/* Transaction/statement mode: an old generation's servers serve on until a
+ * new server replaces them (make-before-break). */
+bool pgl_pool_replaces_in_place(pgl_pool *pool);
+
+/* ---- generations ------------------------------------------------------------ */
+
+/* The newest generation new servers should use, or NULL. */
+pgl_generation *pgl_pool_generation(pgl_pool *pool);
+/* Adds a generation (newest first); NULL when out of memory. */
+pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const char *password,
+                                        pgl_generation_state state);
+/* Starts a warming generation's first logins (min_pool_size, at least 1). */
+void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen);
+/* Carries out what `g`'s clock says is due at `now`. */
+void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now);
+
+/* ---- servers and clients -------------------------------------------------------- */
+
+/* Makes sure enough servers are coming for the waiting clients and hands
+ * idle ones out. */
+void pgl_pool_kick(pgl_pool *pool);
+/* A server became idle (or a new one logged in): serve the next waiter. */
+void pgl_pool_server_ready(pgl_pool *pool, pgl_server *server);
+/* A server's client let go of it: why it must close, or NULL to keep it. */
+const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *server);
+/* A login succeeded: a warming generation takes over; learn the
+ * ParameterStatus set; reset the backoff. */
+void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg);
+/* A login failed: back off, and tell the clients that waited for it. */
+void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
+                           const char *message);
+/* A server of the active generation logged in: one old server goes (now
+ * if idle, else at its release). */
+void pgl_pool_retire_one(pgl_pool *pool);
+/* Fails the clients waiting on a pool with `sqlstate`/`message`. */
+void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
+/* Clients a login would serve: those queued for a server, and the first
+ * client waiting for the pool's ParameterStatus set. */
+int pgl_pool_clients_waiting(const pgl_pool *pool);
+void pgl_pool_janitor(pgl_pool *pool, uint64_t now);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * pgl_server — one upstream connection: libpq login (pgl_upstream), then
+ * raw forwarding for whichever client it is linked to, pglease's own
+ * queries (DISCARD ALL after a session, parameter SETs before a client's
+ * first message), and retirement.
+ *
+ * Owned by its pool; it belongs to one credential generation and sits in
+ * one of that generation's lists (login, idle, busy) according to its
+ * state. set_state is the only place that changes the state, and it moves
+ * the server between those lists; a closed server waits on the proxy's
+ * zombie list until the reaper frees it outside every callback.
+ */
+#ifndef PGL_SERVER_H
+#define PGL_SERVER_H
+
+#include "pgl_conn.h"
+#include "pgl_generation.h"
+#include "pgl_list.h"
+#include "pgl_varcache.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+typedef struct pgl_server pgl_server;
+typedef struct pgl_pool pgl_pool;
+typedef struct pgl_client pgl_client;
+typedef struct pgl_upstream pgl_upstream;
+
+typedef enum {
+    PGL_SERVER_CONNECTING = 0, /* libpq login running */
+    PGL_SERVER_IDLE,           /* in the pool, ready */
+    PGL_SERVER_ACTIVE,         /* linked to a client, forwarding */
+    PGL_SERVER_INTERNAL,       /* running pglease's own query (reset, SETs) */
+    PGL_SERVER_CLOSED,         /* gone; freed when nothing refers to it */
+} pgl_server_state;
+
+/* What an internal query is for, i.e. what to do once it is done. */
+typedef enum {
+    PGL_SERVER_Q_NONE = 0,
+    PGL_SERVER_Q_RESET,   /* DISCARD ALL after a session: then idle */
+    PGL_SERVER_Q_SETVARS, /* client parameters: then forward the client */
+} pgl_server_query;
+
+struct pgl_server {
+    pgl_conn conn;
+    pgl_pool *pool;
+    pgl_generation *gen;
+    pgl_server_state state;
+    pgl_server_query query;
+    uint64_t id;
+    pgl_list node; /* gen->login / idle / busy by state; the zombie list once closed */
+    pgl_client *link;
+    pgl_upstream *up; /* while CONNECTING */
+    PGconn *pg;       /* after login; PQfinish on close */
+    int backend_pid;
+    pgl_varcache vars;
+    char log_ctx[160];
+    char rfq_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
+    uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
+    bool query_failed;     /* the internal query got an ErrorResponse */
+    uint64_t created;      /* ms */
+    uint64_t last_used;    /* ms */
+};
+
+const char *pgl_server_state_name(pgl_server_state s);
+
+/* Starts a login with `gen`. 0 or a negative error. */
+int pgl_server_connect(pgl_pool *pool, pgl_generation *gen) __attribute__((warn_unused_result));
+
+/* Gives an idle server to a client (links both, applies session parameters). */
+void pgl_server_assign(pgl_server *server, pgl_client *client);
+
+/* The client is done with the server (transaction or session ended). */
+void pgl_server_release(pgl_server *server);
+
+/* Closes the connection (Terminate), tells a linked client, and queues the
+ * struct for the reaper. Safe to call twice. */
+void pgl_server_close(pgl_server *server, const char *why);
+
+/* Cancels the running query (from the thread pool). 0 or a negative error. */
+int pgl_server_cancel(pgl_server *server) __attribute__((warn_unused_result));
+
+/* Linked, forwarding, with nothing outstanding in either direction: the
+ * client could be moved, closed or given another server without losing or
+ * cutting anything. */
+bool pgl_server_between_transactions(const pgl_server *server);
+
+void pgl_server_free(pgl_server *server);
+
+#endif
