@@ -116,8 +116,7 @@ int main(int argc, char **argv)
         pgl_conf_free(conf);
         return 1;
     }
-    rc = pgl_proxy_run(conf, config, verbose != 0);
+    rc = pgl_proxy_run(conf, verbose != 0); /* takes conf */
     pgl_vault_global_cleanup();
-    pgl_conf_free(conf);
     return rc;
 }

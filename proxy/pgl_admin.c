@@ -86,7 +86,7 @@ static void show_pools(pgl_client *c, result *r)
                                        "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
                                        "maxwait_us", "pool_mode"};
     begin(r, c, cols, 12);
-    pgl_proxy *px = c->px;
+    pgl_proxy *px = c->lp->px;
     uint64_t now = pgl_now_ms(px);
     pgl_list *it, *tmp;
     pgl_list_foreach(it, tmp, &px->pools)
@@ -141,9 +141,9 @@ static void show_clients(pgl_client *c, result *r)
     static const char *const cols[] = {"id", "user", "database", "state", "addr", "tls",
                                        "server_pid", "connect_time_s", "queries"};
     begin(r, c, cols, 9);
-    uint64_t now = pgl_now_ms(c->px);
+    uint64_t now = pgl_now_ms(c->lp->px);
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->px->clients)
+    pgl_list_foreach(it, tmp, &c->lp->clients)
     {
         pgl_client *cl = pgl_container_of(it, pgl_client, node);
         char b[4][32], addr[64];
@@ -180,9 +180,9 @@ static void show_servers(pgl_client *c, result *r)
     static const char *const cols[] = {"id", "database", "user", "generation", "state",
                                        "backend_pid", "client_id", "age_s"};
     begin(r, c, cols, 8);
-    uint64_t now = pgl_now_ms(c->px);
+    uint64_t now = pgl_now_ms(c->lp->px);
     pgl_list *it, *tmp, *gp, *gt, *si, *st;
-    pgl_list_foreach(it, tmp, &c->px->pools)
+    pgl_list_foreach(it, tmp, &c->lp->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         pgl_list_foreach(gp, gt, &pool->generations)
@@ -209,7 +209,7 @@ static void show_databases(pgl_client *c, result *r)
                                        "min_pool_size", "pool_mode", "credentials"};
     begin(r, c, cols, 8);
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->px->pools)
+    pgl_list_foreach(it, tmp, &c->lp->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         const pgl_conf_database *db = pgl_pool_db(pool);
@@ -242,7 +242,7 @@ static void show_config(pgl_client *c, result *r)
 {
     static const char *const cols[] = {"key", "value"};
     begin(r, c, cols, 2);
-    pgl_conf_foreach(c->px->conf, config_row, r);
+    pgl_conf_foreach(c->lp->px->conf, config_row, r);
     end(r, "SHOW");
 }
 

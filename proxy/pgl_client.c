@@ -5,6 +5,7 @@
 
 #include "pgl_admin.h"
 #include "pgl_log.h"
+#include "pgl_loop.h"
 #include "pgl_msg.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
@@ -127,7 +128,7 @@ void pgl_client_close(pgl_client *c)
     /* Closing a server below calls back into the client (server lost):
      * that must find it already on its way out. */
     pgl_client_set_state(c, PGL_CLIENT_CLOSING);
-    pgl_proxy *px = c->px;
+    pgl_loop *lp = c->lp;
     pgl_log_debug(PGL_CLIENT_CTX(c), "closing");
     if (c->link != NULL) {
         pgl_server *s = c->link;
@@ -166,10 +167,10 @@ void pgl_client_close(pgl_client *c)
         c->vars = NULL;
     }
     pgl_list_remove(&c->node);
-    px->nclients--;
-    pgl_list_append(&px->zombie_clients, &c->node);
-    pgl_proxy_reap_later(px);
-    pgl_proxy_maybe_exit(px);
+    lp->nclients--;
+    pgl_list_append(&lp->zombie_clients, &c->node);
+    pgl_loop_reap_later(lp);
+    pgl_proxy_maybe_exit(lp->px);
 }
 
 /*
@@ -226,7 +227,7 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
         }
         return PGL_CONN_INSPECT;
     case PGL_CLIENT_IDLE:
-        c->last_activity = pgl_now_ms(c->px);
+        c->last_activity = pgl_loop_now(c->lp);
         if (type == 'X' || c->admin)
             return PGL_CONN_INSPECT;
         /* Anything else needs a server: wait here until the pool links one. */
@@ -313,7 +314,7 @@ static void client_failed(pgl_conn *conn, pgl_conn_failure why)
         break;
     case PGL_CONN_TOO_BIG:
         pgl_client_fail(c, "FATAL", "08P01", "message larger than max_packet_size (%d bytes)",
-                        c->px->conf->max_packet_size);
+                        c->lp->px->conf->max_packet_size);
         break;
     case PGL_CONN_BAD_LENGTH:
         pgl_client_fail(c, "FATAL", "08P01", "invalid message length");
@@ -333,7 +334,7 @@ void pgl_client_link(pgl_client *c, pgl_server *s)
 {
     c->link = s;
     pgl_conn_set_peer(&c->conn, &s->conn);
-    uint64_t now = pgl_now_ms(c->px);
+    uint64_t now = pgl_loop_now(c->lp);
     if (c->pool != NULL && c->wait_since != 0)
         c->pool->total_wait_us += (now - c->wait_since) * 1000;
     c->wait_since = 0;
@@ -352,13 +353,13 @@ void pgl_client_unlinked(pgl_client *c)
     c->link = NULL;
     pgl_conn_set_peer(&c->conn, NULL);
     pgl_client_set_state(c, PGL_CLIENT_IDLE);
-    c->last_activity = pgl_now_ms(c->px);
+    c->last_activity = pgl_loop_now(c->lp);
     pgl_conn_resume(&c->conn);
 }
 
 void pgl_client_janitor(pgl_client *c, uint64_t now)
 {
-    const pgl_conf *conf = c->px->conf;
+    const pgl_conf *conf = c->lp->px->conf;
     switch (c->state) {
     case PGL_CLIENT_TLS_HANDSHAKE:
     case PGL_CLIENT_STARTUP:
@@ -391,7 +392,7 @@ void pgl_client_janitor(pgl_client *c, uint64_t now)
 
 void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa)
 {
-    pgl_proxy *px = arg;
+    pgl_loop *lp = arg;
     pgl_client *c = calloc(1, sizeof *c);
     if (c == NULL) {
         pgl_log_error(NULL, "out of memory accepting a client");
@@ -409,23 +410,23 @@ void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa)
         c->peer.port = ntohs(in6->sin6_port);
         memcpy(c->peer.ip, &in6->sin6_addr, 16);
     }
-    c->px = px;
-    c->id = ++px->next_client_id;
+    c->lp = lp;
+    c->id = ++lp->next_client_id;
     c->state = PGL_CLIENT_STARTUP;
     pgl_list_init(&c->node);
     pgl_list_init(&c->pool_node);
     pgl_cancel_key_init(&c->cancel);
-    c->connect_time = c->last_activity = pgl_now_ms(px);
-    if (pgl_conn_init(&c->conn, &px->conns, fd, NULL, &client_ops,
-                      (uint32_t)px->conf->max_packet_size) != 0) {
+    c->connect_time = c->last_activity = pgl_loop_now(lp);
+    if (pgl_conn_init(&c->conn, &lp->conns, fd, NULL, &client_ops,
+                      (uint32_t)lp->px->conf->max_packet_size) != 0) {
         pgl_log_error(PGL_CLIENT_CTX(c), "cannot watch the client socket");
         close(fd);
         free(c);
         return;
     }
     c->conn.startup = true;
-    pgl_list_append(&px->clients, &c->node);
-    px->nclients++;
+    pgl_list_append(&lp->clients, &c->node);
+    lp->nclients++;
     pgl_log_debug(PGL_CLIENT_CTX(c), "accepted");
 }
 

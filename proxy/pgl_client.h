@@ -28,7 +28,7 @@
 
 #include <openssl/ssl.h>
 
-typedef struct pgl_proxy pgl_proxy;
+typedef struct pgl_loop pgl_loop;
 typedef struct pgl_pool pgl_pool;
 typedef struct pgl_server pgl_server;
 typedef struct pgl_client pgl_client;
@@ -64,9 +64,9 @@ typedef enum {
 struct pgl_client {
     /* Fields ordered to leave no padding: every idle client carries one. */
     pgl_conn conn;
-    pgl_proxy *px;
+    pgl_loop *lp;       /* the loop it lives on; lp->px the process */
     uint64_t id;
-    pgl_list node;      /* px->clients; the zombie list once closed */
+    pgl_list node;      /* lp->clients; the zombie list once closed */
     pgl_list pool_node; /* pool->login_wait / idle / waiting / active by state */
     pgl_cancel_key cancel;
     pgl_pool *pool;     /* NULL for the admin console */
@@ -104,7 +104,7 @@ const char *pgl_client_ctx(const pgl_client *c, char *buf, size_t cap);
 #define PGL_CLIENT_CTX(c) pgl_client_ctx((c), (char[PGL_CLIENT_CTX_LEN]){0}, PGL_CLIENT_CTX_LEN)
 
 /* `sa` is the peer's address, NULL for a unix socket (a listener's accept
- * callback; `arg` is the proxy). */
+ * callback; `arg` is the loop). */
 void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa);
 
 /* The one place a client changes state (see above). */

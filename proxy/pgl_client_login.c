@@ -9,6 +9,7 @@
 
 #include "pgl_admin.h"
 #include "pgl_log.h"
+#include "pgl_loop.h"
 #include "pgl_msg.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
@@ -93,13 +94,13 @@ void pgl_client_login_ready(pgl_client *c)
 
 static void login_done(pgl_client *c)
 {
-    pgl_proxy *px = c->px;
+    pgl_loop *lp = c->lp;
     if (c->scram != NULL) {
         pgl_pgwire_scram_server_free(c->scram);
         c->scram = NULL;
     }
     c->auth_user = NULL;
-    if (pgl_cancel_register(&px->cancels, &c->cancel) != 0) {
+    if (pgl_cancel_register(&lp->cancels, &c->cancel) != 0) {
         pgl_client_fail(c, "FATAL", "58000", "cannot draw a cancel key");
         return;
     }
@@ -118,7 +119,7 @@ static void login_done(pgl_client *c)
     }
     /* The first client of a pool waits for a server login to learn the
      * parameters (server_version, encodings...) it must report. */
-    c->wait_since = pgl_now_ms(px);
+    c->wait_since = pgl_loop_now(lp);
     pgl_client_set_state(c, PGL_CLIENT_LOGIN_WAIT);
     pgl_conn_pause(&c->conn);
     pgl_pool_kick(c->pool);
@@ -138,21 +139,21 @@ static void start_scram(pgl_client *c)
     const char *secret = c->auth_user ? c->auth_user->scram_secret : NULL;
     /* An unknown user (or one without a SCRAM secret) still goes through a
      * mock exchange that fails at the end, as Postgres does. */
-    int rc = pgl_pgwire_scram_server_new(secret, c->user, c->px->scram_mock_key,
-                                         c->tls ? c->px->tls_cert_hash : NULL,
-                                         c->tls ? c->px->tls_cert_hash_len : 0, &c->scram);
+    int rc = pgl_pgwire_scram_server_new(secret, c->user, c->lp->px->scram_mock_key,
+                                         c->tls ? c->lp->px->tls_cert_hash : NULL,
+                                         c->tls ? c->lp->px->tls_cert_hash_len : 0, &c->scram);
     if (rc != 0) {
         pgl_client_fail(c, "FATAL", "53200", "out of memory");
         return;
     }
     c->auth_step = PGL_AUTH_STEP_SASL_INIT;
-    if (pgl_msg_auth_sasl(&c->conn, c->tls && c->px->tls_cert_hash_len > 0) != 0)
+    if (pgl_msg_auth_sasl(&c->conn, c->tls && c->lp->px->tls_cert_hash_len > 0) != 0)
         pgl_client_fail(c, "FATAL", "53200", "out of memory");
 }
 
 static void start_auth(pgl_client *c)
 {
-    pgl_proxy *px = c->px;
+    pgl_proxy *px = c->lp->px;
     const pgl_conf *conf = px->conf;
     if (c->admin) {
         bool listed = false;
@@ -294,9 +295,9 @@ void pgl_client_start_tls(pgl_client *c)
 
 /* A CancelRequest: cancels the query of the server the key's client is
  * linked to. Unknown keys are dropped silently, as Postgres does. */
-static void cancel_request(pgl_proxy *px, uint32_t pid, uint32_t key)
+static void cancel_request(pgl_loop *lp, uint32_t pid, uint32_t key)
 {
-    pgl_cancel_key *k = pgl_cancel_find(&px->cancels, pid, key);
+    pgl_cancel_key *k = pgl_cancel_find(&lp->cancels, pid, key);
     if (k == NULL) {
         pgl_log_debug(NULL, "cancel request for an unknown key dropped");
         return;
@@ -336,7 +337,7 @@ static int take_param(pgl_client *c, const char *name, const char *value, const 
 
 void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
 {
-    pgl_proxy *px = c->px;
+    pgl_proxy *px = c->lp->px;
     pgl_pgwire_startup st;
     int rc = pgl_pgwire_parse_startup(body, len, &st);
     if (rc == PGL_EVERSION) {
@@ -381,7 +382,7 @@ void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
             pgl_client_close(c);
         return;
     case PGL_PGWIRE_STARTUP_CANCEL:
-        cancel_request(px, st.cancel_pid, st.cancel_key);
+        cancel_request(c->lp, st.cancel_pid, st.cancel_key);
         pgl_client_close(c);
         return;
     case PGL_PGWIRE_STARTUP_MESSAGE:
@@ -428,7 +429,7 @@ void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
         pgl_client_fail(c, "FATAL", "57P03", "pglease is shutting down");
         return;
     }
-    if (px->nclients > px->conf->max_client_conn) {
+    if (c->lp->nclients > px->conf->max_client_conn) {
         pgl_client_fail(c, "FATAL", "53300", "sorry, too many clients already (max_client_conn = %d)",
                         px->conf->max_client_conn);
         return;

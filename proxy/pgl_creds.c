@@ -291,7 +291,7 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
         .jwt_file = vc->jwt_file,
         .request_timeout_ms = (long)vc->request_timeout * 1000,
     };
-    int rc = pgl_vault_new(px->loop, &cfg, log_vault, px, &px->vault, err, errlen);
+    int rc = pgl_vault_new(&px->main.uv, &cfg, log_vault, px, &px->vault, err, errlen);
     if (rc != 0)
         return rc;
     /* The token stays in pglease's memory only. */
@@ -304,7 +304,7 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
             pool->creds = &hooks;
     }
     pgl_vault_start(px->vault);
-    uv_timer_init(px->loop, &px->creds_timer);
+    uv_timer_init(&px->main.uv, &px->creds_timer);
     px->creds_timer.data = px;
     uv_timer_start(&px->creds_timer, on_tick, 0, TICK_MS);
     return 0;
@@ -351,7 +351,7 @@ void pgl_creds_shutdown(pgl_proxy *px, void (*done)(pgl_proxy *px))
     }
     px->creds_done = done;
     px->shutdown_deadline = pgl_now_ms(px);
-    uv_timer_init(px->loop, &px->stop_timer);
+    uv_timer_init(&px->main.uv, &px->stop_timer);
     px->stop_timer.data = px;
     uv_timer_start(&px->stop_timer, on_stop_wait, 0, 50);
 }

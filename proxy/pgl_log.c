@@ -5,15 +5,15 @@
 #include <string.h>
 #include <time.h>
 
-static bool log_json;
-pgl_log_level pgl_log_threshold = PGL_LOG_INFO;
+static _Atomic bool log_json;
+_Atomic int pgl_log_threshold = PGL_LOG_INFO;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR", "FATAL"};
 
 void pgl_log_setup(bool json, pgl_log_level min_level)
 {
-    log_json = json;
-    pgl_log_threshold = min_level;
+    atomic_store(&log_json, json);
+    atomic_store(&pgl_log_threshold, (int)min_level);
 }
 
 /* Appends `s` to out as a JSON string body (no quotes). */
@@ -55,7 +55,7 @@ void pgl_log(pgl_log_level level, const char *ctx, const char *fmt, ...)
 
     /* One fputs per line so concurrent writers (workers) never interleave. */
     char line[4608];
-    if (log_json) {
+    if (atomic_load_explicit(&log_json, memory_order_relaxed)) {
         char emsg[4096 / 2], ectx[256] = "";
         json_escape(emsg, sizeof emsg, msg);
         if (ctx != NULL)

@@ -9,6 +9,7 @@
 #ifndef PGL_LOG_H
 #define PGL_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 typedef enum {
@@ -19,16 +20,22 @@ typedef enum {
     PGL_LOG_FATAL,
 } pgl_log_level;
 
-/* Process-wide settings, set once at start-up and on reload (loop thread). */
+/*
+ * The logger is the one process-wide object besides stderr itself, which it
+ * writes: every loop (and, with workers, every thread) logs through it. Its
+ * two settings are atomics, set at start-up and on reload, read by any
+ * thread; they are the only mutable state outside the proxy and loop
+ * structs.
+ */
 void pgl_log_setup(bool json, pgl_log_level min_level);
 
 /* Lines below this level are dropped; read by the macros so that their
  * arguments (a formatted context, say) cost nothing when not logged. */
-extern pgl_log_level pgl_log_threshold;
+extern _Atomic int pgl_log_threshold;
 
 static inline bool pgl_log_enabled(pgl_log_level level)
 {
-    return level >= pgl_log_threshold;
+    return (int)level >= atomic_load_explicit(&pgl_log_threshold, memory_order_relaxed);
 }
 
 /* Writes one line to stderr. `ctx` may be NULL. */

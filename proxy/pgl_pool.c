@@ -167,9 +167,7 @@ static int unreplaced(pgl_pool *pool)
     return n;
 }
 
-/* One unreplaced server of the oldest draining generation goes: now when
- * idle, else at its next release. false when none is left to retire. */
-static bool replace_one(pgl_pool *pool)
+bool pgl_pool_retire_one(pgl_pool *pool)
 {
     if (!pgl_pool_replaces_in_place(pool))
         return false;
@@ -188,18 +186,13 @@ static bool replace_one(pgl_pool *pool)
     return false;
 }
 
-void pgl_pool_retire_one(pgl_pool *pool)
-{
-    (void)replace_one(pool);
-}
-
 /* Postgres had no connection slot (max_connections, a database's
  * CONNECTION LIMIT) for a login with a newer generation: an older server
  * makes room, break-before-make, one server at a time. */
 static bool make_room(pgl_pool *pool, pgl_generation *gen)
 {
     if (gen->state == PGL_GEN_ACTIVE)
-        return replace_one(pool);
+        return pgl_pool_retire_one(pool);
     pgl_generation *active = pgl_pool_generation(pool);
     if (gen->state != PGL_GEN_WARMING || active == NULL || pool->px->shutting_down)
         return false;
@@ -464,9 +457,8 @@ static pgl_server *next_idle(pgl_pool *pool)
     return NULL;
 }
 
-/* Hands idle servers to waiting clients, oldest waiter first. Assigning
- * moves both out of their lists. */
-static void serve(pgl_pool *pool)
+/* Assigning moves both out of their lists. */
+void pgl_pool_serve(pgl_pool *pool)
 {
     pgl_server *s;
     while (!pgl_clist_empty(&pool->waiting) && !pool->px->paused &&
@@ -478,14 +470,8 @@ static void serve(pgl_pool *pool)
 
 void pgl_pool_kick(pgl_pool *pool)
 {
-    serve(pool);
+    pgl_pool_serve(pool);
     maybe_connect(pool, pgl_pool_clients_waiting(pool));
-}
-
-void pgl_pool_server_ready(pgl_pool *pool, pgl_server *s)
-{
-    (void)s;
-    serve(pool);
 }
 
 /* The first login of a pool tells what every client of it will be told:

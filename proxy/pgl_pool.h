@@ -119,8 +119,9 @@ void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now);
 /* Makes sure enough servers are coming for the waiting clients and hands
  * idle ones out. */
 void pgl_pool_kick(pgl_pool *pool);
-/* A server became idle (or a new one logged in): serve the next waiter. */
-void pgl_pool_server_ready(pgl_pool *pool, pgl_server *server);
+/* Hands idle servers to waiting clients, oldest waiter first: a server
+ * became idle, or a new one logged in. */
+void pgl_pool_serve(pgl_pool *pool);
 /* A server's client let go of it: why it must close, or NULL to keep it. */
 const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *server);
 /* A login succeeded: a warming generation takes over; learn the
@@ -129,9 +130,10 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg);
 /* A login failed: back off, and tell the clients that waited for it. */
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message);
-/* A server of the active generation logged in: one old server goes (now
- * if idle, else at its release). */
-void pgl_pool_retire_one(pgl_pool *pool);
+/* A server of the active generation logged in (or needs a connection
+ * slot): one unreplaced server of the oldest draining generation goes, now
+ * when idle, else at its next release. false when none is left to retire. */
+bool pgl_pool_retire_one(pgl_pool *pool);
 /* Fails the clients waiting on a pool with `sqlstate`/`message`. */
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
 /* Clients a login would serve: those queued for a server, and the first

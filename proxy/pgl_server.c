@@ -77,10 +77,9 @@ static void set_state(pgl_server *s, pgl_server_state to)
             pgl_clist_append(into, &s->node);
     }
     if (to == PGL_SERVER_CLOSED) {
-        pgl_proxy *px = s->pool->px;
         s->pool->nservers--;
-        pgl_list_append(&px->zombie_servers, &s->node);
-        pgl_proxy_reap_later(px);
+        pgl_list_append(&s->lp->zombie_servers, &s->node);
+        pgl_loop_reap_later(s->lp);
         pgl_generation_server_left(s->gen); /* may free it */
         s->gen = NULL;
     }
@@ -156,7 +155,7 @@ static void internal_done(pgl_server *s)
     switch (what) {
     case PGL_SERVER_Q_RESET:
         set_state(s, PGL_SERVER_IDLE);
-        pgl_pool_server_ready(s->pool, s);
+        pgl_pool_serve(s->pool);
         return;
     case PGL_SERVER_Q_SETVARS:
         if (pgl_varcache_applied(s->link->vars, &s->pool->defaults, &s->vars) != 0) {
@@ -178,7 +177,7 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
 {
     pgl_pool *pool = s->pool;
     s->link = client;
-    s->last_used = pgl_now_ms(pool->px);
+    s->last_used = pgl_loop_now(s->lp);
     s->expected_rfq = 0;
     pgl_client_link(client, s);
     pgl_conn_set_peer(&client->conn, &s->conn);
@@ -208,7 +207,7 @@ void pgl_server_release(pgl_server *s)
     pgl_client *client = s->link;
     s->link = NULL;
     pgl_conn_set_peer(&s->conn, NULL);
-    s->last_used = pgl_now_ms(pool->px);
+    s->last_used = pgl_loop_now(s->lp);
     pool->total_xact++;
     if (client != NULL)
         pgl_client_unlinked(client);
@@ -225,7 +224,7 @@ void pgl_server_release(pgl_server *s)
         return;
     }
     set_state(s, PGL_SERVER_IDLE);
-    pgl_pool_server_ready(pool, s);
+    pgl_pool_serve(pool);
 }
 
 int pgl_server_cancel(pgl_server *s)
@@ -233,7 +232,7 @@ int pgl_server_cancel(pgl_server *s)
     if (s->pg == NULL)
         return -ENOTCONN;
     pgl_log_info(s->log_ctx, "cancelling the running query");
-    return pgl_upstream_cancel(s->pool->px->loop, s->pg, NULL, NULL);
+    return pgl_upstream_cancel(&s->lp->uv, s->pg, NULL, NULL);
 }
 
 /* ---- messages from the server ----------------------------------------------------- */
@@ -352,7 +351,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
     s->backend_pid = res->backend_pid;
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s pid=%d", (unsigned long long)s->id,
              pool->name, s->backend_pid);
-    if (pgl_conn_init_with_poller(&s->conn, &pool->px->conns, res->poller, res->ssl, &server_ops,
+    if (pgl_conn_init_with_poller(&s->conn, &s->lp->conns, res->poller, res->ssl, &server_ops,
                                   (uint32_t)pool->px->conf->max_packet_size) != 0) {
         pgl_poller_close(res->poller);
         pgl_server_close(s, "cannot watch the server socket");
@@ -363,7 +362,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
         if (value != NULL)
             pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
     }
-    uint64_t now = pgl_now_ms(pool->px);
+    uint64_t now = pgl_loop_now(s->lp);
     pgl_log_info(s->log_ctx, "logged in as generation %llu in %llu ms%s",
                  (unsigned long long)s->gen->id, (unsigned long long)(now - s->created),
                  res->ssl ? " (TLS)" : "");
@@ -372,7 +371,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
     set_state(s, PGL_SERVER_IDLE);
     pgl_pool_login_succeeded(pool, s->gen, s->pg);
     bool replaces = s->gen->state == PGL_GEN_ACTIVE;
-    pgl_pool_server_ready(pool, s);
+    pgl_pool_serve(pool);
     if (replaces)
         pgl_pool_retire_one(pool);
 }
@@ -383,11 +382,12 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     pgl_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return -ENOMEM;
+    s->lp = &px->main;
     s->pool = pool;
     s->gen = gen;
-    s->id = ++px->next_server_id;
+    s->id = ++s->lp->next_server_id;
     s->state = PGL_SERVER_CONNECTING;
-    s->created = pgl_now_ms(px); /* the login's start until it succeeds */
+    s->created = pgl_loop_now(s->lp); /* the login's start until it succeeds */
     pgl_list_init(&s->node);
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
 
@@ -410,7 +410,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
         .connect_timeout_ms = px->conf->server_connect_timeout * 1000,
         .log_ctx = s->log_ctx,
     };
-    int rc = pgl_upstream_start(px->loop, &p, on_login, s, &s->up);
+    int rc = pgl_upstream_start(&s->lp->uv, &p, on_login, s, &s->up);
     if (rc != 0) {
         free(s);
         return rc;

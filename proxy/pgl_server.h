@@ -27,6 +27,7 @@ typedef struct pgl_server pgl_server;
 typedef struct pgl_pool pgl_pool;
 typedef struct pgl_client pgl_client;
 typedef struct pgl_upstream pgl_upstream;
+typedef struct pgl_loop pgl_loop;
 
 typedef enum {
     PGL_SERVER_CONNECTING = 0, /* libpq login running */
@@ -45,6 +46,7 @@ typedef enum {
 
 struct pgl_server {
     pgl_conn conn;
+    pgl_loop *lp; /* the loop it lives on */
     pgl_pool *pool;
     pgl_generation *gen;
     pgl_server_state state;

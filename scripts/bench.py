@@ -366,7 +366,8 @@ def main():
     try:
         pg.sql(f"CREATE ROLE {UP_USER} LOGIN PASSWORD '{UP_PASSWORD}'")
         pg.sql(f"CREATE DATABASE bench OWNER {UP_USER}")
-        pg.sql("ALTER SYSTEM SET max_connections = 300")
+        # 1,000 direct clients for the many-clients row, plus room for the rest.
+        pg.sql("ALTER SYSTEM SET max_connections = 1100")
         pg.restart()
         print("initialising pgbench scale 10...", flush=True)
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", str(pg.port),
@@ -426,6 +427,10 @@ bench_session = {session_db}
              ["-M", "prepared", "-S", "-c", "32", "-j", "2"]),
             ("connect per transaction -C -S -c 16", "bench", ["-C", "-S", "-c", "16", "-j", "2"]),
             ("single client -S -c 1", "bench", ["-S", "-c", "1", "-j", "1"]),
+            # Many more clients than servers: the proxies queue ~980 of them
+            # at every moment (direct: 1,000 backends).
+            ("1,000 clients on a pool of 20 -S -c 1000", "bench",
+             ["-S", "-c", "1000", "-j", "2"]),
         ]
         def wanted(title):
             return not args.only or re.search(args.only, title)

@@ -218,6 +218,49 @@ def test_admin_console(proxy):
     assert r.returncode != 0 and "unknown admin console command" in r.stderr
 
 
+def show(p, what):
+    """SHOW <what> on the console, as a list of column lists."""
+    r = psql(p, f"show {what}", user="admin", dbname="pglease")
+    assert r.returncode == 0, r.stderr
+    return [line.split("|") for line in r.stdout.splitlines()]
+
+
+def pool_counts(p):
+    """SHOW POOLS columns cl_active, cl_waiting, sv_active, sv_idle, sv_login."""
+    (row,) = [r for r in show(p, "pools") if r[0] == "app"]
+    return tuple(int(row[i]) for i in (2, 3, 4, 5, 8))
+
+
+@pytest.mark.parametrize("proxy", [{"default_pool_size": 1}], indirect=True)
+def test_console_counts_follow_client_and_server_states(proxy):
+    a = psycopg.connect(proxy.dsn(), autocommit=True)
+    b = psycopg.connect(proxy.dsn(), autocommit=True)
+    a.execute("select 1")
+    b.execute("select 1")
+    assert pool_counts(proxy) == (2, 0, 0, 1, 0)
+    a.execute("begin")
+    a.execute("select 1")  # holds the only server
+    assert pool_counts(proxy) == (2, 0, 1, 0, 0)
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (b.execute("select 1"), done.set()))
+    t.start()
+    deadline = time.monotonic() + 10
+    while pool_counts(proxy)[1] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool_counts(proxy) == (1, 1, 1, 0, 0)  # b waits: not active
+    (waiting_row,) = [r for r in show(proxy, "pools") if r[0] == "app"]
+    assert int(waiting_row[9]) * 1000000 + int(waiting_row[10]) > 0  # maxwait, maxwait_us
+    a.execute("commit")
+    t.join(10)
+    assert done.is_set()
+    assert pool_counts(proxy) == (2, 0, 0, 1, 0)
+    servers = show(proxy, "servers")
+    assert [(r[1], r[3], r[4]) for r in servers] == [("app", "1", "idle")]
+    assert len([r for r in show(proxy, "clients") if r[2] == "app"]) == 2
+    a.close()
+    b.close()
+
+
 def test_killed_backend_is_replaced(proxy, pg):
     c = psycopg.connect(proxy.dsn(), autocommit=True)
     pid = c.execute("select pg_backend_pid()").fetchone()[0]

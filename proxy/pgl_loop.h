@@ -1,0 +1,64 @@
+/*
+ * pgl_loop — one event loop and what lives on it: its clients, listeners,
+ * cancel keys, connection buffers and output flusher, the janitor timer,
+ * and the reaper that frees closed clients and servers once the loop is
+ * outside every callback that may still hold a pointer to them.
+ *
+ * The process (pgl_proxy) owns one today; worker threads will each own
+ * one. Nothing here is shared between loops, so nothing here is locked.
+ */
+#ifndef PGL_LOOP_H
+#define PGL_LOOP_H
+
+#include "pgl_cancel.h"
+#include "pgl_conn.h"
+#include "pgl_list.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+typedef struct pgl_proxy pgl_proxy;
+typedef struct pgl_listener pgl_listener;
+
+typedef struct pgl_loop {
+    uv_loop_t uv;
+    pgl_proxy *px;
+    pgl_conn_loop conns;    /* buffer pool and own-output flusher */
+    pgl_list clients;       /* every client on this loop, closing ones excepted */
+    int nclients;
+    pgl_cancel_table cancels;
+    pgl_listener *listeners;
+    uv_timer_t janitor;
+    /* Closed objects wait here until the reaper frees them. */
+    pgl_list zombie_clients;
+    pgl_list zombie_servers;
+    uv_check_t reaper;
+    bool reap_pending;
+    uint64_t next_client_id, next_server_id;
+} pgl_loop;
+
+/* Sets up the loop and its handles. 0 or a negative error. */
+int pgl_loop_init(pgl_loop *lp, pgl_proxy *px) __attribute__((warn_unused_result));
+
+/* Closes every handle still open, runs the loop until they are gone, frees
+ * what the reaper holds, and closes the loop. 0, or the negative error of
+ * uv_loop_close (a handle leaked). */
+int pgl_loop_close(pgl_loop *lp);
+
+static inline uint64_t pgl_loop_now(const pgl_loop *lp)
+{
+    return uv_now(&lp->uv);
+}
+
+/* Schedules the reaper for the zombie lists. */
+void pgl_loop_reap_later(pgl_loop *lp);
+
+/* The janitor (pgl_janitor.c): every second, client timeouts and pool
+ * upkeep. pgl_janitor_shutdown switches it to the shutdown sweep, at once
+ * and then every 100 ms. */
+void pgl_janitor_start(pgl_loop *lp);
+void pgl_janitor_shutdown(pgl_loop *lp);
+
+#endif
