@@ -1,6 +1,7 @@
 #include "pgl_err.h"
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <string.h>
 
 /* Linux keeps errno values below 4096 (MAX_ERRNO); libuv relies on it too. */
@@ -70,44 +71,35 @@ static int errno_of(int code)
     return code < 0 && code > -ERRNO_LIMIT ? -code : 0;
 }
 
+/* What is known of `code`: its name or its message; NULL when nothing. */
+static const char *describe(int code, bool name)
+{
+    const err_desc *d = pgl_find(code);
+    if (d != NULL)
+        return name ? d->name : d->msg;
+    int e = errno_of(code);
+    if (e == 0)
+        return NULL;
+#if defined(PGL_HAVE_STRERRORDESC_NP) && defined(PGL_HAVE_STRERRORNAME_NP)
+    return name ? strerrorname_np(e) : strerrordesc_np(e);
+#else
+    const err_desc *ed = errno_find(e);
+    return ed == NULL ? NULL : name ? ed->name : ed->msg;
+#endif
+}
+
 const char *pgl_strerror(int code)
 {
     if (code == 0)
         return "success";
-    const err_desc *d = pgl_find(code);
-    if (d != NULL)
-        return d->msg;
-    int e = errno_of(code);
-    if (e != 0) {
-#ifdef PGL_HAVE_STRERRORDESC_NP
-        const char *s = strerrordesc_np(e);
-#else
-        const err_desc *ed = errno_find(e);
-        const char *s = ed ? ed->msg : NULL;
-#endif
-        if (s != NULL)
-            return s;
-    }
-    return "unknown error";
+    const char *s = describe(code, false);
+    return s != NULL ? s : "unknown error";
 }
 
 const char *pgl_errname(int code)
 {
     if (code == 0)
         return "OK";
-    const err_desc *d = pgl_find(code);
-    if (d != NULL)
-        return d->name;
-    int e = errno_of(code);
-    if (e != 0) {
-#ifdef PGL_HAVE_STRERRORNAME_NP
-        const char *s = strerrorname_np(e);
-#else
-        const err_desc *ed = errno_find(e);
-        const char *s = ed ? ed->name : NULL;
-#endif
-        if (s != NULL)
-            return s;
-    }
-    return "UNKNOWN";
+    const char *s = describe(code, true);
+    return s != NULL ? s : "UNKNOWN";
 }

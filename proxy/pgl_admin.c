@@ -26,7 +26,7 @@
 #define OID_TEXT 25
 #define OID_INT8 20
 
-int pgl_admin_welcome_params(pgl_client *c)
+static int welcome_params(pgl_client *c)
 {
     static const char *const params[][2] = {
         {"server_version", PGL_VERSION "/pglease"},
@@ -275,7 +275,7 @@ static void normalize(const char *sql, char *out, size_t cap)
     out[n] = '\0';
 }
 
-void pgl_admin_query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len)
+static void query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len)
 {
     const char *sql;
     if (type != 'Q') {
@@ -320,3 +320,5 @@ void pgl_admin_query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t 
     if (r.rc != 0)
         pgl_client_fail(c, "FATAL", "53200", "out of memory");
 }
+
+const pgl_client_console pgl_admin_console = {welcome_params, query};

@@ -3,7 +3,6 @@
  */
 #include "pgl_client.h"
 
-#include "pgl_admin.h"
 #include "pgl_log.h"
 #include "pgl_loop.h"
 #include "pgl_msg.h"
@@ -170,7 +169,6 @@ void pgl_client_close(pgl_client *c)
     lp->nclients--;
     pgl_list_append(&lp->zombie_clients, &c->node);
     pgl_loop_reap_later(lp);
-    pgl_proxy_maybe_exit(lp->px);
 }
 
 /*
@@ -280,7 +278,7 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
             return PGL_CONN_STOP;
         }
         if (c->admin) {
-            pgl_admin_query(c, type, body, len);
+            c->lp->px->console->query(c, type, body, len);
             return PGL_CONN_SKIP;
         }
         return PGL_CONN_FORWARD;

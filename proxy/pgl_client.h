@@ -103,6 +103,15 @@ const char *pgl_client_ctx(const pgl_client *c, char *buf, size_t cap);
  * statement: only evaluated when the line is logged. */
 #define PGL_CLIENT_CTX(c) pgl_client_ctx((c), (char[PGL_CLIENT_CTX_LEN]){0}, PGL_CLIENT_CTX_LEN)
 
+/* What answers console clients (the admin console, pgl_admin.c): the
+ * process sets it, so clients need not call up into the console. */
+typedef struct {
+    /* The console's ParameterStatus set, queued on the client. 0 or -ENOMEM. */
+    int (*welcome_params)(pgl_client *c);
+    /* One message from a console client. */
+    void (*query)(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len);
+} pgl_client_console;
+
 /* `sa` is the peer's address, NULL for a unix socket (a listener's accept
  * callback; `arg` is the loop). */
 void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa);

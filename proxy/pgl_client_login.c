@@ -7,7 +7,6 @@
  */
 #include "pgl_client.h"
 
-#include "pgl_admin.h"
 #include "pgl_log.h"
 #include "pgl_loop.h"
 #include "pgl_msg.h"
@@ -54,7 +53,7 @@ static int send_welcome(pgl_client *c)
 {
     int rc = pgl_msg_auth_ok(&c->conn);
     if (c->admin) {
-        rc = rc ? rc : pgl_admin_welcome_params(c);
+        rc = rc ? rc : c->lp->px->console->welcome_params(c);
     } else {
         pgl_pool *pool = c->pool;
         for (size_t i = 0; i < pool->nparams && rc == 0; i++) {

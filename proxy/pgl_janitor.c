@@ -32,7 +32,6 @@ static void on_janitor(uv_timer_t *t)
     uint64_t now = pgl_loop_now(lp);
     if (px->shutting_down) {
         shutdown_sweep(lp, now);
-        pgl_proxy_maybe_exit(px);
         return;
     }
     pgl_list *it, *tmp;

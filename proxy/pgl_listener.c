@@ -70,7 +70,8 @@ static void on_accept(pgl_poller *p, void *arg, int status, int events)
                  * stays readable: stop watching for a moment. */
                 pgl_log_warning(l->name, "accept: %s; pausing %d ms", strerror(errno),
                                 EMFILE_PAUSE_MS);
-                pgl_poller_want(l->poller, 0);
+                if (pgl_poller_want(l->poller, 0) != 0)
+                    pgl_log_error(l->name, "cannot stop watching the listener");
                 uv_timer_start(&l->pause, on_resume, EMFILE_PAUSE_MS, 0);
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 pgl_log_warning(l->name, "accept: %s", strerror(errno));
@@ -263,6 +264,10 @@ void pgl_listeners_close(pgl_listener *l)
 
 void pgl_listeners_pause(pgl_listener *list, bool pause)
 {
-    for (pgl_listener *l = list; l; l = l->next)
-        pgl_poller_want(l->poller, pause ? 0 : UV_READABLE);
+    for (pgl_listener *l = list; l; l = l->next) {
+        int rc = pgl_poller_want(l->poller, pause ? 0 : UV_READABLE);
+        if (rc != 0)
+            pgl_log_error(l->name, "cannot %s accepting: %s", pause ? "stop" : "resume",
+                          uv_strerror(rc));
+    }
 }

@@ -6,7 +6,6 @@
 
 #include "pgl_client.h"
 #include "pgl_listener.h"
-#include "pgl_proxy.h"
 #include "pgl_server.h"
 
 #include <string.h>
@@ -30,7 +29,8 @@ static void reap(uv_check_t *h)
         pgl_list_remove(&s->node);
         pgl_server_free(s);
     }
-    pgl_proxy_reaped(lp->px);
+    if (lp->reaped != NULL)
+        lp->reaped(lp);
 }
 
 void pgl_loop_reap_later(pgl_loop *lp)
@@ -41,10 +41,11 @@ void pgl_loop_reap_later(pgl_loop *lp)
     }
 }
 
-int pgl_loop_init(pgl_loop *lp, pgl_proxy *px)
+int pgl_loop_init(pgl_loop *lp, pgl_proxy *px, pgl_loop_reaped_cb reaped)
 {
     memset(lp, 0, sizeof *lp);
     lp->px = px;
+    lp->reaped = reaped;
     pgl_list_init(&lp->clients);
     pgl_list_init(&lp->zombie_clients);
     pgl_list_init(&lp->zombie_servers);
@@ -78,8 +79,9 @@ int pgl_loop_close(pgl_loop *lp)
     pgl_conn_loop_close(&lp->conns);
     uv_walk(&lp->uv, close_walk, NULL);
     uv_run(&lp->uv, UV_RUN_DEFAULT);
-    /* The reaper's handle is closed: free what it would have. */
-    lp->reaper.data = lp;
+    /* The reaper's handle is closed: free what it would have, and tell
+     * nobody (the process is past stopping). */
+    lp->reaped = NULL;
     reap(&lp->reaper);
     pgl_conn_loop_free_buffers(&lp->conns);
     pgl_cancel_table_free(&lp->cancels);

@@ -22,9 +22,15 @@
 typedef struct pgl_proxy pgl_proxy;
 typedef struct pgl_listener pgl_listener;
 
-typedef struct pgl_loop {
+typedef struct pgl_loop pgl_loop;
+
+/* The reaper freed what was closed (the process may stop now). */
+typedef void (*pgl_loop_reaped_cb)(pgl_loop *lp);
+
+struct pgl_loop {
     uv_loop_t uv;
     pgl_proxy *px;
+    pgl_loop_reaped_cb reaped;
     pgl_conn_loop conns;    /* buffer pool and own-output flusher */
     pgl_list clients;       /* every client on this loop, closing ones excepted */
     int nclients;
@@ -37,10 +43,11 @@ typedef struct pgl_loop {
     uv_check_t reaper;
     bool reap_pending;
     uint64_t next_client_id, next_server_id;
-} pgl_loop;
+};
 
 /* Sets up the loop and its handles. 0 or a negative error. */
-int pgl_loop_init(pgl_loop *lp, pgl_proxy *px) __attribute__((warn_unused_result));
+int pgl_loop_init(pgl_loop *lp, pgl_proxy *px, pgl_loop_reaped_cb reaped)
+    __attribute__((warn_unused_result));
 
 /* Closes every handle still open, runs the loop until they are gone, frees
  * what the reaper holds, and closes the loop. 0, or the negative error of
@@ -52,7 +59,7 @@ static inline uint64_t pgl_loop_now(const pgl_loop *lp)
     return uv_now(&lp->uv);
 }
 
-/* Schedules the reaper for the zombie lists. */
+/* Schedules the reaper: it frees the zombie lists, then calls `reaped`. */
 void pgl_loop_reap_later(pgl_loop *lp);
 
 /* The janitor (pgl_janitor.c): every second, client timeouts and pool

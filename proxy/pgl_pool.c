@@ -220,14 +220,13 @@ const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *s)
 
 /* Past the deadline or drain_timeout: every server of `g` goes now, and a
  * client in the middle of something with one is told why. */
-static void cut(pgl_pool *pool, pgl_generation *g, bool deadline)
+static void cut(pgl_generation *g, bool deadline)
 {
     const char *client_msg = deadline ? "terminating connection: its upstream credential "
                                         "expires (credentials rotated, please reconnect)"
                                       : "terminating connection: drain_timeout reached "
                                         "after a credential rotation, please reconnect";
     const char *why = deadline ? "credential deadline reached" : "drain_timeout reached";
-    (void)pool;
     pgl_generation_hold(g);
     pgl_clist *const lists[] = {&g->busy, &g->idle, &g->login};
     for (size_t i = 0; i < 3; i++) {
@@ -247,6 +246,8 @@ static void cut(pgl_pool *pool, pgl_generation *g, bool deadline)
  * is closed at its next idle point with a clear reason. */
 static void ask_sessions_to_reconnect(pgl_generation *g)
 {
+    /* Closing a client closes its server, maybe the generation's last. */
+    pgl_generation_hold(g);
     bool again = true;
     while (again) {
         again = false;
@@ -262,6 +263,7 @@ static void ask_sessions_to_reconnect(pgl_generation *g)
             }
         }
     }
+    pgl_generation_unhold(g);
 }
 
 void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
@@ -276,10 +278,10 @@ void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
         if (was == PGL_GEN_ACTIVE)
             pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
                           (unsigned long long)g->id);
-        cut(pool, g, true);
+        cut(g, true);
         return;
     case PGL_GEN_DUE_DRAIN_OVER:
-        cut(pool, g, false);
+        cut(g, false);
         return;
     case PGL_GEN_DUE_HURRY:
         drain(pool, g);

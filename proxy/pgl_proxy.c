@@ -6,6 +6,7 @@
  */
 #include "pgl_proxy.h"
 
+#include "pgl_admin.h"
 #include "pgl_client.h"
 #include "pgl_creds.h"
 #include "pgl_listener.h"
@@ -47,18 +48,13 @@ int pgl_proxy_apply_conf(pgl_proxy *px, pgl_conf *next, char *err, size_t errlen
 
 static void stop_everything(pgl_proxy *px);
 
-void pgl_proxy_reaped(pgl_proxy *px)
+/* Whatever was closed is freed: during a shutdown, the last client gone
+ * means the servers can go and the leases be revoked. */
+static void on_reaped(pgl_loop *lp)
 {
-    if (px->exit_requested)
+    pgl_proxy *px = lp->px;
+    if (px->shutting_down && lp->nclients == 0)
         stop_everything(px);
-}
-
-void pgl_proxy_maybe_exit(pgl_proxy *px)
-{
-    if (px->shutting_down && px->main.nclients == 0 && !px->exit_requested) {
-        px->exit_requested = true;
-        pgl_loop_reap_later(&px->main);
-    }
 }
 
 static void stop_finish(pgl_proxy *px)
@@ -104,7 +100,7 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
     }
     pgl_log_info(NULL, "%s shutdown: %d clients, waiting up to %llu ms for transactions",
                  fast ? "fast" : "graceful", px->main.nclients, (unsigned long long)grace);
-    pgl_proxy_maybe_exit(px);
+    pgl_loop_reap_later(&px->main); /* with no client left, that stops it */
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -141,16 +137,20 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
-static void start_signals(pgl_proxy *px)
+static int start_signals(pgl_proxy *px)
 {
     uv_signal_t *sigs[] = {&px->sig_term, &px->sig_int, &px->sig_hup, &px->sig_usr1,
                            &px->sig_usr2};
     int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2};
     for (size_t i = 0; i < 5; i++) {
-        uv_signal_init(&px->main.uv, sigs[i]);
+        int rc = uv_signal_init(&px->main.uv, sigs[i]);
         sigs[i]->data = px;
-        uv_signal_start(sigs[i], on_signal, signums[i]);
+        if (rc == 0)
+            rc = uv_signal_start(sigs[i], on_signal, signums[i]);
+        if (rc != 0)
+            return rc;
     }
+    return 0;
 }
 
 /* ---- run ---------------------------------------------------------------------------- */
@@ -189,7 +189,11 @@ static bool start(pgl_proxy *px)
         pgl_log(PGL_LOG_FATAL, NULL, "vault: %s", err);
         return false;
     }
-    start_signals(px);
+    int rc = start_signals(px);
+    if (rc != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "cannot handle signals: %s", pgl_strerror(rc));
+        return false;
+    }
     if (pgl_listeners_open(&px->main.uv, conf, pgl_client_accept, &px->main,
                            &px->main.listeners, err, sizeof err) != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
@@ -210,7 +214,8 @@ int pgl_proxy_run(pgl_conf *conf, bool verbose)
     pgl_list_init(&px->pools);
     pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON, verbose ? PGL_LOG_DEBUG : PGL_LOG_INFO);
     char err[512];
-    int rc = pgl_loop_init(&px->main, px);
+    px->console = &pgl_admin_console;
+    int rc = pgl_loop_init(&px->main, px, on_reaped);
     if (rc != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "cannot set up the event loop: %s", pgl_strerror(rc));
         pgl_conf_free(conf);

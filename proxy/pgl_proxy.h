@@ -18,6 +18,7 @@
 #ifndef PGL_PROXY_H
 #define PGL_PROXY_H
 
+#include "pgl_client.h"
 #include "pgl_conf.h"
 #include "pgl_list.h"
 #include "pgl_loop.h"
@@ -49,8 +50,8 @@ struct pgl_proxy {
     uv_timer_t stop_timer;             /* bounds the wait for lease revocations at exit */
     void (*creds_done)(pgl_proxy *px); /* runs once revocations at exit are answered */
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
+    const pgl_client_console *console; /* answers console clients (pgl_admin) */
     bool shutting_down;
-    bool exit_requested; /* no clients left: stop at the next reap */
     bool stopped;
     bool paused;
     uint64_t shutdown_deadline; /* ms */
@@ -73,11 +74,6 @@ static inline uint64_t pgl_now_ms(const pgl_proxy *px)
  */
 int pgl_proxy_apply_conf(pgl_proxy *px, pgl_conf *next, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-
-/* During a shutdown with no client left: stop at the next reap. */
-void pgl_proxy_maybe_exit(pgl_proxy *px);
-/* The reaper ran (pgl_loop): the process may stop now. */
-void pgl_proxy_reaped(pgl_proxy *px);
 
 /* Runs the proxy with `conf` (taken) until shutdown; returns the process
  * exit code. */

@@ -104,7 +104,6 @@ void pgl_server_close(pgl_server *s, const char *why)
     if (s->state == PGL_SERVER_CLOSED)
         return;
     pgl_pool *pool = s->pool;
-    pgl_proxy *px = pool->px;
     pgl_log_info(s->log_ctx, "closing server connection: %s", why);
     if (s->up != NULL) {
         pgl_upstream_abort(s->up);
@@ -126,7 +125,6 @@ void pgl_server_close(pgl_server *s, const char *why)
     }
     /* Waiting clients may need a replacement. */
     pgl_pool_kick(pool);
-    pgl_proxy_maybe_exit(px);
 }
 
 /* ---- internal queries ---------------------------------------------------------- */
@@ -245,11 +243,16 @@ static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
     int v = pgl_varcache_lookup(name);
     if (v < 0)
         return;
-    pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
+    /* A server whose parameters pglease no longer knows cannot be given to
+     * the next client. */
+    if (pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value)) != 0) {
+        pgl_server_close(s, "out of memory");
+        return;
+    }
     /* What the client set (SET DateStyle...) it expects on its next server. */
-    if (s->link != NULL && s->state == PGL_SERVER_ACTIVE)
-        if (pgl_client_set_var(s->link, (pgl_var)v, value) != 0)
-            pgl_log_warning(s->log_ctx, "out of memory recording a session parameter");
+    if (s->link != NULL && s->state == PGL_SERVER_ACTIVE &&
+        pgl_client_set_var(s->link, (pgl_var)v, value) != 0)
+        pgl_client_fail(s->link, "FATAL", "53200", "out of memory");
 }
 
 static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
@@ -359,8 +362,10 @@ static void on_login(void *arg, pgl_upstream_result *res)
     }
     for (int v = 0; v < PGL_VAR_COUNT; v++) {
         const char *value = PQparameterStatus(s->pg, pgl_varcache_name((pgl_var)v));
-        if (value != NULL)
-            pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value));
+        if (value != NULL && pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value)) != 0) {
+            pgl_server_close(s, "out of memory");
+            return;
+        }
     }
     uint64_t now = pgl_loop_now(s->lp);
     pgl_log_info(s->log_ctx, "logged in as generation %llu in %llu ms%s",
