@@ -93,6 +93,7 @@ static const key_desc keys[] = {
     {PG(shutdown_timeout), K_SECS, "30", 0, DAY, NULL, NULL, 0},
     {PG(log_format), K_ENUM, "text", 0, 0, logfmt_names, NULL, 0},
     {PG(pidfile), K_STR, NULL, 0, 0, NULL, NULL, 0},
+    {PG(ignore_startup_parameters), K_LIST, NULL, 0, 0, NULL, NULL, 0},
     {PG(workers), K_INT, "1", 1, 64, NULL, NULL, 0},
 
     {VA(addr), K_STR, "http://127.0.0.1:8200", 0, 0, NULL, "VAULT_ADDR", 0},
@@ -119,6 +120,9 @@ static const key_desc keys[] = {
 /* K_LIST fields are a char ** immediately followed by their count. */
 _Static_assert(offsetof(pgl_conf, nadmin_users) == offsetof(pgl_conf, admin_users) + sizeof(char **),
                "admin_users count must follow the array");
+_Static_assert(offsetof(pgl_conf, nignore_startup_parameters) ==
+                   offsetof(pgl_conf, ignore_startup_parameters) + sizeof(char **),
+               "ignore_startup_parameters count must follow the array");
 
 /* pglease's own keys inside a [databases] conninfo; everything else is libpq's. */
 static const char *const db_own_keys[] = {"creds", "pool_size", "min_pool_size", "pool_mode",

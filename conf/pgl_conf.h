@@ -139,6 +139,10 @@ typedef struct pgl_conf {
     int shutdown_timeout;
     pgl_conf_log_format log_format;
     char *pidfile; /* NULL when unset */
+    /* Startup parameters a client may send that pglease drops (PgBouncer's
+     * key of the same name); every other one is applied on the server. */
+    char **ignore_startup_parameters;
+    size_t nignore_startup_parameters;
     int workers;
 
     pgl_conf_vault vault;

@@ -207,9 +207,27 @@ void pgl_client_server_lost(pgl_client *c, const char *why)
 
 /* ---- forwarding ------------------------------------------------------------------------ */
 
+/* What a frontend may send once logged in (protocol 3.0); Postgres answers
+ * anything else with 08P01, and so does pglease, before it reaches a
+ * server. CopyData/CopyDone/CopyFail outside COPY are ignored by Postgres. */
+static bool frontend_message(uint8_t type)
+{
+    switch (type) {
+    case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S': case 'F':
+    case 'd': case 'c': case 'f': case 'X':
+        return true;
+    default:
+        return false;
+    }
+}
+
 static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
 {
     pgl_client *c = client_of(conn);
+    if ((c->state == PGL_CLIENT_IDLE || c->state == PGL_CLIENT_ACTIVE) && !frontend_message(type)) {
+        pgl_client_fail(c, "FATAL", "08P01", "invalid frontend message type %d", type);
+        return PGL_CONN_WAIT;
+    }
     switch (c->state) {
     case PGL_CLIENT_STARTUP:
         if (len > PGL_PGWIRE_STARTUP_MAX) {

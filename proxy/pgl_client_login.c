@@ -20,9 +20,11 @@
 #include "pgl_pgwire_startup.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -313,25 +315,122 @@ static void cancel_request(pgl_loop *lp, uint32_t pid, uint32_t key)
                         uv_strerror(rc));
 }
 
-/* Startup parameters we understand; anything else is refused like PgBouncer does. */
+/* Why a startup parameter was refused: the SQLSTATE and message the
+ * client gets, as Postgres words them. */
+typedef struct {
+    const char *sqlstate;
+    char message[256];
+} refusal;
+
+/* A setting from the startup packet: a reported parameter pglease carries
+ * between servers, or any other GUC, set on every server the client uses
+ * (Postgres's own error answers one it cannot take). */
+static int take_setting(pgl_client *c, const char *name, const char *value)
+{
+    int v = pgl_varcache_lookup(name);
+    if (v >= 0)
+        return pgl_client_set_var(c, (pgl_var)v, value);
+    const pgl_conf *conf = c->lp->px->conf;
+    for (size_t i = 0; i < conf->nignore_startup_parameters; i++)
+        if (strcasecmp(conf->ignore_startup_parameters[i], name) == 0)
+            return 0;
+    if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
+        return -ENOMEM;
+    return pgl_varcache_set_extra(c->vars, name, value);
+}
+
+/*
+ * The `options` parameter, split as Postgres splits it (pg_split_opts):
+ * words separated by white space, a backslash taking the next character
+ * as it is. Settings are `-c name=value`, `-cname=value` or
+ * `--name=value` (dashes in a long name become underscores); other
+ * server switches are refused as Postgres refuses unknown ones.
+ */
+static int take_options(pgl_client *c, const char *opts, refusal *why)
+{
+    size_t len = strlen(opts);
+    char *words = malloc(len + 1);
+    if (words == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    bool want_c = false; /* the previous word was a lone -c */
+    const char *p = opts;
+    while (rc == 0) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (*p == '\0')
+            break;
+        size_t n = 0;
+        for (; *p && !strchr(" \t\n\r\f\v", *p); p++) {
+            if (*p == '\\' && p[1] != '\0')
+                p++;
+            words[n++] = *p;
+        }
+        words[n] = '\0';
+        const char *setting = NULL;
+        if (want_c) {
+            setting = words;
+            want_c = false;
+        } else if (strcmp(words, "-c") == 0) {
+            want_c = true;
+            continue;
+        } else if (strncmp(words, "-c", 2) == 0) {
+            setting = words + 2;
+        } else if (strncmp(words, "--", 2) == 0 && words[2] != '\0') {
+            setting = words + 2;
+            for (char *d = words + 2; *d && *d != '='; d++)
+                if (*d == '-')
+                    *d = '_';
+        } else {
+            why->sqlstate = "42601";
+            snprintf(why->message, sizeof why->message,
+                     "invalid command-line argument for server process: %s", words);
+            rc = -EINVAL;
+            break;
+        }
+        char *eq = strchr(setting, '=');
+        if (eq == NULL || eq == setting) {
+            why->sqlstate = "42601";
+            snprintf(why->message, sizeof why->message, "%s%s requires a value",
+                     words[1] == '-' ? "--" : "-c ", setting);
+            rc = -EINVAL;
+            break;
+        }
+        *eq = '\0';
+        rc = take_setting(c, setting, eq + 1);
+    }
+    if (rc == 0 && want_c) {
+        why->sqlstate = "42601";
+        snprintf(why->message, sizeof why->message, "-c requires a value");
+        rc = -EINVAL;
+    }
+    OPENSSL_cleanse(words, len + 1);
+    free(words);
+    return rc;
+}
+
+/* One startup parameter: user and database, `options`, replication (not
+ * served), or a setting. */
 static int take_param(pgl_client *c, const char *name, const char *value, const char **user,
-                      const char **database)
+                      const char **database, refusal *why)
 {
     if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0) {
         if (*value)
             *(name[0] == 'u' ? user : database) = value;
         return 0;
     }
-    int v = pgl_varcache_lookup(name);
-    if (v >= 0)
-        return pgl_client_set_var(c, (pgl_var)v, value);
-    /* Drivers send these; they do not change what a pooled server returns. */
-    if (strcmp(name, "extra_float_digits") == 0 || strcmp(name, "replication") == 0 ||
-        strcmp(name, "options") == 0)
-        return strcmp(name, "replication") == 0 || (strcmp(name, "options") == 0 && *value)
-                   ? -EINVAL
-                   : 0;
-    return -EINVAL;
+    if (strcmp(name, "options") == 0)
+        return take_options(c, value, why);
+    if (strcmp(name, "replication") == 0) {
+        if (strcasecmp(value, "false") == 0 || strcasecmp(value, "off") == 0 ||
+            strcasecmp(value, "no") == 0 || strcmp(value, "0") == 0)
+            return 0;
+        why->sqlstate = "08P01";
+        snprintf(why->message, sizeof why->message,
+                 "pglease does not serve replication connections");
+        return -EINVAL;
+    }
+    return take_setting(c, name, value);
 }
 
 void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
@@ -399,13 +498,14 @@ void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
                 unsupported[nunsupported++] = name;
             continue;
         }
-        rc = take_param(c, name, value, &user, &database);
+        refusal why;
+        rc = take_param(c, name, value, &user, &database, &why);
         if (rc == -ENOMEM) {
             pgl_client_fail(c, "FATAL", "53200", "out of memory");
             return;
         }
         if (rc != 0) {
-            pgl_client_fail(c, "FATAL", "08P01", "unsupported startup parameter: %s", name);
+            pgl_client_fail(c, "FATAL", why.sqlstate, "%s", why.message);
             return;
         }
     }

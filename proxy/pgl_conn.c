@@ -303,18 +303,22 @@ static void process(pgl_conn *c)
         const uint8_t *h = c->buf + c->scan;
         uint8_t type = c->startup ? 0 : h[0];
         uint32_t len = pgl_pgwire_be32(c->startup ? h : h + 1);
-        if (len < 4) {
+        /* The length word is a signed int32 in the protocol. */
+        if (len < 4 || len > INT32_MAX) {
             fail(c, PGL_CONN_BAD_LENGTH);
-            return;
-        }
-        if (len > c->max_packet) {
-            fail(c, PGL_CONN_TOO_BIG);
             return;
         }
         uint32_t total = len + (hdr - 4);
         pgl_conn_action act = c->ops->decide(c, type, len);
         if (c->closed)
             return;
+        /* Forwarded messages stream through in buffer-sized pieces, whatever
+         * their size (Postgres's own limits apply at the other end); only
+         * what pglease must hold whole is bounded by max_packet_size. */
+        if ((act == PGL_CONN_INSPECT || act == PGL_CONN_PEEK) && len > c->max_packet) {
+            fail(c, PGL_CONN_TOO_BIG);
+            return;
+        }
         switch (act) {
         case PGL_CONN_FORWARD:
             c->fwd_left = total;

@@ -53,7 +53,7 @@ typedef enum {
 typedef enum {
     PGL_CONN_EOF = 0,      /* peer closed the connection */
     PGL_CONN_IO_ERROR,     /* reset, TLS failure */
-    PGL_CONN_TOO_BIG,      /* message longer than max_packet_size */
+    PGL_CONN_TOO_BIG,      /* a message to inspect is longer than max_packet_size */
     PGL_CONN_BAD_LENGTH,   /* length field below 4 */
     PGL_CONN_NO_MEMORY,
 } pgl_conn_failure;

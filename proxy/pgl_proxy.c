@@ -16,9 +16,12 @@
 #include "pgl_version.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -153,6 +156,22 @@ static int start_signals(pgl_proxy *px)
     return 0;
 }
 
+/* ---- pidfile ------------------------------------------------------------------------ */
+
+/* Writes the pid (and a newline) to `path`, replacing what was there. */
+static int write_pidfile(const char *path)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    int rc = write(fd, buf, (size_t)n) == n ? 0 : -EIO;
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
 /* ---- run ---------------------------------------------------------------------------- */
 
 /* Everything up to the first accepted client. false when pglease cannot
@@ -193,6 +212,20 @@ static bool start(pgl_proxy *px)
     if (rc != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "cannot handle signals: %s", pgl_strerror(rc));
         return false;
+    }
+    if (conf->pidfile != NULL) {
+        /* A copy: the one removed at exit is the one written, whatever a
+         * reload says by then. */
+        if ((px->pidfile = strdup(conf->pidfile)) == NULL) {
+            pgl_log(PGL_LOG_FATAL, NULL, "out of memory");
+            return false;
+        }
+        if ((rc = write_pidfile(px->pidfile)) != 0) {
+            pgl_log(PGL_LOG_FATAL, NULL, "pidfile %s: %s", px->pidfile, pgl_strerror(rc));
+            free(px->pidfile);
+            px->pidfile = NULL;
+            return false;
+        }
     }
     if (pgl_listeners_open(&px->main.uv, conf, pgl_client_accept, &px->main,
                            &px->main.listeners, err, sizeof err) != 0) {
@@ -235,6 +268,9 @@ int pgl_proxy_run(pgl_conf *conf, bool verbose)
         pgl_pools_free(px);
     }
     pgl_creds_free(px);
+    if (px->pidfile != NULL && unlink(px->pidfile) != 0)
+        pgl_log_warning(NULL, "pidfile %s: %s", px->pidfile, pgl_strerror(-errno));
+    free(px->pidfile);
     rc = pgl_loop_close(&px->main);
     if (rc != 0)
         pgl_log_warning(NULL, "event loop closed with handles open: %s", pgl_strerror(rc));

@@ -55,6 +55,7 @@ struct pgl_proxy {
     bool stopped;
     bool paused;
     uint64_t shutdown_deadline; /* ms */
+    char *pidfile;              /* written at start, removed at exit */
     pgl_loop main;              /* the loop everything runs on */
 };
 

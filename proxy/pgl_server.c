@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bound on the query applying a client's startup settings on a server. */
+#define SETVARS_MAX (1024u * 1024)
+
 static const char *const state_names[] = {"connecting", "idle", "active", "internal", "closed"};
 
 const char *pgl_server_state_name(pgl_server_state st)
@@ -134,6 +137,7 @@ static void start_internal(pgl_server *s, pgl_server_query what, const char *sql
     set_state(s, PGL_SERVER_INTERNAL);
     s->query = what;
     s->query_failed = false;
+    s->query_sqlstate[0] = s->query_error[0] = '\0';
     s->expected_rfq = 1;
     if (pgl_msg_query(&s->conn, sql) != 0)
         pgl_server_close(s, "out of memory");
@@ -146,12 +150,18 @@ static void internal_done(pgl_server *s)
     s->query = PGL_SERVER_Q_NONE;
     s->expected_rfq = 0; /* ours was answered; the client's count starts now */
     if (s->query_failed || s->rfq_status != 'I') {
+        /* A setting the client asked for at startup that Postgres refuses
+         * (unknown, read-only, bad value) ends that client with Postgres's
+         * own error, as a direct login would. */
+        if (what == PGL_SERVER_Q_SETVARS && s->link != NULL && s->query_sqlstate[0])
+            pgl_client_fail(s->link, "FATAL", s->query_sqlstate, "%s", s->query_error);
         pgl_server_close(s, what == PGL_SERVER_Q_RESET ? "DISCARD ALL failed"
                                                        : "setting session parameters failed");
         return;
     }
     switch (what) {
     case PGL_SERVER_Q_RESET:
+        pgl_varcache_reset(&s->vars);
         set_state(s, PGL_SERVER_IDLE);
         pgl_pool_serve(s->pool);
         return;
@@ -180,20 +190,32 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
     pgl_client_link(client, s);
     pgl_conn_set_peer(&client->conn, &s->conn);
 
-    char sql[2048];
-    int n = pgl_varcache_apply_sql(client->vars, &pool->defaults, &s->vars, sql,
-                                   sizeof sql);
+    /* Nearly always nothing, or a few parameters; a client with many startup
+     * settings (a startup packet holds up to 10,000 bytes) gets a bigger
+     * buffer. */
+    char local[4096], *sql = local;
+    size_t cap = sizeof local;
+    int n;
+    while ((n = pgl_varcache_apply_sql(client->vars, &pool->defaults, &s->vars, sql, cap)) < 0 &&
+           cap < SETVARS_MAX) {
+        if (sql != local)
+            free(sql);
+        cap *= 4;
+        if ((sql = malloc(cap)) == NULL)
+            break;
+    }
     if (n > 0) {
         /* The server's answers to our SETs are ours: no peer until done. */
         pgl_conn_set_peer(&s->conn, NULL);
         pgl_log_debug(s->log_ctx, "applying client parameters");
         start_internal(s, PGL_SERVER_Q_SETVARS, sql);
-        return;
+    } else if (n < 0) {
+        pgl_client_fail(client, "FATAL", "53200", "out of memory applying startup parameters");
     }
-    if (n < 0) {
-        pgl_server_close(s, "client parameters too long to apply");
+    if (sql != local)
+        free(sql);
+    if (n != 0)
         return;
-    }
     set_state(s, PGL_SERVER_ACTIVE);
     pgl_conn_set_peer(&s->conn, &client->conn);
     pgl_client_go(client);
@@ -287,8 +309,14 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
         }
         return PGL_CONN_FORWARD;
     case PGL_SERVER_INTERNAL:
-        if (type == 'E')
+        if (type == 'E') {
             s->query_failed = true;
+            pgl_pgwire_error e;
+            if (pgl_pgwire_parse_error(body, len, &e) == 0 && e.sqlstate && e.message) {
+                snprintf(s->query_sqlstate, sizeof s->query_sqlstate, "%s", e.sqlstate);
+                snprintf(s->query_error, sizeof s->query_error, "%s", e.message);
+            }
+        }
         if (type == 'Z' && len >= 1) {
             s->rfq_status = (char)body[0];
             internal_done(s);

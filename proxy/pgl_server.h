@@ -62,6 +62,8 @@ struct pgl_server {
     char rfq_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
     uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
     bool query_failed;     /* the internal query got an ErrorResponse */
+    char query_sqlstate[6];
+    char query_error[200]; /* its message, for the client it was for */
     uint64_t created;      /* ms */
     uint64_t last_used;    /* ms */
 };

@@ -366,8 +366,9 @@ def main():
     try:
         pg.sql(f"CREATE ROLE {UP_USER} LOGIN PASSWORD '{UP_PASSWORD}'")
         pg.sql(f"CREATE DATABASE bench OWNER {UP_USER}")
-        # 1,000 direct clients for the many-clients row, plus room for the rest.
-        pg.sql("ALTER SYSTEM SET max_connections = 1100")
+        # 1,000 direct clients for the many-clients row, plus the ~110 servers
+        # both proxies keep open.
+        pg.sql("ALTER SYSTEM SET max_connections = 1300")
         pg.restart()
         print("initialising pgbench scale 10...", flush=True)
         subprocess.run(["pgbench", "-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", str(pg.port),

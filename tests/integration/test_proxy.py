@@ -13,7 +13,10 @@ import pytest
 
 from pglease_proc import PgLease
 from pgraw import connect as raw_connect
-from pgraw import login_sqlstate, query_value
+from pgraw import error_fields as pgraw_fields
+from pgraw import read_message as pgraw_read
+from pgraw import send as pgraw_send
+from pgraw import ServerError, login_sqlstate, query_value
 
 UPSTREAM_USER = "pgl_app"
 UPSTREAM_PASSWORD = "upstream-pw-1"
@@ -134,6 +137,74 @@ def test_startup_search_path_stays_with_its_client(upstream):
         for s in (a, b):
             if s is not None:
                 s.close()
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_startup_settings_are_applied_and_stay_with_their_client(upstream, mode):
+    """`options` (-c / --name=value, as PGOPTIONS sends them) and any GUC
+    sent as a startup parameter (asyncpg server_settings, node-postgres
+    statement_timeout) apply to the client's session, and never to the next
+    client of the same server."""
+    p = PgLease({"app": upstream}, settings={"pool_mode": mode,
+                                             "default_pool_size": 1}).start()
+    a = b = None
+    try:
+        a = raw_connect(p.port, "alice", "app", p.users["alice"],
+                        params={"options": r"-c statement_timeout=1234 --lock-timeout=4321 "
+                                           r"-c application_name=with\ space",
+                                "jit": "off", "myapp.tenant": "t1"})
+        for _ in range(3):
+            assert query_value(a, "show statement_timeout") == "1234ms"
+            assert query_value(a, "show lock_timeout") == "4321ms"
+            assert query_value(a, "show jit") == "off"
+            assert query_value(a, "select current_setting('myapp.tenant')") == "t1"
+            assert query_value(a, "select current_setting('application_name')") == "with space"
+            if mode == "session":
+                break  # the one server is a's until it leaves
+            b = b or raw_connect(p.port, "alice", "app", p.users["alice"])
+            assert query_value(b, "show statement_timeout") == "0"
+            assert query_value(b, "show lock_timeout") == "0"
+            assert query_value(b, "show jit") == "on"
+            assert query_value(b, "select current_setting('myapp.tenant', true)") in (None, "")
+        a.close()
+        a = None
+        b = b or raw_connect(p.port, "alice", "app", p.users["alice"])
+        assert query_value(b, "show statement_timeout") == "0"
+        assert query_value(b, "show jit") == "on"
+    finally:
+        for s in (a, b):
+            if s is not None:
+                s.close()
+        assert p.stop() == 0
+
+
+def test_startup_settings_postgres_refuses(upstream):
+    """What Postgres would refuse at login is refused with its own error:
+    an unknown GUC (42704, at the client's first statement), a malformed
+    `options` (42601, at login). ignore_startup_parameters drops a name."""
+    p = PgLease({"app": upstream},
+                settings={"ignore_startup_parameters": "no_such_thing, other_thing"}).start()
+    try:
+        s = raw_connect(p.port, "alice", "app", p.users["alice"], params={"no_such_guc": "1"})
+        pgraw_send(s, b"Q", b"select 1\0")
+        t, body = pgraw_read(s)  # FATAL: no ReadyForQuery follows
+        fields = pgraw_fields(body)
+        assert (t, fields["S"], fields["C"]) == (b"E", "FATAL", "42704")
+        assert fields["M"] == 'unrecognized configuration parameter "no_such_guc"'
+        s.close()
+        for options, message in [("-x", "invalid command-line argument for server process: -x"),
+                                 ("-c statement_timeout", "-c statement_timeout requires a value"),
+                                 ("-c", "-c requires a value")]:
+            with pytest.raises(ServerError) as e:
+                raw_connect(p.port, "alice", "app", p.users["alice"], params={"options": options})
+            assert (e.value.sqlstate, e.value.fields["M"]) == ("42601", message)
+        s = raw_connect(p.port, "alice", "app", p.users["alice"],
+                        params={"no_such_thing": "x", "Other_Thing": "y"})
+        assert query_value(s, "select 5") == "5"
+        s.close()
+        assert psycopg.connect(p.dsn()).execute("select 6").fetchone()[0] == 6
+    finally:
         assert p.stop() == 0
 
 
@@ -259,6 +330,61 @@ def test_console_counts_follow_client_and_server_states(proxy):
     assert len([r for r in show(proxy, "clients") if r[2] == "app"]) == 2
     a.close()
     b.close()
+
+
+def backend_pids(p):
+    return sorted(int(r[5]) for r in show(p, "servers") if r[5])
+
+
+def test_unknown_frontend_message_type_never_reaches_a_server(proxy):
+    psycopg.connect(proxy.dsn(), autocommit=True).execute("select 1")
+    before = backend_pids(proxy)
+    s = raw_connect(proxy.port, "alice", "app", "secret")
+    pgraw_send(s, b"Y", b"junk")
+    t, body = pgraw_read(s)
+    assert t == b"E"
+    fields = pgraw_fields(body)
+    assert (fields["C"], fields["M"]) == ("08P01", "invalid frontend message type 89")
+    s.close()
+    # The pooled server never saw it: same backend, still serving.
+    assert backend_pids(proxy) == before
+    assert psycopg.connect(proxy.dsn()).execute("select 2").fetchone()[0] == 2
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+
+def test_values_larger_than_max_packet_size_stream_both_ways(proxy):
+    """80 MB values (over the 64 MB max_packet_size) pass in both
+    directions without pglease holding one whole."""
+    size = 80 * 1024 * 1024
+    c = psycopg.connect(proxy.dsn(), autocommit=True)
+    c.execute("select 1")
+    hwm = vm_hwm_kib(proxy.proc.pid)
+    assert c.execute("select length(repeat('x', %s))", (size,)).fetchone()[0] == size
+    got = c.execute("select repeat('x', %s)", (size,)).fetchone()[0]
+    assert len(got) == size
+    del got
+    assert c.execute("select length(%s)", ("y" * size,)).fetchone()[0] == size
+    assert c.execute("select 3").fetchone()[0] == 3
+    c.close()
+    assert vm_hwm_kib(proxy.proc.pid) - hwm < 32 * 1024
+
+
+def test_pidfile_written_at_start_removed_at_exit(upstream, tmp_path):
+    pidfile = tmp_path / "pglease.pid"
+    p = PgLease({"app": upstream}, settings={"pidfile": str(pidfile)}).start()
+    try:
+        assert pidfile.read_text() == f"{p.proc.pid}\n"
+    finally:
+        assert p.stop() == 0
+    assert not pidfile.exists()
+    bad = PgLease({"app": upstream}, settings={"pidfile": str(tmp_path / "no" / "such.pid")})
+    with pytest.raises(RuntimeError) as e:
+        bad.start()
+    assert "pidfile" in str(e.value) and "No such file or directory" in str(e.value)
 
 
 def test_killed_backend_is_replaced(proxy, pg):

@@ -1,6 +1,7 @@
 """Client TLS, every local auth_type, COPY in both directions, large rows and
 session-mode reset, through pglease against a real Postgres."""
 import subprocess
+import threading
 
 import psycopg
 import pytest
@@ -144,6 +145,49 @@ def test_copy_both_ways_and_large_rows(upstream, mode):
         assert p.stop() == 0
 
 
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_pipeline_of_200_statements_returns_in_order(upstream, mode):
+    """Several Syncs in flight: the server stays with the client until the
+    last ReadyForQuery, while another client competes for the only server."""
+    p = start(upstream, pool_mode=mode, default_pool_size=1)
+    stop = threading.Event()
+    other_results = []
+
+    def other_client():
+        try:
+            # prepare_threshold=None: named prepared statements in transaction
+            # mode are not carried between servers yet (see operations.md).
+            with psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None) as o:
+                while not stop.is_set():
+                    other_results.append(o.execute("select 'other'").fetchone()[0])
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            other_results.append(repr(e))
+
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None) as c:
+            t = threading.Thread(target=other_client) if mode == "transaction" else None
+            if t:
+                t.start()
+            for _ in range(3):
+                with c.pipeline():
+                    curs = [c.execute("select %s::int", (i,)) for i in range(200)]
+                assert [cur.fetchone()[0] for cur in curs] == list(range(200))
+            # An error inside a pipeline skips to the next Sync, as in Postgres.
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                with c.pipeline():
+                    c.execute("select 1")
+                    c.execute("select 1/0")
+                    c.execute("select 2")
+            assert c.execute("select 3").fetchone()[0] == 3
+            stop.set()
+            if t:
+                t.join(10)
+                assert other_results and set(other_results) == {"other"}
+    finally:
+        stop.set()
+        assert p.stop() == 0
+
+
 def test_session_mode_resets_between_clients(upstream):
     p = start(upstream, pool_mode="session", default_pool_size=1)
     try:
@@ -192,16 +236,16 @@ def test_protocol_edge_cases(upstream):
         assert reply[:1] == b"E" and b"C0A000" in reply
         reply = raw_startup_reply(p.port, struct.pack("!I", 3) + b"xxxx")
         assert reply[:1] == b"E" and b"C08P01" in reply
-        body = struct.pack("!I", 196608) + b"user\0alice\0bogus_param\0x\0\0"
-        reply = raw_startup_reply(p.port, struct.pack("!I", len(body) + 4) + body)
-        assert reply[:1] == b"E" and b"C08P01" in reply and b"bogus_param" in reply
-        # A message above max_packet_size after login is refused, others unharmed.
-        from pgraw import connect, read_message, send
+        # A startup packet longer than Postgres allows is refused at its
+        # length word (sent alone: unread bytes would reset the socket)...
+        reply = raw_startup_reply(p.port, struct.pack("!I", 70004))
+        assert reply[:1] == b"E" and b"C08P01" in reply
+        # ...while a forwarded message above it streams through (Postgres's
+        # own limits apply), others unharmed.
+        from pgraw import connect, query_value
         other = psycopg.connect(p.dsn(), autocommit=True)
         s = connect(p.port, "alice", "app", "secret")
-        send(s, b"Q", b"select '" + b"x" * 70000 + b"'\0")
-        t, b = read_message(s)
-        assert t == b"E" and b"C08P01" in b
+        assert query_value(s, "select length('" + "x" * 70000 + "')") == "70000"
         s.close()
         assert other.execute("select 1").fetchone()[0] == 1
         other.close()

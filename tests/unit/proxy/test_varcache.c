@@ -73,6 +73,41 @@ static void test_too_small_buffer(void **state)
     pgl_varcache_clear(&client);
 }
 
+/* Other GUCs from the startup packet: set on the server, remembered there,
+ * and put back to the server's default for the next client without them. */
+static void test_extra_settings_follow_the_client(void **state)
+{
+    (void)state;
+    pgl_varcache client = {0}, server = {0};
+    char sql[1024];
+    assert_int_equal(pgl_varcache_set_extra(&client, "Work_Mem", "64MB"), 0);
+    assert_int_equal(pgl_varcache_set_extra(&client, "work_mem", "77MB"), 0); /* replaces */
+    assert_int_equal(pgl_varcache_set_extra(&client, "myapp.tenant", "it's"), 0);
+    assert_int_equal(client.nextra, 2);
+    int n = pgl_varcache_apply_sql(&client, NULL, &server, sql, sizeof sql);
+    assert_true(n > 0);
+    assert_string_equal(sql, "SELECT pg_catalog.set_config(E'work_mem', E'77MB', false), "
+                             "pg_catalog.set_config(E'myapp.tenant', E'it\\'s', false)");
+    assert_int_equal(pgl_varcache_applied(&client, NULL, &server), 0);
+    assert_int_equal(pgl_varcache_apply_sql(&client, NULL, &server, sql, sizeof sql), 0);
+    /* The next client set nothing: both go back to the server's defaults. */
+    n = pgl_varcache_apply_sql(NULL, NULL, &server, sql, sizeof sql);
+    assert_true(n > 0);
+    assert_non_null(strstr(sql, "set_config(E'work_mem', (SELECT reset_val FROM "
+                                "pg_catalog.pg_settings WHERE name = E'work_mem'), false)"));
+    assert_non_null(strstr(sql, "name = E'myapp.tenant'"));
+    assert_int_equal(pgl_varcache_applied(NULL, NULL, &server), 0);
+    assert_int_equal(server.nextra, 0);
+    /* After DISCARD ALL a server has no extras and its default search_path. */
+    assert_int_equal(pgl_varcache_applied(&client, NULL, &server), 0);
+    set(&server, PGL_VAR_SEARCH_PATH, "a_schema");
+    pgl_varcache_reset(&server);
+    assert_int_equal(server.nextra, 0);
+    assert_null(server.values[PGL_VAR_SEARCH_PATH]);
+    pgl_varcache_clear(&client);
+    pgl_varcache_clear(&server);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -80,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_client_value_is_quoted_and_remembered),
         cmocka_unit_test(test_previous_clients_value_goes_back_to_the_default),
         cmocka_unit_test(test_too_small_buffer),
+        cmocka_unit_test(test_extra_settings_follow_the_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
