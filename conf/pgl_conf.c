@@ -57,6 +57,7 @@ typedef struct {
 
 static const char *const auth_names[] = {"scram-sha-256", "md5", "trust", "cert", NULL};
 static const char *const pool_names[] = {"transaction", "session", NULL};
+static const char *const track_names[] = {"pin", "reset", "off", NULL};
 static const char *const tls_names[] = {"disable", "allow", "require", NULL};
 static const char *const logfmt_names[] = {"text", "json", NULL};
 static const char *const vault_auth_names[] = {"approle", "token", "kubernetes", NULL};
@@ -73,6 +74,7 @@ static const key_desc keys[] = {
     {PG(auth_file), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {PG(admin_users), K_LIST, NULL, 0, 0, NULL, NULL, 0},
     {PG(pool_mode), K_ENUM, "transaction", 0, 0, pool_names, NULL, 0},
+    {PG(track_session_state), K_ENUM, "pin", 0, 0, track_names, NULL, 0},
     {PG(default_pool_size), K_INT, "20", 1, 10000, NULL, NULL, 0},
     {PG(min_pool_size), K_INT, "0", 0, 10000, NULL, NULL, 0},
     {PG(max_client_conn), K_INT, "10000", 1, 1000000, NULL, NULL, 0},

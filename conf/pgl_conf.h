@@ -45,6 +45,13 @@ typedef enum {
     PGL_CONF_POOL_SESSION,
 } pgl_conf_pool_mode;
 
+/* Transaction mode: what a transaction that left session state gets. */
+typedef enum {
+    PGL_CONF_TRACK_PIN = 0, /* the client keeps its server until it leaves */
+    PGL_CONF_TRACK_RESET,   /* the server is reset (DISCARD ALL); the client loses it */
+    PGL_CONF_TRACK_OFF,     /* nothing is checked (PgBouncer's behaviour) */
+} pgl_conf_track;
+
 typedef enum {
     PGL_CONF_TLS_DISABLE = 0,
     PGL_CONF_TLS_ALLOW,
@@ -119,6 +126,7 @@ typedef struct pgl_conf {
     char **admin_users;
     size_t nadmin_users;
     pgl_conf_pool_mode pool_mode;
+    pgl_conf_track track_session_state;
     int default_pool_size;
     int min_pool_size;
     int max_client_conn;

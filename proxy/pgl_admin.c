@@ -139,8 +139,8 @@ static const char *const client_states[] = {"login", "login", "login", "login",
 static void show_clients(pgl_client *c, result *r)
 {
     static const char *const cols[] = {"id", "user", "database", "state", "addr", "tls",
-                                       "server_pid", "connect_time_s", "queries"};
-    begin(r, c, cols, 9);
+                                       "server_pid", "connect_time_s", "queries", "pinned"};
+    begin(r, c, cols, 10);
     uint64_t now = pgl_now_ms(c->lp->px);
     pgl_list *it, *tmp;
     pgl_list_foreach(it, tmp, &c->lp->clients)
@@ -155,7 +155,8 @@ static void show_clients(pgl_client *c, result *r)
                            cl->tls ? "yes" : "no",
                            cl->link ? U64(b[1], (uint64_t)cl->link->backend_pid) : NULL,
                            U64(b[2], (now - cl->connect_time) / 1000),
-                           U64(b[3], cl->queries)};
+                           U64(b[3], cl->queries),
+                           cl->pinned ? "yes" : "no"};
         row(r, v);
     }
     end(r, "SHOW");

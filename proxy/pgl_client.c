@@ -13,6 +13,7 @@
 #include "pgl_pgwire_frame.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -221,6 +222,58 @@ static bool frontend_message(uint8_t type)
     }
 }
 
+/* Queries and Parses up to this size are read for session state. */
+#define SCAN_MAX (64u * 1024)
+
+/* Each of these is answered by exactly one ReadyForQuery: counting them
+ * tells when a pipelined client's transaction really ended. */
+static void count_request(pgl_client *c, uint8_t type)
+{
+    if (type == 'Q' || type == 'S' || type == 'F')
+        c->link->expected_rfq++;
+    if (type == 'Q')
+        c->queries++;
+}
+
+/* `s` (len bytes, not NUL-terminated) contains `word` (lower case),
+ * ignoring case. */
+static bool mentions(const char *s, size_t len, const char *word)
+{
+    size_t wl = strlen(word);
+    for (size_t i = 0; i + wl <= len; i++) {
+        size_t j = 0;
+        while (j < wl && (char)tolower((unsigned char)s[i + j]) == word[j])
+            j++;
+        if (j == wl)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A Query or Parse that may leave session state the CommandComplete tag
+ * would not tell: a named Parse (a protocol-level prepared statement), or
+ * SQL naming advisory locks, set_config() or temporary objects (SELECT
+ * INTO / CREATE TEMP ... AS end with a SELECT tag). A function that does
+ * such things inside is not seen (docs/operations.md).
+ */
+static bool may_leave_state(uint8_t type, const uint8_t *body, uint32_t len)
+{
+    const char *sql = (const char *)body;
+    size_t n = strnlen(sql, len);
+    if (type == 'P') {
+        if (n > 0)
+            return true; /* a statement name */
+        sql += n + 1;
+        n = n + 1 < len ? strnlen(sql, len - n - 1) : 0;
+    }
+    static const char *const words[] = {"advisory", "set_config", "temp", "into"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (mentions(sql, n, words[i]))
+            return true;
+    return false;
+}
+
 static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
 {
     pgl_client *c = client_of(conn);
@@ -258,12 +311,15 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
          * not the client's, so the client's bytes wait (pgl_client_go). */
         if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE)
             return PGL_CONN_WAIT;
-        /* Each of these is answered by exactly one ReadyForQuery: counting
-         * them tells when a pipelined client's transaction really ended. */
-        if (type == 'Q' || type == 'S' || type == 'F')
-            c->link->expected_rfq++;
-        if (type == 'Q')
-            c->queries++;
+        if ((type == 'Q' || type == 'P') && c->link->track_state && !c->pinned) {
+            /* Looked at on its way through (counted in inspect: decide may
+             * be asked again while the message arrives); one too long to
+             * hold is suspect unread. */
+            if (len <= SCAN_MAX && len <= c->conn.max_packet)
+                return PGL_CONN_PEEK;
+            pgl_server_note_suspect(c->link);
+        }
+        count_request(c, type);
         return PGL_CONN_FORWARD;
     case PGL_CLIENT_TLS_HANDSHAKE:
     case PGL_CLIENT_LOGIN_WAIT:
@@ -290,6 +346,13 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
         return PGL_CONN_SKIP;
     case PGL_CLIENT_IDLE:
     case PGL_CLIENT_ACTIVE:
+        if ((type == 'Q' || type == 'P') && c->state == PGL_CLIENT_ACTIVE && !c->admin) {
+            /* Peeked (see client_decide): count it, look, pass it on. */
+            count_request(c, type);
+            if (may_leave_state(type, body, len))
+                pgl_server_note_suspect(c->link);
+            return PGL_CONN_FORWARD;
+        }
         if (type == 'X') {
             pgl_log_debug(PGL_CLIENT_CTX(c), "client terminated");
             pgl_client_close(c);
@@ -361,6 +424,15 @@ void pgl_client_link(pgl_client *c, pgl_server *s)
 void pgl_client_go(pgl_client *c)
 {
     pgl_conn_resume(&c->conn);
+}
+
+void pgl_client_pin(pgl_client *c, const char *what)
+{
+    if (!c->pinned)
+        pgl_log_info(PGL_CLIENT_CTX(c), "keeps its server for the rest of its session: a "
+                                        "transaction left %s there", what);
+    c->pinned = true;
+    pgl_client_go(c);
 }
 
 /* The server is back in the pool; the client may ask for another. */

@@ -94,6 +94,7 @@ struct pgl_client {
     uint8_t md5_salt[4];
     bool admin;
     bool tls;
+    bool pinned; /* transaction mode: keeps its server (it left session state there) */
 };
 
 /* "C-<id> db/user@addr" for log lines, into buf (PGL_CLIENT_CTX_LEN). */
@@ -132,6 +133,9 @@ void pgl_client_server_lost(pgl_client *client, const char *why);
 void pgl_client_janitor(pgl_client *client, uint64_t now);
 /* The linked server is ready for the client's bytes (after SETs). */
 void pgl_client_go(pgl_client *client);
+/* A transaction left session state on the client's server (`what`, for
+ * the log): the client keeps that server until it leaves. */
+void pgl_client_pin(pgl_client *client, const char *what);
 /* The server went back to the pool; the client idles until its next query. */
 void pgl_client_unlinked(pgl_client *client);
 void pgl_client_free(pgl_client *client);

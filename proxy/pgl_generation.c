@@ -200,8 +200,7 @@ bool pgl_generation_renew_due(pgl_generation *g, uint64_t now)
 
 /* ---- what is due ------------------------------------------------------------------ */
 
-pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s,
-                                        bool session)
+pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s)
 {
     uint64_t deadline = pgl_generation_deadline(g);
     bool retiring = pgl_generation_retiring(g);
@@ -227,7 +226,7 @@ pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int dra
         g->hurry = true;
         return PGL_GEN_DUE_HURRY;
     }
-    if (retiring && session && deadline != UINT64_MAX && now + DEADLINE_NEAR_MS >= deadline)
+    if (retiring && deadline != UINT64_MAX && now + DEADLINE_NEAR_MS >= deadline)
         return PGL_GEN_DUE_RECONNECT;
     return PGL_GEN_DUE_NOTHING;
 }

@@ -150,7 +150,8 @@ bool pgl_generation_renew_due(pgl_generation *g, uint64_t now);
 typedef enum {
     PGL_GEN_DUE_NOTHING = 0,
     PGL_GEN_DUE_HURRY,      /* stop serving unreplaced servers: close idle ones */
-    PGL_GEN_DUE_RECONNECT,  /* session mode, deadline near: ask idle sessions to reconnect */
+    PGL_GEN_DUE_RECONNECT,  /* deadline near: clients that keep a server (session mode,
+                               pinned) are asked to reconnect at their next idle point */
     PGL_GEN_DUE_DEADLINE,   /* past the hard deadline: cut every server */
     PGL_GEN_DUE_DRAIN_OVER, /* drain_timeout over: cut every server */
 } pgl_generation_due;
@@ -159,11 +160,9 @@ typedef enum {
  * What `g` needs at `now`. Updates its own state on the way: an active
  * generation past its deadline dies (no successor came in time), and a
  * draining one near its stop hurries (answered once).
- * drain_timeout_s < 0: no drain timeout. session: the pool is in session
- * mode (its servers are not replaced in place).
+ * drain_timeout_s < 0: no drain timeout.
  */
-pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s,
-                                        bool session);
+pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s);
 
 /* Servers of a draining `g` no server of the active one replaced yet. */
 int pgl_generation_unreplaced(const pgl_generation *g);

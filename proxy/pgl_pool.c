@@ -242,8 +242,9 @@ static void cut(pgl_generation *g, bool deadline)
     pgl_generation_unhold(g);
 }
 
-/* Session clients of an old generation, shortly before its deadline: each
- * is closed at its next idle point with a clear reason. */
+/* Clients that keep a server of an old generation (session mode, or pinned
+ * in transaction mode), shortly before its deadline: each is closed at its
+ * next idle point with a clear reason. */
 static void ask_sessions_to_reconnect(pgl_generation *g)
 {
     /* Closing a client closes its server, maybe the generation's last. */
@@ -270,8 +271,7 @@ void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
 {
     const pgl_conf *conf = pool->px->conf;
     pgl_generation_state was = g->state;
-    switch (pgl_generation_check(g, now, conf->drain_timeout,
-                                 pgl_pool_mode(pool) == PGL_CONF_POOL_SESSION)) {
+    switch (pgl_generation_check(g, now, conf->drain_timeout)) {
     case PGL_GEN_DUE_NOTHING:
         return;
     case PGL_GEN_DUE_DEADLINE:

@@ -137,7 +137,7 @@ static void start_internal(pgl_server *s, pgl_server_query what, const char *sql
     set_state(s, PGL_SERVER_INTERNAL);
     s->query = what;
     s->query_failed = false;
-    s->query_sqlstate[0] = s->query_error[0] = '\0';
+    s->query_sqlstate[0] = s->query_error[0] = s->query_result[0] = '\0';
     s->expected_rfq = 1;
     if (pgl_msg_query(&s->conn, sql) != 0)
         pgl_server_close(s, "out of memory");
@@ -155,13 +155,15 @@ static void internal_done(pgl_server *s)
          * own error, as a direct login would. */
         if (what == PGL_SERVER_Q_SETVARS && s->link != NULL && s->query_sqlstate[0])
             pgl_client_fail(s->link, "FATAL", s->query_sqlstate, "%s", s->query_error);
-        pgl_server_close(s, what == PGL_SERVER_Q_RESET ? "DISCARD ALL failed"
-                                                       : "setting session parameters failed");
+        pgl_server_close(s, what == PGL_SERVER_Q_RESET    ? "DISCARD ALL failed"
+                            : what == PGL_SERVER_Q_CHECK ? "checking the session's state failed"
+                                                         : "setting session parameters failed");
         return;
     }
     switch (what) {
     case PGL_SERVER_Q_RESET:
         pgl_varcache_reset(&s->vars);
+        s->needs_reset = false;
         set_state(s, PGL_SERVER_IDLE);
         pgl_pool_serve(s->pool);
         return;
@@ -173,6 +175,25 @@ static void internal_done(pgl_server *s)
         set_state(s, PGL_SERVER_ACTIVE);
         pgl_conn_set_peer(&s->conn, &s->link->conn);
         pgl_client_go(s->link);
+        return;
+    case PGL_SERVER_Q_CHECK:
+        s->state_suspect = false;
+        set_state(s, PGL_SERVER_ACTIVE);
+        pgl_conn_set_peer(&s->conn, &s->link->conn);
+        if (s->query_result[0] == '\0') {
+            pgl_server_release(s);
+            return;
+        }
+        s->needs_reset = true;
+        if (s->pool->px->conf->track_session_state == PGL_CONF_TRACK_RESET) {
+            pgl_log_info(s->log_ctx, "resetting the session a transaction left %s in",
+                         s->query_result);
+            pgl_server_release(s);
+            return;
+        }
+        /* The client keeps this server for the rest of its session; it is
+         * reset (DISCARD ALL) when the client leaves. */
+        pgl_client_pin(s->link, s->query_result);
         return;
     case PGL_SERVER_Q_NONE:
         break;
@@ -187,6 +208,9 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
     s->link = client;
     s->last_used = pgl_loop_now(s->lp);
     s->expected_rfq = 0;
+    s->state_suspect = false;
+    s->track_state = pgl_pool_mode(pool) == PGL_CONF_POOL_TRANSACTION &&
+                     pool->px->conf->track_session_state != PGL_CONF_TRACK_OFF;
     pgl_client_link(client, s);
     pgl_conn_set_peer(&client->conn, &s->conn);
 
@@ -238,7 +262,7 @@ void pgl_server_release(pgl_server *s)
         pgl_server_close(s, why);
         return;
     }
-    if (pgl_pool_mode(pool) == PGL_CONF_POOL_SESSION) {
+    if (pgl_pool_mode(pool) == PGL_CONF_POOL_SESSION || s->needs_reset) {
         /* The next session must not inherit this one's state. */
         start_internal(s, PGL_SERVER_Q_RESET, "DISCARD ALL");
         return;
@@ -256,6 +280,19 @@ int pgl_server_cancel(pgl_server *s)
 }
 
 /* ---- messages from the server ----------------------------------------------------- */
+
+/* The first column of a DataRow, as text; false when NULL or malformed. */
+static bool first_column(const uint8_t *body, uint32_t len, const char **v, size_t *vl)
+{
+    if (len < 6 || pgl_pgwire_be16(body) < 1)
+        return false;
+    int32_t n = (int32_t)pgl_pgwire_be32(body + 2);
+    if (n < 0 || (uint32_t)n > len - 6)
+        return false;
+    *v = (const char *)body + 6;
+    *vl = (size_t)n;
+    return true;
+}
 
 static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
 {
@@ -280,13 +317,57 @@ static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
 static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
 {
     pgl_server *s = server_of(conn);
-    (void)len;
-    if (s->state == PGL_SERVER_ACTIVE)
-        /* ReadyForQuery and ParameterStatus are only noted on their way
-         * through, so they go out in the same write as the rows before. */
-        return type == 'Z' || type == 'S' ? PGL_CONN_PEEK : PGL_CONN_FORWARD;
-    return PGL_CONN_INSPECT;
+    if (s->state != PGL_SERVER_ACTIVE)
+        return PGL_CONN_INSPECT;
+    /* ReadyForQuery, ParameterStatus and (when session state is tracked)
+     * CommandComplete are only noted on their way through, so they go out
+     * in the same write as the rows before. Tags are short; a longer one is
+     * not a tag pglease knows. */
+    if (type == 'Z' || type == 'S' || (type == 'C' && s->track_state && len <= 256))
+        return PGL_CONN_PEEK;
+    return PGL_CONN_FORWARD;
 }
+
+/* CommandComplete tags of commands that may leave state in the session:
+ * settings, prepared statements, notifications, holdable cursors, objects
+ * that may be temporary, loaded libraries. */
+static bool tag_leaves_state(const uint8_t *body, uint32_t len)
+{
+    static const char *const tags[] = {
+        "SET", "RESET", "PREPARE", "DEALLOCATE", "LISTEN", "UNLISTEN", "DECLARE CURSOR",
+        "CREATE TABLE", "CREATE SEQUENCE", "CREATE VIEW", "CREATE FUNCTION", "CREATE TYPE",
+        "CREATE PROCEDURE", "LOAD", "SELECT INTO",
+    };
+    size_t n = strnlen((const char *)body, len);
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        size_t tl = strlen(tags[i]);
+        if (n >= tl && memcmp(body, tags[i], tl) == 0 && (n == tl || body[tl] == ' '))
+            return true;
+    }
+    return false;
+}
+
+void pgl_server_note_suspect(pgl_server *s)
+{
+    s->state_suspect = true;
+}
+
+/* What a session may keep after a transaction, as one line: '' when
+ * nothing. Settings Postgres reports (and pglease carries) do not count. */
+#define STATE_CHECK_SQL                                                                             \
+    "SELECT pg_catalog.concat_ws(', ', "                                                            \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements) "                          \
+    "THEN 'prepared statements' END, "                                                              \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_cursors) THEN 'cursors' END, "                  \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels()) THEN 'LISTEN' END, "      \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND "         \
+    "pid = pg_catalog.pg_backend_pid()) THEN 'advisory locks' END, "                                \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = "                     \
+    "pg_catalog.pg_my_temp_schema()) OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE "            \
+    "pronamespace = pg_catalog.pg_my_temp_schema()) THEN 'temporary objects' END, "                 \
+    "(SELECT 'settings ' || pg_catalog.string_agg(name, ' ') FROM pg_catalog.pg_settings WHERE "   \
+    "source = 'session' AND pg_catalog.lower(name) NOT IN ('client_encoding', 'datestyle', "       \
+    "'timezone', 'standard_conforming_strings', 'application_name', 'intervalstyle')))"
 
 static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_t *body,
                                       uint32_t len)
@@ -296,6 +377,8 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
         note_param(s, body, len);
     switch (s->state) {
     case PGL_SERVER_ACTIVE:
+        if (type == 'C' && s->track_state && tag_leaves_state(body, len))
+            s->state_suspect = true;
         if (type == 'Z' && len >= 1) {
             s->rfq_status = (char)body[0];
             if (s->expected_rfq > 0)
@@ -309,6 +392,12 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
         }
         return PGL_CONN_FORWARD;
     case PGL_SERVER_INTERNAL:
+        if (type == 'D' && s->query_result[0] == '\0') {
+            const char *v;
+            size_t vl;
+            if (first_column(body, len, &v, &vl))
+                snprintf(s->query_result, sizeof s->query_result, "%.*s", (int)vl, v);
+        }
         if (type == 'E') {
             s->query_failed = true;
             pgl_pgwire_error e;
@@ -344,9 +433,17 @@ static void server_flushed(pgl_conn *conn)
 {
     pgl_server *s = server_of(conn);
     /* The client may have sent more while the ReadyForQuery was on its way. */
-    if (pgl_server_between_transactions(s) &&
-        pgl_pool_mode(s->pool) == PGL_CONF_POOL_TRANSACTION)
-        pgl_server_release(s);
+    if (!pgl_server_between_transactions(s) ||
+        pgl_pool_mode(s->pool) != PGL_CONF_POOL_TRANSACTION || s->link->pinned)
+        return;
+    if (s->state_suspect) {
+        /* Before another client may get this server: did the transaction
+         * leave anything in the session? */
+        pgl_conn_set_peer(&s->conn, NULL);
+        start_internal(s, PGL_SERVER_Q_CHECK, STATE_CHECK_SQL);
+        return;
+    }
+    pgl_server_release(s);
 }
 
 static void server_failed(pgl_conn *conn, pgl_conn_failure why)

@@ -42,6 +42,7 @@ typedef enum {
     PGL_SERVER_Q_NONE = 0,
     PGL_SERVER_Q_RESET,   /* DISCARD ALL after a session: then idle */
     PGL_SERVER_Q_SETVARS, /* client parameters: then forward the client */
+    PGL_SERVER_Q_CHECK,   /* did the transaction leave session state? then release or pin */
 } pgl_server_query;
 
 struct pgl_server {
@@ -62,6 +63,14 @@ struct pgl_server {
     char rfq_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
     uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
     bool query_failed;     /* the internal query got an ErrorResponse */
+    /* Transaction mode with track_session_state on (set at assignment). */
+    bool track_state;
+    /* The transaction did something that may leave session state (a tag
+     * like SET/PREPARE/LISTEN, a named Parse, a query naming advisory
+     * locks or temporary objects): checked before the server goes back. */
+    bool state_suspect;
+    bool needs_reset;      /* DISCARD ALL before the next client (it served a pinned one) */
+    char query_result[160]; /* first column of the internal query's first row */
     char query_sqlstate[6];
     char query_error[200]; /* its message, for the client it was for */
     uint64_t created;      /* ms */
@@ -85,6 +94,10 @@ void pgl_server_close(pgl_server *server, const char *why);
 
 /* Cancels the running query (from the thread pool). 0 or a negative error. */
 int pgl_server_cancel(pgl_server *server) __attribute__((warn_unused_result));
+
+/* A client message of the running transaction may leave session state
+ * behind (pgl_client.c looks at Query and Parse). */
+void pgl_server_note_suspect(pgl_server *server);
 
 /* Linked, forwarding, with nothing outstanding in either direction: the
  * client could be moved, closed or given another server without losing or

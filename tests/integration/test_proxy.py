@@ -90,9 +90,13 @@ def test_session_parameters_follow_the_client(upstream):
     p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
                                              "default_pool_size": 1}).start()
     try:
-        a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True)
-        b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True)
-        c = psycopg.connect(p.dsn(), autocommit=True)
+        # Without named prepared statements: one would keep its client on the
+        # only server (track_session_state = pin), and the others would wait.
+        a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True,
+                            prepare_threshold=None)
+        b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True,
+                            prepare_threshold=None)
+        c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
         default_tz = c.execute("show timezone").fetchone()[0]
         assert default_tz not in ("Asia/Tokyo", "America/New_York")
         a.execute("set timezone = 'Asia/Tokyo'")

@@ -118,7 +118,7 @@ static void test_static_role_has_no_deadline(void **state)
     pgl_generation_issued(g, 5000, 0, false, true, 120, -1);
     assert_true(g->rotate_at == 5000 + 120000 + 1000);
     assert_true(pgl_generation_deadline(g) == UINT64_MAX);
-    assert_int_equal(pgl_generation_check(g, 999999999, 30, false), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 999999999, 30), PGL_GEN_DUE_NOTHING);
     pgl_generation_free(g);
 }
 
@@ -127,8 +127,8 @@ static void test_active_past_its_deadline_dies(void **state)
     (void)state;
     pgl_generation *g = make(PGL_GEN_ACTIVE);
     pgl_generation_issued(g, 0, 30, false, false, 0, -1);
-    assert_int_equal(pgl_generation_check(g, 26999, 30, false), PGL_GEN_DUE_NOTHING);
-    assert_int_equal(pgl_generation_check(g, 27000, 30, false), PGL_GEN_DUE_DEADLINE);
+    assert_int_equal(pgl_generation_check(g, 26999, 30), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 27000, 30), PGL_GEN_DUE_DEADLINE);
     assert_int_equal(g->state, PGL_GEN_DEAD);
     assert_true(g->drain_since == 27000);
     assert_true(pgl_generation_retiring(g));
@@ -143,14 +143,14 @@ static void test_draining_hurries_then_times_out(void **state)
     pgl_generation_set_state(g, PGL_GEN_DRAINING, 1000);
     assert_true(g->drain_since == 1000);
     /* drain_timeout 10 s: stop at 11 s, hurry 2 s before, once. */
-    assert_int_equal(pgl_generation_check(g, 8999, 10, false), PGL_GEN_DUE_NOTHING);
-    assert_int_equal(pgl_generation_check(g, 9000, 10, false), PGL_GEN_DUE_HURRY);
+    assert_int_equal(pgl_generation_check(g, 8999, 10), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 9000, 10), PGL_GEN_DUE_HURRY);
     assert_true(g->hurry);
-    assert_int_equal(pgl_generation_check(g, 9500, 10, false), PGL_GEN_DUE_NOTHING);
-    assert_int_equal(pgl_generation_check(g, 11000, 10, false), PGL_GEN_DUE_DRAIN_OVER);
+    assert_int_equal(pgl_generation_check(g, 9500, 10), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 11000, 10), PGL_GEN_DUE_DRAIN_OVER);
     /* No drain timeout: only the deadline bounds it. */
     g->hurry = false;
-    assert_int_equal(pgl_generation_check(g, 11000, -1, false), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 11000, -1), PGL_GEN_DUE_NOTHING);
     pgl_generation_free(g);
 }
 
@@ -160,11 +160,11 @@ static void test_session_clients_are_asked_to_reconnect(void **state)
     pgl_generation *g = make(PGL_GEN_ACTIVE);
     pgl_generation_issued(g, 0, 30, false, false, 0, -1); /* deadline 27 s */
     pgl_generation_set_state(g, PGL_GEN_DRAINING, 20000);
-    assert_int_equal(pgl_generation_check(g, 24000, -1, true), PGL_GEN_DUE_NOTHING);
-    assert_int_equal(pgl_generation_check(g, 25000, -1, true), PGL_GEN_DUE_HURRY);
-    assert_int_equal(pgl_generation_check(g, 25100, -1, true), PGL_GEN_DUE_RECONNECT);
-    assert_int_equal(pgl_generation_check(g, 26999, -1, true), PGL_GEN_DUE_RECONNECT);
-    assert_int_equal(pgl_generation_check(g, 27000, -1, true), PGL_GEN_DUE_DEADLINE);
+    assert_int_equal(pgl_generation_check(g, 24000, -1), PGL_GEN_DUE_NOTHING);
+    assert_int_equal(pgl_generation_check(g, 25000, -1), PGL_GEN_DUE_HURRY);
+    assert_int_equal(pgl_generation_check(g, 25100, -1), PGL_GEN_DUE_RECONNECT);
+    assert_int_equal(pgl_generation_check(g, 26999, -1), PGL_GEN_DUE_RECONNECT);
+    assert_int_equal(pgl_generation_check(g, 27000, -1), PGL_GEN_DUE_DEADLINE);
     assert_int_equal(g->state, PGL_GEN_DRAINING); /* only an active one dies here */
     pgl_generation_free(g);
 }

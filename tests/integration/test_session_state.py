@@ -1,0 +1,153 @@
+"""Transaction mode: session state one client leaves on a server never
+reaches another client. With track_session_state = pin (the default) the
+client that left it keeps its server and its state; reset gives the server
+back clean; off is PgBouncer's behaviour (nothing checked)."""
+import time
+
+import psycopg
+import pytest
+
+from pglease_proc import PgLease
+
+
+@pytest.fixture(scope="module")
+def upstream(pg):
+    """A login role owning its own database."""
+    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
+                         dbname="postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS sstate")
+        c.execute("DROP ROLE IF EXISTS pgl_sstate")
+        c.execute("CREATE ROLE pgl_sstate LOGIN PASSWORD 'sstate-pw'")
+        c.execute("CREATE DATABASE sstate OWNER pgl_sstate")
+    return f"host=127.0.0.1 port={pg.port} dbname=sstate user=pgl_sstate password=sstate-pw"
+
+
+def connect(p, **kw):
+    return psycopg.connect(p.dsn(), autocommit=True, **kw)
+
+
+def value(c, sql):
+    return c.execute(sql).fetchone()[0]
+
+
+# (what a leaves behind, a query, what a sees, what any other client sees)
+PROBES = [
+    ("set work_mem = '77MB'", "show work_mem", "77MB", "4MB"),
+    ("set search_path = pg_catalog", "show search_path", "pg_catalog", '"$user", public'),
+    ("prepare stmt_a as select 41", "select count(*) from pg_prepared_statements", 1, 0),
+    ("create temp table tt(x int)", "select to_regclass('pg_temp.tt') is not null", True, False),
+    ("select pg_advisory_lock(4242)",
+     "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()", 1, 0),
+    ("listen chan_a", "select count(*) from pg_listening_channels()", 1, 0),
+    ("select set_config('statement_timeout', '4321', false)", "show statement_timeout",
+     "4321ms", "0"),
+    ("declare cur_a cursor with hold for select 1", "select count(*) from pg_cursors", 1, 0),
+]
+
+
+@pytest.fixture
+def pinning(upstream):
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+                                             "default_pool_size": 2}).start()
+    yield p
+    assert p.stop() == 0
+    assert "bug:" not in p.log()
+
+
+@pytest.mark.parametrize("setup,check,mine,others", PROBES,
+                         ids=[p[0].split()[0] + "-" + p[0].split()[1] for p in PROBES])
+def test_state_stays_with_its_client(pinning, setup, check, mine, others):
+    a = connect(pinning, prepare_threshold=None)
+    b = connect(pinning, prepare_threshold=None)
+    a.execute(setup)
+    for _ in range(40):
+        assert value(b, check) == others
+        assert value(a, check) == mine
+    clients = pinning_clients(pinning)
+    assert clients == {"yes": 1, "no": 1}, clients
+    assert "keeps its server for the rest of its session" in pinning.log()
+    a.close()
+    # The server a kept is reset before anyone else gets it.
+    for _ in range(40):
+        c = connect(pinning, prepare_threshold=None)
+        assert value(c, check) == others
+        c.close()
+        assert value(b, check) == others
+    b.close()
+
+
+def pinning_clients(p):
+    import subprocess
+    r = subprocess.run(["psql", "-XAtq", "-c", "show clients",
+                        p.dsn(user="admin", dbname="pglease")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|") for line in r.stdout.splitlines()]
+    counts = {}
+    for row in rows:
+        if row[2] == "app":
+            counts[row[9]] = counts.get(row[9], 0) + 1
+    return counts
+
+
+def test_advisory_lock_released_when_its_client_leaves(pinning):
+    a = connect(pinning)
+    a.execute("select pg_advisory_lock(777)")
+    b = connect(pinning)
+    assert value(b, "select pg_try_advisory_lock(777)") is False
+    a.close()
+    deadline = time.monotonic() + 5
+    while not value(b, "select pg_try_advisory_lock(777)") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert value(b, "select pg_advisory_unlock(777)") is True
+    b.close()
+
+
+def test_psycopg_default_prepare_threshold_works(pinning):
+    """psycopg prepares a statement it ran 5 times (a named Parse): the
+    client keeps its server, so its statements are always there, and other
+    clients never see a statement of the same name."""
+    conns = [connect(pinning) for _ in range(2)]
+    for i in range(20):
+        for c in conns:
+            assert c.execute("select %s::int + 1", (i,)).fetchone()[0] == i + 1
+    for c in conns:
+        c.close()
+
+
+def test_sql_prepare_from_many_clients_never_collides(upstream):
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+                                             "default_pool_size": 10}).start()
+    try:
+        conns = [connect(p, prepare_threshold=None) for _ in range(10)]
+        for n, c in enumerate(conns):
+            c.execute(f"prepare same_name as select {n}")
+        for _ in range(5):
+            for n, c in enumerate(conns):
+                assert value(c, "execute same_name") == n
+        for c in conns:
+            c.close()
+    finally:
+        assert p.stop() == 0
+
+
+@pytest.mark.parametrize("track,b_sees,a_keeps", [("reset", "4MB", "4MB"),
+                                                  ("off", "77MB", "77MB")])
+def test_reset_and_off(upstream, track, b_sees, a_keeps):
+    """reset: the server goes back clean and the client loses what it set;
+    off: nothing is checked, as in PgBouncer (the next client sees it)."""
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+                                             "default_pool_size": 1,
+                                             "track_session_state": track}).start()
+    try:
+        a = connect(p, prepare_threshold=None)
+        b = connect(p, prepare_threshold=None)
+        a.execute("set work_mem = '77MB'")
+        assert value(b, "show work_mem") == b_sees
+        assert value(a, "show work_mem") == a_keeps
+        a.close()
+        b.close()
+        if track == "reset":
+            assert "resetting the session a transaction left settings work_mem in" in p.log()
+    finally:
+        assert p.stop() == 0
