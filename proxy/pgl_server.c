@@ -336,7 +336,7 @@ static bool tag_leaves_state(const uint8_t *body, uint32_t len)
     static const char *const tags[] = {
         "SET", "RESET", "PREPARE", "DEALLOCATE", "LISTEN", "UNLISTEN", "DECLARE CURSOR",
         "CREATE TABLE", "CREATE SEQUENCE", "CREATE VIEW", "CREATE FUNCTION", "CREATE TYPE",
-        "CREATE PROCEDURE", "LOAD", "SELECT INTO",
+        "CREATE PROCEDURE", "LOAD",
     };
     size_t n = strnlen((const char *)body, len);
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
