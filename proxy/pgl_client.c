@@ -235,19 +235,15 @@ static void count_request(pgl_client *c, uint8_t type)
         c->queries++;
 }
 
-/* `s` (len bytes, not NUL-terminated) contains `word` (lower case),
- * ignoring case. */
-static bool mentions(const char *s, size_t len, const char *word)
+/* `s` at `i` (of `len`) starts with `word` (lower case), ignoring case. */
+static bool word_at(const char *s, size_t len, size_t i, const char *word, size_t wl)
 {
-    size_t wl = strlen(word);
-    for (size_t i = 0; i + wl <= len; i++) {
-        size_t j = 0;
-        while (j < wl && (char)tolower((unsigned char)s[i + j]) == word[j])
-            j++;
-        if (j == wl)
-            return true;
-    }
-    return false;
+    if (len - i < wl)
+        return false;
+    for (size_t j = 1; j < wl; j++)
+        if ((char)tolower((unsigned char)s[i + j]) != word[j])
+            return false;
+    return true;
 }
 
 /*
@@ -269,10 +265,25 @@ static bool may_leave_state(uint8_t type, const uint8_t *body, uint32_t len)
         sql += n + 1;
         n = n + 1 < len ? strnlen(sql, len - n - 1) : 0;
     }
-    static const char *const words[] = {"advisory", "set_config", "temp"};
-    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
-        if (mentions(sql, n, words[i]))
-            return true;
+    /* One pass: this runs for every query of every transaction. */
+    for (size_t i = 0; i < n; i++) {
+        switch (sql[i] | 0x20) { /* ASCII letters to lower case */
+        case 'a':
+            if (word_at(sql, n, i, "advisory", 8))
+                return true;
+            break;
+        case 's':
+            if (word_at(sql, n, i, "set_config", 10))
+                return true;
+            break;
+        case 't':
+            if (word_at(sql, n, i, "temp", 4))
+                return true;
+            break;
+        default:
+            break;
+        }
+    }
     return false;
 }
 

@@ -333,15 +333,22 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
  * that may be temporary, loaded libraries. */
 static bool tag_leaves_state(const uint8_t *body, uint32_t len)
 {
-    static const char *const tags[] = {
-        "SET", "RESET", "PREPARE", "DEALLOCATE", "LISTEN", "UNLISTEN", "DECLARE CURSOR",
-        "CREATE TABLE", "CREATE SEQUENCE", "CREATE VIEW", "CREATE FUNCTION", "CREATE TYPE",
-        "CREATE PROCEDURE", "LOAD",
+#define TAG(s) {s, sizeof s - 1}
+    static const struct {
+        const char *tag;
+        size_t len;
+    } tags[] = {
+        TAG("SET"), TAG("RESET"), TAG("PREPARE"), TAG("DEALLOCATE"), TAG("LISTEN"),
+        TAG("UNLISTEN"), TAG("DECLARE CURSOR"), TAG("CREATE TABLE"), TAG("CREATE SEQUENCE"),
+        TAG("CREATE VIEW"), TAG("CREATE FUNCTION"), TAG("CREATE TYPE"), TAG("CREATE PROCEDURE"),
+        TAG("LOAD"),
     };
+#undef TAG
     size_t n = strnlen((const char *)body, len);
     for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
-        size_t tl = strlen(tags[i]);
-        if (n >= tl && memcmp(body, tags[i], tl) == 0 && (n == tl || body[tl] == ' '))
+        size_t tl = tags[i].len;
+        if (n >= tl && body[0] == (uint8_t)tags[i].tag[0] && memcmp(body, tags[i].tag, tl) == 0 &&
+            (n == tl || body[tl] == ' '))
             return true;
     }
     return false;
