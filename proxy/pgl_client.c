@@ -324,15 +324,20 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
          * not the client's, so the client's bytes wait (pgl_client_go). */
         if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE)
             return PGL_CONN_WAIT;
+        /* Counted at its header, once even if decide is asked again while
+         * a peeked message arrives: until its ReadyForQuery the server is
+         * not between transactions. */
+        if (!c->counted)
+            count_request(c, type);
         if ((type == 'Q' || type == 'P') && c->link->track_state && !c->pinned) {
-            /* Looked at on its way through (counted in inspect: decide may
-             * be asked again while the message arrives); one too long to
-             * hold is suspect unread. */
-            if (len <= SCAN_MAX && len <= c->conn.max_packet)
+            /* Looked at on its way through; one too long to hold is
+             * suspect unread. */
+            if (len <= SCAN_MAX && len <= c->conn.max_packet) {
+                c->counted = true;
                 return PGL_CONN_PEEK;
+            }
             pgl_server_note_suspect(c->link);
         }
-        count_request(c, type);
         return PGL_CONN_FORWARD;
     case PGL_CLIENT_TLS_HANDSHAKE:
     case PGL_CLIENT_LOGIN_WAIT:
@@ -360,8 +365,8 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
     case PGL_CLIENT_IDLE:
     case PGL_CLIENT_ACTIVE:
         if ((type == 'Q' || type == 'P') && c->state == PGL_CLIENT_ACTIVE && !c->admin) {
-            /* Peeked (see client_decide): count it, look, pass it on. */
-            count_request(c, type);
+            /* Peeked (see client_decide): look, pass it on. */
+            c->counted = false;
             if (may_leave_state(type, body, len))
                 pgl_server_note_suspect(c->link);
             return PGL_CONN_FORWARD;

@@ -95,6 +95,7 @@ struct pgl_client {
     bool admin;
     bool tls;
     bool pinned; /* transaction mode: keeps its server (it left session state there) */
+    bool counted; /* the message being peeked was counted at its header */
 };
 
 /* "C-<id> db/user@addr" for log lines, into buf (PGL_CLIENT_CTX_LEN). */
