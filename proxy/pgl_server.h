@@ -46,22 +46,15 @@ typedef enum {
 } pgl_server_query;
 
 struct pgl_server {
+    /* What every message and transaction touches first, together. */
     pgl_conn conn;
     pgl_loop *lp; /* the loop it lives on */
     pgl_pool *pool;
     pgl_generation *gen;
+    pgl_client *link;
     pgl_server_state state;
     pgl_server_query query;
-    uint64_t id;
-    pgl_list node; /* gen->login / idle / busy by state; the zombie list once closed */
-    pgl_client *link;
-    pgl_upstream *up; /* while CONNECTING */
-    PGconn *pg;       /* after login; PQfinish on close */
-    int backend_pid;
-    pgl_varcache vars;
-    char log_ctx[160];
     char rfq_status;       /* last ReadyForQuery status: 'I', 'T', 'E' */
-    uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
     bool query_failed;     /* the internal query got an ErrorResponse */
     /* Transaction mode with track_session_state on (set at assignment). */
     bool track_state;
@@ -70,11 +63,20 @@ struct pgl_server {
      * locks or temporary objects): checked before the server goes back. */
     bool state_suspect;
     bool needs_reset;      /* DISCARD ALL before the next client (it served a pinned one) */
-    char query_result[160]; /* first column of the internal query's first row */
-    char query_sqlstate[6];
-    char query_error[200]; /* its message, for the client it was for */
-    uint64_t created;      /* ms */
+    uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
     uint64_t last_used;    /* ms */
+    uint64_t created;      /* ms */
+    uint64_t id;
+    pgl_list node; /* gen->login / idle / busy by state; the zombie list once closed */
+    pgl_upstream *up; /* while CONNECTING */
+    PGconn *pg;       /* after login; PQfinish on close */
+    int backend_pid;
+    pgl_varcache vars;
+    /* Cold: log lines and pglease's own queries. */
+    char log_ctx[160];
+    char query_sqlstate[6];
+    char query_error[200];  /* its message, for the client it was for */
+    char query_result[160]; /* first column of the internal query's first row */
 };
 
 const char *pgl_server_state_name(pgl_server_state s);
