@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -160,6 +161,12 @@ void pgl_client_close(pgl_client *c)
         c->conn.io.ssl = NULL;
         c->conn.handshake = NULL;
     }
+    /* Bytes the client sent that pglease did not read make close() reset
+     * the connection, and a reset can destroy the ErrorResponse just
+     * written before the client reads it (a query racing a FATAL). */
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(c->conn.io.fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
     close(c->conn.io.fd);
     if (c->vars != NULL) {
         pgl_varcache_clear(c->vars);
