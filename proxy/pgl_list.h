@@ -108,15 +108,6 @@ static inline pgl_list *pgl_clist_last(const pgl_clist *l)
     return l->n ? l->head.prev : NULL;
 }
 
-/* Walks the list: for cold paths only (tests, the console). */
-static inline size_t pgl_list_count(const pgl_list *head)
-{
-    size_t n = 0;
-    for (const pgl_list *p = head->next; p != head; p = p->next)
-        n++;
-    return n;
-}
-
 #define pgl_clist_foreach(pos, tmp, l) pgl_list_foreach(pos, tmp, &(l)->head)
 
 #endif

@@ -395,7 +395,9 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     return NULL;
 }
 
-int pgl_pool_clients_waiting(const pgl_pool *pool)
+/* Clients a login would serve: those queued for a server, and the first
+ * client waiting for the pool's ParameterStatus set. */
+static int clients_waiting(const pgl_pool *pool)
 {
     return (int)pgl_clist_count(&pool->waiting) + (pgl_clist_empty(&pool->login_wait) ? 0 : 1);
 }
@@ -473,7 +475,7 @@ void pgl_pool_serve(pgl_pool *pool)
 void pgl_pool_kick(pgl_pool *pool)
 {
     pgl_pool_serve(pool);
-    maybe_connect(pool, pgl_pool_clients_waiting(pool));
+    maybe_connect(pool, clients_waiting(pool));
 }
 
 /* The first login of a pool tells what every client of it will be told:
@@ -602,6 +604,6 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. */
     int want = pgl_pool_min_size(pool) - pool->nservers;
-    int waiting = pgl_pool_clients_waiting(pool);
+    int waiting = clients_waiting(pool);
     maybe_connect(pool, waiting > want ? waiting : want);
 }

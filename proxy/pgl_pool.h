@@ -136,9 +136,6 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
 bool pgl_pool_retire_one(pgl_pool *pool);
 /* Fails the clients waiting on a pool with `sqlstate`/`message`. */
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
-/* Clients a login would serve: those queued for a server, and the first
- * client waiting for the pool's ParameterStatus set. */
-int pgl_pool_clients_waiting(const pgl_pool *pool);
 void pgl_pool_janitor(pgl_pool *pool, uint64_t now);
 
 #endif

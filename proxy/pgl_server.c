@@ -23,11 +23,6 @@
 
 static const char *const state_names[] = {"connecting", "idle", "active", "internal", "closed"};
 
-const char *pgl_server_state_name(pgl_server_state st)
-{
-    return state_names[st];
-}
-
 /* The generation's list a server in state `st` belongs to. */
 static pgl_clist *gen_list(pgl_generation *g, pgl_server_state st)
 {

@@ -79,8 +79,6 @@ struct pgl_server {
     char query_result[160]; /* first column of the internal query's first row */
 };
 
-const char *pgl_server_state_name(pgl_server_state s);
-
 /* Starts a login with `gen`. 0 or a negative error. */
 int pgl_server_connect(pgl_pool *pool, pgl_generation *gen) __attribute__((warn_unused_result));
 
