@@ -1,4 +1,5 @@
 #include "pgl_pgwire_scram.h"
+#include "pgl_pgwire_saslprep.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -144,8 +145,15 @@ int pgl_pgwire_scram_secret_make_salted(const char *password, const uint8_t *sal
                                         size_t salt_len, uint32_t iterations, char *out,
                                         size_t cap)
 {
+    /* As Postgres: derive from the SASLprep form, or from the raw bytes
+     * when the password is not valid UTF-8 or SASLprep refuses it. */
+    char *prepared = NULL;
+    int rc = pgl_pgwire_saslprep(password, &prepared);
+    if (rc != 0 && rc != -EILSEQ && rc != -EINVAL)
+        return rc;
     pgl_pgwire_scram_secret s;
-    int rc = derive(password, salt, salt_len, iterations, &s);
+    rc = derive(prepared != NULL ? prepared : password, salt, salt_len, iterations, &s);
+    pgl_pgwire_saslprep_free(prepared);
     if (rc == 0)
         rc = format_secret(&s, out, cap);
     pgl_pgwire_scram_secret_wipe(&s);

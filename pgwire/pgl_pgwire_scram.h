@@ -5,11 +5,9 @@
  * (base64 fields). Crypto is OpenSSL's; every key buffer is wiped with
  * OPENSSL_cleanse when it is dropped.
  *
- * Passwords are used as given: Postgres applies SASLprep to non-ASCII
- * passwords, which this module does not implement, so a plaintext
- * userlist password that SASLprep would change (not in NFKC form, or with
- * mapped characters) does not match a client that normalises it. ASCII
- * passwords and secrets produced by Postgres are unaffected.
+ * A secret made from a password derives it from the password's SASLprep
+ * form, as Postgres does (pgl_pgwire_saslprep.h), so a non-ASCII plaintext
+ * userlist password matches what libpq-based clients send.
  */
 #ifndef PGL_PGWIRE_SCRAM_H
 #define PGL_PGWIRE_SCRAM_H
@@ -36,7 +34,8 @@ typedef struct pgl_pgwire_scram_secret {
 PGL_MUST_CHECK int pgl_pgwire_scram_secret_parse(const char *text, pgl_pgwire_scram_secret *out);
 void pgl_pgwire_scram_secret_wipe(pgl_pgwire_scram_secret *s);
 
-/* Derive the stored form from a password with a fresh random salt and
+/* Derive the stored form from a password (SASLprep applied, or the raw
+ * bytes where Postgres would keep them) with a fresh random salt and
  * Postgres's default iteration count. `out` gets a NUL-terminated string. */
 PGL_MUST_CHECK int pgl_pgwire_scram_secret_make(const char *password, char *out, size_t cap);
 /* Same with a given salt and iteration count (tests, reproducibility). */
