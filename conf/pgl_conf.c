@@ -75,6 +75,7 @@ static const key_desc keys[] = {
     {PG(admin_users), K_LIST, NULL, 0, 0, NULL, NULL, 0},
     {PG(pool_mode), K_ENUM, "transaction", 0, 0, pool_names, NULL, 0},
     {PG(track_session_state), K_ENUM, "pin", 0, 0, track_names, NULL, 0},
+    {PG(max_prepared_statements), K_INT, "200", 0, 100000, NULL, NULL, 0},
     {PG(default_pool_size), K_INT, "20", 1, 10000, NULL, NULL, 0},
     {PG(min_pool_size), K_INT, "0", 0, 10000, NULL, NULL, 0},
     {PG(max_client_conn), K_INT, "10000", 1, 1000000, NULL, NULL, 0},

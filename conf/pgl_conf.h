@@ -127,6 +127,8 @@ typedef struct pgl_conf {
     size_t nadmin_users;
     pgl_conf_pool_mode pool_mode;
     pgl_conf_track track_session_state;
+    /* Transaction mode: named statements kept per server (0: not shared). */
+    int max_prepared_statements;
     int default_pool_size;
     int min_pool_size;
     int max_client_conn;

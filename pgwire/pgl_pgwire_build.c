@@ -186,6 +186,29 @@ size_t pgl_pgwire_build_query(uint8_t *out, size_t cap, const char *sql)
     return one_string(out, cap, 'Q', sql);
 }
 
+size_t pgl_pgwire_build_parse(uint8_t *out, size_t cap, const char *name, const void *def,
+                              size_t def_len)
+{
+    pgl_pgwire_writer w;
+    pgl_pgwire_w_init(&w, out, cap);
+    pgl_pgwire_w_begin(&w, 'P');
+    pgl_pgwire_w_bytes(&w, name, strlen(name) + 1);
+    pgl_pgwire_w_bytes(&w, def, def_len);
+    pgl_pgwire_w_end(&w);
+    return w.len;
+}
+
+size_t pgl_pgwire_build_close(uint8_t *out, size_t cap, char what, const char *name)
+{
+    pgl_pgwire_writer w;
+    pgl_pgwire_w_init(&w, out, cap);
+    pgl_pgwire_w_begin(&w, 'C');
+    pgl_pgwire_w_u8(&w, (uint8_t)what);
+    pgl_pgwire_w_bytes(&w, name, strlen(name) + 1);
+    pgl_pgwire_w_end(&w);
+    return w.len;
+}
+
 size_t pgl_pgwire_build_password(uint8_t *out, size_t cap, const char *password)
 {
     return one_string(out, cap, 'p', password);

@@ -43,6 +43,12 @@ size_t pgl_pgwire_build_command_complete(uint8_t *out, size_t cap, const char *t
 /* Frontend messages: used toward servers and by tests. */
 size_t pgl_pgwire_build_query(uint8_t *out, size_t cap, const char *sql);
 size_t pgl_pgwire_build_terminate(uint8_t *out, size_t cap);
+/* Parse of statement `name`; `def` is the rest of a Parse body (query,
+ * parameter types) as a client sent it. */
+size_t pgl_pgwire_build_parse(uint8_t *out, size_t cap, const char *name, const void *def,
+                              size_t def_len);
+/* Close of a statement ('S') or portal ('P'). */
+size_t pgl_pgwire_build_close(uint8_t *out, size_t cap, char what, const char *name);
 size_t pgl_pgwire_build_sync(uint8_t *out, size_t cap);
 size_t pgl_pgwire_build_password(uint8_t *out, size_t cap, const char *password);
 size_t pgl_pgwire_build_sasl_initial(uint8_t *out, size_t cap, const char *mech, const void *data,

@@ -84,8 +84,8 @@ static void show_pools(pgl_client *c, result *r)
 {
     static const char *const cols[] = {"database", "user", "cl_active", "cl_waiting", "sv_active",
                                        "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
-                                       "maxwait_us", "pool_mode"};
-    begin(r, c, cols, 12);
+                                       "maxwait_us", "pool_mode", "cl_pinned", "statements"};
+    begin(r, c, cols, 14);
     pgl_proxy *px = c->lp->px;
     uint64_t now = pgl_now_ms(px);
     pgl_list *it, *tmp;
@@ -112,7 +112,7 @@ static void show_pools(pgl_client *c, result *r)
             sv_idle += pgl_clist_count(&g->idle);
             sv_login += pgl_clist_count(&g->login);
         }
-        char b[7][32];
+        char b[9][32];
         const char *user = "";
         if (!pgl_list_empty(&pool->generations))
             user = pgl_container_of(pool->generations.next, pgl_generation, node)->user;
@@ -127,7 +127,9 @@ static void show_pools(pgl_client *c, result *r)
                            U64(b[4], sv_login),
                            U64(b[5], maxwait_ms / 1000),
                            U64(b[6], (maxwait_ms % 1000) * 1000),
-                           pgl_conf_pool_mode_name(pgl_pool_mode(pool))};
+                           pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
+                           U64(b[7], pool->pinned),
+                           U64(b[8], pool->stmts.count)};
         row(r, v);
     }
     end(r, "SHOW");

@@ -168,6 +168,9 @@ void pgl_client_close(pgl_client *c)
     for (int i = 0; i < 16 && recv(c->conn.io.fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
         ;
     close(c->conn.io.fd);
+    pgl_client_stmt_free(c);
+    if (c->pinned)
+        c->pool->pinned--;
     if (c->vars != NULL) {
         pgl_varcache_clear(c->vars);
         free(c->vars);
@@ -236,10 +239,46 @@ static bool frontend_message(uint8_t type)
  * tells when a pipelined client's transaction really ended. */
 static void count_request(pgl_client *c, uint8_t type)
 {
-    if (type == 'Q' || type == 'S' || type == 'F')
-        c->link->expected_rfq++;
-    if (type == 'Q')
+    pgl_server *s = c->link;
+    switch (type) {
+    case 'Q':
         c->queries++;
+        s->syncs_since_execute = 0;
+        s->expected_rfq++;
+        pgl_stmt_cache_sync_sent(&s->stmts);
+        break;
+    case 'S':
+        s->syncs_since_execute++;
+        /* fall through */
+    case 'F':
+        s->expected_rfq++;
+        pgl_stmt_cache_sync_sent(&s->stmts);
+        break;
+    case 'E':
+        s->syncs_since_execute = 0;
+        break;
+    case 'c':
+    case 'f':
+        /* The end of a COPY FROM STDIN. Postgres ignores Sync during
+         * copy-in, and libpq sends one right after the Execute that starts
+         * an extended-protocol COPY: no ReadyForQuery will answer it. */
+        if (s->syncs_since_execute <= s->expected_rfq) {
+            s->expected_rfq -= s->syncs_since_execute;
+            s->stmts.syncs_sent -= s->syncs_since_execute;
+        }
+        s->syncs_since_execute = 0;
+        break;
+    default:
+        break;
+    }
+}
+
+/* decide(): the message is looked at on its way (client_inspect). Counted
+ * now, not again if decide is asked again while it arrives. */
+static pgl_conn_action peek(pgl_client *c, pgl_conn_action how)
+{
+    c->counted = true;
+    return how;
 }
 
 /* `s` at `i` (of `len`) starts with `word` (lower case), ignoring case. */
@@ -255,19 +294,20 @@ static bool word_at(const char *s, size_t len, size_t i, const char *word, size_
 
 /*
  * A Query or Parse that may leave session state the CommandComplete tag
- * would not tell: a named Parse (a protocol-level prepared statement), or
- * SQL naming advisory locks, set_config() or temporary objects (SELECT
- * INTO TEMP and CREATE TEMP TABLE ... AS end with a SELECT tag). Words are
- * chosen so that ordinary statements (INSERT INTO, UPDATE ... SET) do not
- * match: each match costs a check query. A function that does such things
- * inside is not seen (docs/operations.md).
+ * would not tell: a named Parse (a protocol-level prepared statement) when
+ * the server does not share them, or SQL naming advisory locks,
+ * set_config() or temporary objects (SELECT INTO TEMP and CREATE TEMP
+ * TABLE ... AS end with a SELECT tag). Words are chosen so that ordinary
+ * statements (INSERT INTO, UPDATE ... SET) do not match: each match costs a
+ * check query. A function that does such things inside is not seen
+ * (docs/operations.md).
  */
-static bool may_leave_state(uint8_t type, const uint8_t *body, uint32_t len)
+static bool may_leave_state(uint8_t type, const uint8_t *body, uint32_t len, bool shared_names)
 {
     const char *sql = (const char *)body;
     size_t n = strnlen(sql, len);
     if (type == 'P') {
-        if (n > 0)
+        if (n > 0 && !shared_names)
             return true; /* a statement name */
         sql += n + 1;
         n = n + 1 < len ? strnlen(sql, len - n - 1) : 0;
@@ -336,13 +376,26 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
          * not between transactions. */
         if (!c->counted)
             count_request(c, type);
+        if (c->link->track_stmts) {
+            /* Statement names are rewritten (pgl_client_stmt.c). A Bind's
+             * names come first, its values may be of any size. */
+            switch (type) {
+            case 'P':
+                return peek(c, len <= c->conn.max_packet ? PGL_CONN_PEEK : PGL_CONN_PEEK_HEAD);
+            case 'B':
+                return peek(c, PGL_CONN_PEEK_HEAD);
+            case 'D':
+            case 'C':
+                return peek(c, PGL_CONN_PEEK);
+            default:
+                break;
+            }
+        }
         if ((type == 'Q' || type == 'P') && c->link->track_state && !c->pinned) {
             /* Looked at on its way through; one too long to hold is
              * suspect unread. */
-            if (len <= SCAN_MAX && len <= c->conn.max_packet) {
-                c->counted = true;
-                return PGL_CONN_PEEK;
-            }
+            if (len <= SCAN_MAX && len <= c->conn.max_packet)
+                return peek(c, PGL_CONN_PEEK);
             pgl_server_note_suspect(c->link);
         }
         return PGL_CONN_FORWARD;
@@ -371,11 +424,16 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
         return PGL_CONN_SKIP;
     case PGL_CLIENT_IDLE:
     case PGL_CLIENT_ACTIVE:
-        if ((type == 'Q' || type == 'P') && c->state == PGL_CLIENT_ACTIVE && !c->admin) {
-            /* Peeked (see client_decide): look, pass it on. */
+        if (c->state == PGL_CLIENT_ACTIVE && !c->admin && c->counted) {
+            /* Peeked (see client_decide): look, maybe rewrite, pass it on. */
             c->counted = false;
-            if (may_leave_state(type, body, len))
-                pgl_server_note_suspect(c->link);
+            pgl_server *s = c->link;
+            bool whole = len == c->conn.msg_total - 5;
+            if ((type == 'Q' || type == 'P') && s->track_state && !c->pinned &&
+                (!whole || len > SCAN_MAX || may_leave_state(type, body, len, s->track_stmts)))
+                pgl_server_note_suspect(s);
+            if (s->track_stmts)
+                pgl_client_stmt_message(c, type, body, len, whole);
             return PGL_CONN_FORWARD;
         }
         if (type == 'X') {
@@ -453,9 +511,11 @@ void pgl_client_go(pgl_client *c)
 
 void pgl_client_pin(pgl_client *c, const char *what)
 {
-    if (!c->pinned)
+    if (!c->pinned) {
         pgl_log_info(PGL_CLIENT_CTX(c), "keeps its server for the rest of its session: a "
                                         "transaction left %s there", what);
+        c->pool->pinned++;
+    }
     c->pinned = true;
     pgl_client_go(c);
 }
@@ -549,6 +609,13 @@ int pgl_client_set_var(pgl_client *c, pgl_var v, const char *value)
     if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
         return -ENOMEM;
     return pgl_varcache_set(c->vars, v, value, strlen(value)) == 0 ? 0 : -ENOMEM;
+}
+
+int pgl_client_set_extra(pgl_client *c, const char *name, const char *value)
+{
+    if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
+        return -ENOMEM;
+    return pgl_varcache_set_extra(c->vars, name, value);
 }
 
 void pgl_client_free(pgl_client *c)

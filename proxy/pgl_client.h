@@ -19,6 +19,7 @@
 #include "pgl_conn.h"
 #include "pgl_list.h"
 #include "pgl_pgwire_scram.h"
+#include "pgl_stmt.h"
 #include "pgl_userlist.h"
 #include "pgl_varcache.h"
 
@@ -78,6 +79,7 @@ struct pgl_client {
     char *user;         /* one allocation holding both names */
     const char *database;
     pgl_varcache *vars; /* what the client set itself; NULL while nothing */
+    pgl_stmt_names *stmts; /* transaction mode: its named statements; NULL while none */
 
     /* Authentication in progress. */
     pgl_pgwire_scram_server *scram;
@@ -143,6 +145,21 @@ void pgl_client_free(pgl_client *client);
 /* Records a session parameter the client expects to keep. 0 or -ENOMEM. */
 int pgl_client_set_var(pgl_client *client, pgl_var v, const char *value)
     __attribute__((warn_unused_result));
+/* Records any other setting it expects to keep (set on each server it gets). */
+int pgl_client_set_extra(pgl_client *client, const char *name, const char *value)
+    __attribute__((warn_unused_result));
+
+/* ---- pgl_client_stmt.c -------------------------------------------------- */
+
+/* A Parse, Bind, Describe or Close on its way to a server that shares
+ * named statements (pgl_stmt.h): rewritten in place. `whole` is false when
+ * `body` is only the start of the message. Fails the client when out of
+ * memory. */
+void pgl_client_stmt_message(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len,
+                             bool whole);
+/* The client's statements are gone (it ran DISCARD ALL / DEALLOCATE ALL). */
+void pgl_client_stmt_forget_all(pgl_client *c);
+void pgl_client_stmt_free(pgl_client *c);
 
 /* ---- pgl_client_login.c ------------------------------------------------- */
 

@@ -319,6 +319,13 @@ static void process(pgl_conn *c)
             fail(c, PGL_CONN_TOO_BIG);
             return;
         }
+        /* How much of the message inspect() sees. */
+        uint32_t shown = total;
+        if (act == PGL_CONN_PEEK_HEAD) {
+            if (len - 4 > PGL_CONN_HEAD_MAX)
+                shown = hdr + PGL_CONN_HEAD_MAX;
+            act = PGL_CONN_PEEK;
+        }
         switch (act) {
         case PGL_CONN_FORWARD:
             c->fwd_left = total;
@@ -329,24 +336,27 @@ static void process(pgl_conn *c)
         case PGL_CONN_INSPECT:
         case PGL_CONN_PEEK:
             break;
+        case PGL_CONN_PEEK_HEAD:
         case PGL_CONN_SKIP:
         case PGL_CONN_STOP:
             /* Not valid answers at a header: treat as a protocol failure. */
             fail(c, PGL_CONN_BAD_LENGTH);
             return;
         }
-        if (total > c->cap && grow_for(c, total) != 0) {
+        if (shown > c->cap && grow_for(c, shown) != 0) {
             fail(c, PGL_CONN_NO_MEMORY);
             return;
         }
-        if (c->tail - c->scan < total)
+        if (c->tail - c->scan < shown)
             return;
         /* The owner sees the message only once everything before it is out,
          * unless it only peeks. */
         bool peek = act == PGL_CONN_PEEK;
         if (!peek && !flush_range(c))
             return;
-        act = c->ops->inspect(c, type, c->buf + c->scan + hdr, len - 4);
+        c->msg_total = total;
+        c->msg_pre = 0;
+        act = c->ops->inspect(c, type, c->buf + c->scan + hdr, shown - hdr);
         if (c->closed)
             return;
         if (peek && act != PGL_CONN_FORWARD) {
@@ -355,14 +365,23 @@ static void process(pgl_conn *c)
         }
         switch (act) {
         case PGL_CONN_FORWARD:
-            c->scan += total;
+        {
+            /* What is here goes now (inspect() may have asked for a flush);
+             * the part it did not see streams through like any forwarded
+             * message. */
+            uint32_t take = c->tail - c->scan;
+            if (take > c->msg_total)
+                take = c->msg_total;
+            c->scan += take;
+            c->fwd_left = c->msg_total - take;
             break;
+        }
         case PGL_CONN_SKIP:
-            c->scan += total;
+            c->scan += c->msg_total;
             c->head = c->scan;
             break;
         case PGL_CONN_STOP:
-            c->scan += total;
+            c->scan += c->msg_total;
             c->head = c->scan;
             c->paused = true;
             return;
@@ -371,10 +390,66 @@ static void process(pgl_conn *c)
             return;
         case PGL_CONN_INSPECT:
         case PGL_CONN_PEEK:
+        case PGL_CONN_PEEK_HEAD:
             fail(c, PGL_CONN_BAD_LENGTH);
             return;
         }
     }
+}
+
+/* ---- editing the inspected message ------------------------------------------------ */
+
+/* Replaces `cut` bytes at `rel` (from `scan`) with `ins`. */
+static int msg_splice(pgl_conn *c, uint32_t rel, uint32_t cut, const void *ins, uint32_t ins_len)
+{
+    if (ins_len > cut) {
+        uint32_t extra = ins_len - cut;
+        if (c->tail + extra > c->cap) {
+            compact(c);
+            if (c->tail + extra > c->cap && grow_for(c, c->tail + extra) != 0)
+                return -ENOMEM;
+        }
+    }
+    uint8_t *at = c->buf + c->scan + rel;
+    memmove(at + ins_len, at + cut, c->tail - (c->scan + rel + cut));
+    if (ins_len > 0)
+        memcpy(at, ins, ins_len);
+    c->tail = c->tail - cut + ins_len;
+    c->msg_total = c->msg_total - cut + ins_len;
+    return 0;
+}
+
+int pgl_conn_edit(pgl_conn *c, uint32_t off, uint32_t cut, const void *ins, uint32_t ins_len)
+{
+    int rc = msg_splice(c, c->msg_pre + 5 + off, cut, ins, ins_len);
+    if (rc != 0)
+        return rc;
+    uint8_t *lw = c->buf + c->scan + c->msg_pre + 1;
+    uint32_t len = pgl_pgwire_be32(lw) - cut + ins_len;
+    lw[0] = (uint8_t)(len >> 24);
+    lw[1] = (uint8_t)(len >> 16);
+    lw[2] = (uint8_t)(len >> 8);
+    lw[3] = (uint8_t)len;
+    return 0;
+}
+
+int pgl_conn_insert(pgl_conn *c, const void *msgs, uint32_t len)
+{
+    int rc = msg_splice(c, c->msg_pre, 0, msgs, len);
+    if (rc == 0)
+        c->msg_pre += len;
+    return rc;
+}
+
+void pgl_conn_drop(pgl_conn *c)
+{
+    /* Only whole messages are dropped (PEEK/INSPECT): all of it is here. */
+    (void)msg_splice(c, c->msg_pre, c->msg_total - c->msg_pre, NULL, 0);
+}
+
+void pgl_conn_retype(pgl_conn *c, uint8_t type)
+{
+    c->buf[c->scan + c->msg_pre] = type;
 }
 
 /* Reads what the socket has, as long as there is room. false on failure. */

@@ -45,6 +45,11 @@ typedef enum {
                              not be written first; inspect() must only look (no
                              output, no relinking) and answer FORWARD. Saves a
                              write per ReadyForQuery. */
+    PGL_CONN_PEEK_HEAD,   /* decide: like PEEK, but inspect() gets only the first
+                             PGL_CONN_HEAD_MAX bytes of the body (all of it when
+                             shorter); the rest streams through. For messages whose
+                             interesting part is at the start and whose size has no
+                             bound (a Bind's names before its values). */
     PGL_CONN_SKIP,        /* inspect: drop the message */
     PGL_CONN_WAIT,        /* stop before this message; the owner resumes */
     PGL_CONN_STOP,        /* inspect: consume it, then stop (owner took over) */
@@ -62,7 +67,9 @@ typedef struct {
     /* Called at each header; must be idempotent (it may be asked again). */
     pgl_conn_action (*decide)(pgl_conn *c, uint8_t type, uint32_t len);
     /* Called exactly once per inspected message; everything before it has
-     * been written to the peer. `body` excludes type and length. */
+     * been written to the peer (not so for PEEK and PEEK_HEAD). `body`
+     * excludes type and length. A PEEK may still edit the message on its
+     * way (pgl_conn_edit and friends below). */
     pgl_conn_action (*inspect)(pgl_conn *c, uint8_t type, const uint8_t *body, uint32_t len);
     /* `after_flush` was set and everything forwarded so far is written. */
     void (*flushed)(pgl_conn *c);
@@ -105,6 +112,11 @@ struct pgl_conn {
     uint32_t scan; /* first byte not yet given to decide/forward */
     uint32_t tail; /* end of data read */
     uint32_t fwd_left;  /* bytes of the message being streamed, not yet in [head, scan) */
+    /* While inspect() runs: the bytes from `scan` that now stand for the
+     * message (edits change it), and how many of them were inserted before
+     * the message itself. */
+    uint32_t msg_total;
+    uint32_t msg_pre;
     bool startup;  /* messages have no type byte (startup phase) */
     bool paused;   /* the owner stopped reading (e.g. waiting for a server) */
     bool closed;   /* owner closed: stop everything */
@@ -177,6 +189,26 @@ void pgl_conn_pause(pgl_conn *c);
 
 /* Resumes processing what is buffered, then reading. Safe to call any time. */
 void pgl_conn_resume(pgl_conn *c);
+
+/*
+ * Editing the message being inspected (from inspect(), for any action that
+ * called it): what the peer gets instead. Each returns 0 or -ENOMEM (the
+ * message is then unchanged), and leaves the `body` inspect() was given
+ * invalid: take what is needed from it first.
+ *
+ * pgl_conn_edit replaces `cut` bytes at body offset `off` with `ins`
+ * (within what inspect() was shown) and fixes the length word.
+ * pgl_conn_insert puts whole messages before the current one.
+ * pgl_conn_drop removes the current message (not what was inserted).
+ * pgl_conn_retype changes its type byte.
+ */
+#define PGL_CONN_HEAD_MAX 1024u
+int pgl_conn_edit(pgl_conn *c, uint32_t off, uint32_t cut, const void *ins, uint32_t ins_len)
+    __attribute__((warn_unused_result));
+int pgl_conn_insert(pgl_conn *c, const void *msgs, uint32_t len)
+    __attribute__((warn_unused_result));
+void pgl_conn_drop(pgl_conn *c);
+void pgl_conn_retype(pgl_conn *c, uint8_t type);
 
 /* Whether a message is half forwarded (a server lost now leaves the client's
  * stream cut in the middle of a message). */

@@ -23,6 +23,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <search.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,6 +378,8 @@ void pgl_pools_free(pgl_proxy *px)
         }
         free(pool->params);
         pgl_varcache_clear(&pool->defaults);
+        /* Every client and server let go of its statements when it closed. */
+        tdestroy(pool->stmts.root, free);
         free(pool->name);
         free(pool);
     }

@@ -19,6 +19,7 @@
 #include "pgl_conf.h"
 #include "pgl_generation.h"
 #include "pgl_list.h"
+#include "pgl_stmt.h"
 #include "pgl_varcache.h"
 
 #include <stdbool.h>
@@ -64,6 +65,8 @@ struct pgl_pool {
     pgl_param *params;    /* NULL until the first server logged in */
     size_t nparams;
     pgl_varcache defaults; /* the tracked ones among `params` */
+    pgl_stmt_registry stmts; /* named statements its clients share (pgl_stmt.h) */
+    int pinned; /* clients that keep their server (transaction mode, session state) */
     uint64_t next_gen_id;
     /* Last upstream login failure, given to clients that waited for it. */
     char fail_sqlstate[6];

@@ -13,6 +13,7 @@
 #include "pgl_pgwire_decode.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +87,8 @@ static void set_state(pgl_server *s, pgl_server_state to)
 bool pgl_server_between_transactions(const pgl_server *s)
 {
     return s->link != NULL && s->state == PGL_SERVER_ACTIVE && s->rfq_status == 'I' &&
-           s->expected_rfq == 0 && !pgl_conn_mid_message(&s->conn) &&
+           s->expected_rfq == 0 && pgl_stmt_cache_settled(&s->stmts) &&
+           !pgl_conn_mid_message(&s->conn) &&
            !pgl_conn_mid_message(&s->link->conn);
 }
 
@@ -116,6 +118,9 @@ void pgl_server_close(pgl_server *s, const char *why)
         PQfinish(s->pg);
     s->pg = NULL;
     pgl_varcache_clear(&s->vars);
+    pgl_stmt_cache_close(&s->stmts);
+    free(s->query_settings);
+    s->query_settings = NULL;
     set_state(s, PGL_SERVER_CLOSED);
     if (client != NULL) {
         pgl_conn_set_peer(&client->conn, NULL);
@@ -133,9 +138,52 @@ static void start_internal(pgl_server *s, pgl_server_query what, const char *sql
     s->query = what;
     s->query_failed = false;
     s->query_sqlstate[0] = s->query_error[0] = s->query_result[0] = '\0';
+    free(s->query_settings);
+    s->query_settings = NULL;
     s->expected_rfq = 1;
     if (pgl_msg_query(&s->conn, sql) != 0)
         pgl_server_close(s, "out of memory");
+}
+
+/*
+ * Settings a transaction changed in the session (the check's second
+ * column, a JSON object name -> value) follow the client to every server it
+ * gets, as startup settings do, instead of keeping it on this one: this
+ * server records them as its own, so the next client without them gets
+ * the defaults back. 0 or -ENOMEM.
+ */
+static int carry_settings(pgl_server *s)
+{
+    json_t *obj = json_loads(s->query_settings, 0, NULL);
+    if (obj == NULL || !json_is_object(obj)) {
+        json_decref(obj);
+        return 0; /* not ours to judge: Postgres wrote it */
+    }
+    const char *name;
+    json_t *jv;
+    int rc = 0;
+    json_object_foreach(obj, name, jv)
+    {
+        const char *value = json_string_value(jv);
+        if (value == NULL)
+            continue;
+        int v = pgl_varcache_lookup(name);
+        if (v >= 0)
+            rc = pgl_client_set_var(s->link, (pgl_var)v, value) != 0 ||
+                         pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value)) != 0
+                     ? -ENOMEM
+                     : 0;
+        else
+            rc = pgl_client_set_extra(s->link, name, value) != 0 ||
+                         pgl_varcache_set_extra(&s->vars, name, value) != 0
+                     ? -ENOMEM
+                     : 0;
+        if (rc != 0)
+            break;
+        pgl_log_debug(s->log_ctx, "carrying the client's setting %s", name);
+    }
+    json_decref(obj);
+    return rc;
 }
 
 /* The internal query ended with ReadyForQuery. */
@@ -158,6 +206,7 @@ static void internal_done(pgl_server *s)
     switch (what) {
     case PGL_SERVER_Q_RESET:
         pgl_varcache_reset(&s->vars);
+        pgl_stmt_cache_forget_all(&s->stmts);
         s->needs_reset = false;
         set_state(s, PGL_SERVER_IDLE);
         pgl_pool_serve(s->pool);
@@ -175,6 +224,10 @@ static void internal_done(pgl_server *s)
         s->state_suspect = false;
         set_state(s, PGL_SERVER_ACTIVE);
         pgl_conn_set_peer(&s->conn, &s->link->conn);
+        if (s->query_settings != NULL && carry_settings(s) != 0) {
+            pgl_server_close(s, "out of memory");
+            return;
+        }
         if (s->query_result[0] == '\0') {
             pgl_server_release(s);
             return;
@@ -206,6 +259,9 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
     s->state_suspect = false;
     s->track_state = pgl_pool_mode(pool) == PGL_CONF_POOL_TRANSACTION &&
                      pool->px->conf->track_session_state != PGL_CONF_TRACK_OFF;
+    s->track_stmts = pgl_pool_mode(pool) == PGL_CONF_POOL_TRANSACTION &&
+                     pool->px->conf->max_prepared_statements > 0;
+    s->stmts.max = (uint32_t)pool->px->conf->max_prepared_statements;
     pgl_client_link(client, s);
     pgl_conn_set_peer(&client->conn, &s->conn);
 
@@ -276,17 +332,29 @@ int pgl_server_cancel(pgl_server *s)
 
 /* ---- messages from the server ----------------------------------------------------- */
 
-/* The first column of a DataRow, as text; false when NULL or malformed. */
-static bool first_column(const uint8_t *body, uint32_t len, const char **v, size_t *vl)
+/* Column `col` of a DataRow, as text; false when NULL or malformed. */
+static bool column(const uint8_t *body, uint32_t len, unsigned col, const char **v, size_t *vl)
 {
-    if (len < 6 || pgl_pgwire_be16(body) < 1)
+    if (len < 2 || pgl_pgwire_be16(body) <= col)
         return false;
-    int32_t n = (int32_t)pgl_pgwire_be32(body + 2);
-    if (n < 0 || (uint32_t)n > len - 6)
-        return false;
-    *v = (const char *)body + 6;
-    *vl = (size_t)n;
-    return true;
+    uint32_t off = 2;
+    for (unsigned i = 0;; i++) {
+        if (len - off < 4)
+            return false;
+        int32_t n = (int32_t)pgl_pgwire_be32(body + off);
+        off += 4;
+        if (n > 0 && (uint32_t)n > len - off)
+            return false;
+        if (i == col) {
+            if (n < 0)
+                return false;
+            *v = (const char *)body + off;
+            *vl = (size_t)n;
+            return true;
+        }
+        if (n > 0)
+            off += (uint32_t)n;
+    }
 }
 
 static void note_param(pgl_server *s, const uint8_t *body, uint32_t len)
@@ -314,12 +382,24 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
     pgl_server *s = server_of(conn);
     if (s->state != PGL_SERVER_ACTIVE)
         return PGL_CONN_INSPECT;
-    /* ReadyForQuery, ParameterStatus and (when session state is tracked)
-     * CommandComplete are only noted on their way through, so they go out
-     * in the same write as the rows before. Tags are short; a longer one is
-     * not a tag pglease knows. */
-    if (type == 'Z' || type == 'S' || (type == 'C' && s->track_state && len <= 256))
+    /* ReadyForQuery, ParameterStatus and (when session state or statements
+     * are tracked) CommandComplete are only noted on their way through, so
+     * they go out in the same write as the rows before. Tags are short; a
+     * longer one is not a tag pglease knows. */
+    if (type == 'Z' || type == 'S' ||
+        (type == 'C' && (s->track_state || s->track_stmts) && len <= 256))
         return PGL_CONN_PEEK;
+    if (s->stmts.owed_n > 0) {
+        /* An answer to a Parse or Close: passed on here, dropped or
+         * retyped in server_inspect (pgl_stmt.h). */
+        if (type == '1' || type == '3') {
+            if (pgl_stmt_cache_next(&s->stmts, type) != PGL_STMT_PASS)
+                return PGL_CONN_PEEK;
+            pgl_stmt_cache_answered(&s->stmts);
+        } else if (type == 'E') {
+            pgl_stmt_cache_error(&s->stmts);
+        }
+    }
     return PGL_CONN_FORWARD;
 }
 
@@ -349,16 +429,51 @@ static bool tag_leaves_state(const uint8_t *body, uint32_t len)
     return false;
 }
 
+/* DISCARD ALL and DEALLOCATE ALL drop every prepared statement. */
+static bool forgets_statements(const uint8_t *body, uint32_t len)
+{
+    size_t n = strnlen((const char *)body, len);
+    return (n == 11 && memcmp(body, "DISCARD ALL", 11) == 0) ||
+           (n == 14 && memcmp(body, "DEALLOCATE ALL", 14) == 0);
+}
+
+/* A ParseComplete or CloseComplete that server_decide could not pass on
+ * as it is (pgl_stmt.h). */
+static void stmt_answer(pgl_server *s, uint8_t type)
+{
+    pgl_stmt_action act = pgl_stmt_cache_next(&s->stmts, type);
+    if (act == PGL_STMT_DESYNC) {
+        pgl_log_error(s->log_ctx, "bug: unexpected %s from the server",
+                      type == '1' ? "ParseComplete" : "CloseComplete");
+        pgl_server_close(s, "prepared statement bookkeeping lost track");
+        return;
+    }
+    pgl_stmt_cache_answered(&s->stmts);
+    if (act == PGL_STMT_DROP)
+        pgl_conn_drop(&s->conn);
+    else if (act == PGL_STMT_RETYPE)
+        pgl_conn_retype(&s->conn, '1');
+}
+
 void pgl_server_note_suspect(pgl_server *s)
 {
     s->state_suspect = true;
 }
 
-/* What a session may keep after a transaction, as one line: '' when
- * nothing. Settings Postgres reports (and pglease carries) do not count. */
+/* What a session may keep after a transaction: first column, what
+ * keeps the client on this server, as one line ('' when nothing); second,
+ * settings changed in the session that pglease can carry (carry_settings).
+ * Settings Postgres reports (and pglease carries anyway) and settings back
+ * at their defaults do not count. SET ROLE and SET SESSION AUTHORIZATION
+ * (not in pg_settings) keep the client. */
+#define STATE_CHECK_SETTINGS                                                                        \
+    "FROM pg_catalog.pg_settings WHERE source = 'session' AND setting IS DISTINCT FROM reset_val "  \
+    "AND pg_catalog.lower(name) NOT IN ('client_encoding', 'datestyle', 'timezone', "               \
+    "'standard_conforming_strings', 'application_name', 'intervalstyle')"
 #define STATE_CHECK_SQL                                                                             \
     "SELECT pg_catalog.concat_ws(', ', "                                                            \
-    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements) "                          \
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE NOT "                 \
+    "pg_catalog.starts_with(name, 'PGL_')) "                                                       \
     "THEN 'prepared statements' END, "                                                              \
     "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_cursors) THEN 'cursors' END, "                  \
     "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels()) THEN 'LISTEN' END, "      \
@@ -367,9 +482,10 @@ void pgl_server_note_suspect(pgl_server *s)
     "CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = "                     \
     "pg_catalog.pg_my_temp_schema()) OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE "            \
     "pronamespace = pg_catalog.pg_my_temp_schema()) THEN 'temporary objects' END, "                 \
-    "(SELECT 'settings ' || pg_catalog.string_agg(name, ' ') FROM pg_catalog.pg_settings WHERE "   \
-    "source = 'session' AND pg_catalog.lower(name) NOT IN ('client_encoding', 'datestyle', "       \
-    "'timezone', 'standard_conforming_strings', 'application_name', 'intervalstyle')))"
+    "CASE WHEN pg_catalog.current_setting('role') <> 'none' OR session_user <> (SELECT usename "   \
+    "FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()) "                    \
+    "THEN 'a role change' END), "                                                                   \
+    "(SELECT pg_catalog.json_object_agg(name, setting) " STATE_CHECK_SETTINGS ")"
 
 static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_t *body,
                                       uint32_t len)
@@ -379,10 +495,22 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
         note_param(s, body, len);
     switch (s->state) {
     case PGL_SERVER_ACTIVE:
+        if (type == '1' || type == '3') {
+            stmt_answer(s, type);
+            return PGL_CONN_FORWARD;
+        }
         if (type == 'C' && s->track_state && tag_leaves_state(body, len))
             s->state_suspect = true;
+        if (type == 'C' && s->track_stmts && forgets_statements(body, len)) {
+            /* Every statement of the session is gone, and the client
+             * expects its own to be. */
+            pgl_stmt_cache_forget_all(&s->stmts);
+            if (s->link != NULL)
+                pgl_client_stmt_forget_all(s->link);
+        }
         if (type == 'Z' && len >= 1) {
             s->rfq_status = (char)body[0];
+            pgl_stmt_cache_synced(&s->stmts);
             if (s->expected_rfq > 0)
                 s->expected_rfq--;
             s->pool->total_query++;
@@ -397,8 +525,11 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
         if (type == 'D' && s->query_result[0] == '\0') {
             const char *v;
             size_t vl;
-            if (first_column(body, len, &v, &vl))
+            if (column(body, len, 0, &v, &vl))
                 snprintf(s->query_result, sizeof s->query_result, "%.*s", (int)vl, v);
+            if (s->query == PGL_SERVER_Q_CHECK && s->query_settings == NULL &&
+                column(body, len, 1, &v, &vl))
+                s->query_settings = strndup(v, vl); /* NULL: carried nothing, no harm */
         }
         if (type == 'E') {
             s->query_failed = true;
@@ -521,6 +652,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     s->state = PGL_SERVER_CONNECTING;
     s->created = pgl_loop_now(s->lp); /* the login's start until it succeeds */
     pgl_list_init(&s->node);
+    pgl_stmt_cache_init(&s->stmts, (uint32_t)px->conf->max_prepared_statements);
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
 
     const pgl_conf_database *db = pgl_pool_db(pool);

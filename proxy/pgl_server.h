@@ -16,6 +16,7 @@
 #include "pgl_conn.h"
 #include "pgl_generation.h"
 #include "pgl_list.h"
+#include "pgl_stmt.h"
 #include "pgl_varcache.h"
 
 #include <stdbool.h>
@@ -63,7 +64,12 @@ struct pgl_server {
      * locks or temporary objects): checked before the server goes back. */
     bool state_suspect;
     bool needs_reset;      /* DISCARD ALL before the next client (it served a pinned one) */
+    /* Transaction mode with max_prepared_statements: named statements are
+     * rewritten (pgl_client_stmt.c) and their answers checked (set at
+     * assignment). */
+    bool track_stmts;
     uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
+    uint32_t syncs_since_execute; /* Syncs after the last Execute (ignored if it starts a COPY) */
     uint64_t last_used;    /* ms */
     uint64_t created;      /* ms */
     uint64_t id;
@@ -72,11 +78,13 @@ struct pgl_server {
     PGconn *pg;       /* after login; PQfinish on close */
     int backend_pid;
     pgl_varcache vars;
+    pgl_stmt_cache stmts; /* prepared here, and Parse/Close answers owed */
     /* Cold: log lines and pglease's own queries. */
     char log_ctx[160];
     char query_sqlstate[6];
     char query_error[200];  /* its message, for the client it was for */
     char query_result[160]; /* first column of the internal query's first row */
+    char *query_settings;   /* the check's second column (settings to carry), or NULL */
 };
 
 /* Starts a login with `gen`. 0 or a negative error. */

@@ -426,6 +426,10 @@ bench_session = {session_db}
             ("TPC-B -c 32", "bench", ["-c", "32", "-j", "2"]),
             ("-M prepared -S -c 32 (session mode)", "bench_session",
              ["-M", "prepared", "-S", "-c", "32", "-j", "2"]),
+            # Named statements shared between servers: PgBouncer 1.18 cannot
+            # (its clients fail: "prepared statement P_0 does not exist").
+            ("-M prepared -S -c 32 (transaction mode)", "bench",
+             ["-M", "prepared", "-S", "-c", "32", "-j", "2"]),
             ("connect per transaction -C -S -c 16", "bench", ["-C", "-S", "-c", "16", "-j", "2"]),
             ("single client -S -c 1", "bench", ["-S", "-c", "1", "-j", "1"]),
             # Many more clients than servers: the proxies queue ~980 of them

@@ -67,9 +67,7 @@ def test_server_lifetime(pg):
     p = PgLease({"app": conninfo(pg)}, settings={"server_lifetime": "1s",
                                                  "default_pool_size": 1}).start()
     try:
-        # No automatic server-side prepare: named statements do not survive a
-        # server change in transaction mode (see docs/operations.md).
-        c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+        c = psycopg.connect(p.dsn(), autocommit=True)
         first = c.execute("select pg_backend_pid()").fetchone()[0]
         changed = wait_for(
             lambda: c.execute("select pg_backend_pid()").fetchone()[0] != first, 6, 0.3)

@@ -90,13 +90,9 @@ def test_session_parameters_follow_the_client(upstream):
     p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
                                              "default_pool_size": 1}).start()
     try:
-        # Without named prepared statements: one would keep its client on the
-        # only server (track_session_state = pin), and the others would wait.
-        a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True,
-                            prepare_threshold=None)
-        b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True,
-                            prepare_threshold=None)
-        c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+        a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True)
+        b = psycopg.connect(p.dsn(application_name="client-b"), autocommit=True)
+        c = psycopg.connect(p.dsn(), autocommit=True)
         default_tz = c.execute("show timezone").fetchone()[0]
         assert default_tz not in ("Asia/Tokyo", "America/New_York")
         a.execute("set timezone = 'Asia/Tokyo'")

@@ -155,16 +155,14 @@ def test_pipeline_of_200_statements_returns_in_order(upstream, mode):
 
     def other_client():
         try:
-            # prepare_threshold=None: named prepared statements in transaction
-            # mode are not carried between servers yet (see operations.md).
-            with psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None) as o:
+            with psycopg.connect(p.dsn(), autocommit=True) as o:
                 while not stop.is_set():
                     other_results.append(o.execute("select 'other'").fetchone()[0])
         except Exception as e:  # noqa: BLE001 - reported by the assertion below
             other_results.append(repr(e))
 
     try:
-        with psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None) as c:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
             t = threading.Thread(target=other_client) if mode == "transaction" else None
             if t:
                 t.start()

@@ -195,8 +195,8 @@ def test_drain_timeout_ends_a_transaction_left_open(pg, vault, tmp_path):
     p = start_proxy(pg, vault, tmp_path, "10s", "20s",
                     {"pool_mode": "transaction", "drain_timeout": "2"})
     # No server-side prepared statements: transaction mode does not keep them.
-    held = psycopg.connect(p.dsn(), prepare_threshold=None)  # first query opens a transaction
-    other = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+    held = psycopg.connect(p.dsn())  # first query opens a transaction
+    other = psycopg.connect(p.dsn(), autocommit=True)
     try:
         first_user = held.execute("select current_user").fetchone()[0]
         deadline = time.monotonic() + 30
@@ -242,7 +242,7 @@ def test_vault_outage_while_leases_are_valid(pg, vault, tmp_path):
 def test_operator_revokes_the_live_lease(pg, vault, tmp_path):
     p = start_proxy(pg, vault, tmp_path, "60s", "120s")
     try:
-        c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+        c = psycopg.connect(p.dsn(), autocommit=True)
         first = c.execute("select current_user").fetchone()[0]
         lease = next(l for l in vault.state()["leases"] if l["username"] == first)
         # The operator revokes the lease and kills the role's sessions.
@@ -257,7 +257,7 @@ def test_operator_revokes_the_live_lease(pg, vault, tmp_path):
                 break
             except psycopg.OperationalError:
                 assert time.monotonic() < deadline, p.log()[-3000:]
-                c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+                c = psycopg.connect(p.dsn(), autocommit=True)
         elapsed = time.monotonic() - t0
         assert user != first
         assert elapsed < 1.0, f"recovered in {elapsed:.2f} s"
@@ -298,7 +298,7 @@ def test_session_mode_one_clean_disconnect_per_rotation(pg, vault, tmp_path):
 
         def client():
             deadline = time.monotonic() + 30
-            c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+            c = psycopg.connect(p.dsn(), autocommit=True)
             while time.monotonic() < deadline:
                 try:
                     users.add(c.execute("select current_user").fetchone()[0])
@@ -308,7 +308,7 @@ def test_session_mode_one_clean_disconnect_per_rotation(pg, vault, tmp_path):
                         disconnects[0] += 1
                     else:
                         other_errors.append(str(e))
-                    c = psycopg.connect(p.dsn(), autocommit=True, prepare_threshold=None)
+                    c = psycopg.connect(p.dsn(), autocommit=True)
             c.close()
 
         threads = [threading.Thread(target=client) for _ in range(3)]
