@@ -134,6 +134,19 @@ class PgCluster:
                                password=password or "", dbname=dbname, sslmode="disable",
                                autocommit=True, connect_timeout=5, **kw)
 
+    def owned_database(self, role, password, *dbnames):
+        """A fresh login role owning fresh databases (dropped first if a
+        previous run left them); the TCP conninfo of the first one."""
+        with self.connect("postgres") as c:
+            for db in dbnames:
+                c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            c.execute(f"DROP ROLE IF EXISTS {role}")
+            c.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            for db in dbnames:
+                c.execute(f"CREATE DATABASE {db} OWNER {role}")
+        return (f"host=127.0.0.1 port={self.port} dbname={dbnames[0]} user={role} "
+                f"password={password}")
+
     def sql(self, query, *args, dbname=None):
         """Runs one statement as postgres; rows (list of tuples) or None.
         Parameters: sql(q, (a, b)), sql(q, {"k": v}) or sql(q, a, b)."""

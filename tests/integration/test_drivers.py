@@ -56,13 +56,7 @@ def _conninfo(pg, dbname):
 def upstream(pg):
     """A login role owning the scenario database and the dump source and
     target databases."""
-    with _admin(pg) as c:
-        for db in (DB, DB_SRC, DB_DST):
-            c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        c.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        c.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PW}'")
-        for db in (DB, DB_SRC, DB_DST):
-            c.execute(f"CREATE DATABASE {db} OWNER {ROLE}")
+    pg.owned_database(ROLE, ROLE_PW, DB, DB_SRC, DB_DST)
     return {db: _conninfo(pg, db) for db in (DB, DB_SRC, DB_DST)}
 
 

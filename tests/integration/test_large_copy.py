@@ -34,13 +34,7 @@ PAYLOAD_REPEAT = 31  # 31 x 32 hex chars = 992 characters per row
 @pytest.fixture(scope="module")
 def upstream(pg):
     """A login role owning its own database."""
-    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
-                         dbname="postgres", autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {DB}")
-        c.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        c.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PW}'")
-        c.execute(f"CREATE DATABASE {DB} OWNER {ROLE}")
-    return f"host=127.0.0.1 port={pg.port} dbname={DB} user={ROLE} password={ROLE_PW}"
+    return pg.owned_database(ROLE, ROLE_PW, DB)
 
 
 class _Proxies:

@@ -2,7 +2,6 @@
 with pglease's SCRAM code, and wrong passwords do not."""
 import subprocess
 
-import psycopg
 import pytest
 
 from pglease_proc import build_dir

@@ -7,7 +7,6 @@ import random
 import struct
 import subprocess
 import threading
-import time
 
 import psycopg
 import pytest
@@ -18,13 +17,7 @@ from pglease_proc import PgLease
 
 @pytest.fixture(scope="module")
 def upstream(pg):
-    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
-                         dbname="postgres", autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS prep")
-        c.execute("DROP ROLE IF EXISTS pgl_prep")
-        c.execute("CREATE ROLE pgl_prep LOGIN PASSWORD 'prep-pw'")
-        c.execute("CREATE DATABASE prep OWNER pgl_prep")
-    return f"host=127.0.0.1 port={pg.port} dbname=prep user=pgl_prep password=prep-pw"
+    return pg.owned_database("pgl_prep", "prep-pw", "prep")
 
 
 @pytest.fixture(scope="module")

@@ -30,17 +30,10 @@ def superuser(pg, dbname="postgres"):
 @pytest.fixture(scope="module")
 def upstream(pg):
     """A login role owning database `proxied`, with pgbench tables."""
-    with superuser(pg) as c:
-        c.execute(f"DROP DATABASE IF EXISTS proxied")
-        c.execute(f"DROP ROLE IF EXISTS {UPSTREAM_USER}")
-        c.execute(f"CREATE ROLE {UPSTREAM_USER} LOGIN PASSWORD '{UPSTREAM_PASSWORD}'")
-        c.execute(f"CREATE DATABASE proxied OWNER {UPSTREAM_USER}")
-    subprocess.run(["pgbench", "-i", "-s", "1", "-q",
-                    f"host=127.0.0.1 port={pg.port} user={UPSTREAM_USER} dbname=proxied "
-                    f"password={UPSTREAM_PASSWORD}"],
+    conninfo = pg.owned_database(UPSTREAM_USER, UPSTREAM_PASSWORD, "proxied")
+    subprocess.run(["pgbench", "-i", "-s", "1", "-q", conninfo],
                    check=True, capture_output=True, timeout=120)
-    return f"host=127.0.0.1 port={pg.port} dbname=proxied user={UPSTREAM_USER} " \
-           f"password={UPSTREAM_PASSWORD}"
+    return conninfo
 
 
 @pytest.fixture

@@ -14,11 +14,7 @@ USER, PASSWORD = "pgl_feat", "feat-pw-2"
 
 @pytest.fixture(scope="module")
 def upstream(pg):
-    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
-                         dbname="postgres", autocommit=True) as c:
-        c.execute(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'")
-        c.execute(f"CREATE DATABASE feat OWNER {USER}")
-    return f"host=127.0.0.1 port={pg.port} dbname=feat user={USER} password={PASSWORD}"
+    return pg.owned_database(USER, PASSWORD, "feat")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from pglease_proc import PgLease
 @pytest.fixture(scope="module")
 def upstream(pg):
     """A login role owning its own database."""
-    with psycopg.connect(host=str(pg.socket_dir), port=pg.port, user="postgres",
-                         dbname="postgres", autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS sstate")
-        c.execute("DROP ROLE IF EXISTS pgl_sstate")
-        c.execute("CREATE ROLE pgl_sstate LOGIN PASSWORD 'sstate-pw'")
-        c.execute("CREATE DATABASE sstate OWNER pgl_sstate")
-    return f"host=127.0.0.1 port={pg.port} dbname=sstate user=pgl_sstate password=sstate-pw"
+    return pg.owned_database("pgl_sstate", "sstate-pw", "sstate")
 
 
 def connect(p, **kw):
