@@ -544,10 +544,19 @@ void pgl_client_janitor(pgl_client *c, uint64_t now)
     case PGL_CLIENT_LOGIN_WAIT:
     case PGL_CLIENT_WAITING:
         if (conf->query_wait_timeout > 0 &&
-            now - c->wait_since > (uint64_t)conf->query_wait_timeout * 1000)
-            pgl_client_fail(c, "FATAL", "08P01",
-                            "no server connection became free within query_wait_timeout (%d s)",
-                            conf->query_wait_timeout);
+            now - c->wait_since > (uint64_t)conf->query_wait_timeout * 1000) {
+            /* A wait that outlived an upstream failure says which. */
+            char sqlstate[6], cause[400];
+            if (pgl_pool_wait_cause(c->pool, sqlstate, cause, sizeof cause) != NULL)
+                pgl_client_fail(c, "FATAL", sqlstate,
+                                "no server connection within query_wait_timeout (%d s): %s",
+                                conf->query_wait_timeout, cause);
+            else
+                pgl_client_fail(c, "FATAL", "08P01",
+                                "no server connection became free within query_wait_timeout "
+                                "(%d s)",
+                                conf->query_wait_timeout);
+        }
         break;
     case PGL_CLIENT_IDLE:
         if (conf->client_idle_timeout > 0 &&

@@ -12,7 +12,7 @@
  *     it and drain the old generation (its servers retire as servers of the
  *     new one replace them, pgl_pool.c);
  *   - hard deadline: no server outlives its credential's end minus a safety
- *     margin (min(5 s, 10% of its life)); session clients on an old
+ *     margin (10% of its life, 1.5 s to 5 s); session clients on an old
  *     generation are asked to reconnect (57P01) at their next idle point
  *     shortly before it, and whatever still runs at the deadline is cut;
  *   - a drained generation's lease is revoked (revoke_on_drain), every lease
@@ -30,6 +30,7 @@
 #include "pgl_log.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
+#include "pgl_secenv.h"
 #include "pgl_server.h"
 #include "pgl_vault.h"
 
@@ -42,6 +43,10 @@
 #define REFETCH_BACKOFF_MS 1000
 #define REFETCH_MAX_MS 30000
 #define SHUTDOWN_REVOKE_MS 5000
+/* Failed reads in a row, with no credential left, before waiting clients
+ * are told rather than kept waiting: a blip (503 for a second) passes
+ * before that. */
+#define VAULT_GIVE_UP 3
 
 static bool vault_pool(pgl_pool *pool)
 {
@@ -237,12 +242,14 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         pgl_pool_enforce(pool, g, now); /* may free g */
     }
     pgl_generation *active = pgl_pool_generation(pool);
-    bool due = active == NULL || now >= active->rotate_at;
+    bool due = active == NULL || pgl_generation_rotation_due(active, now);
     if (due && !warming && pool->fetch_op == NULL && now >= pool->refetch_at)
         fetch(pool);
-    /* Nothing valid to serve with and Vault not delivering: say so rather
-     * than letting clients hang. */
-    if (active == NULL && pool->fetch_failures > 0 &&
+    /* Nothing valid to serve with and Vault not delivering: clients wait
+     * for the next credential, up to query_wait_timeout, and are then told
+     * Vault's error (pgl_pool_wait_cause); a Vault that failed again and
+     * again (down, misconfigured TLS, no permission) is not waited for. */
+    if (active == NULL && pool->fetch_failures >= VAULT_GIVE_UP &&
         (!pgl_clist_empty(&pool->waiting) || !pgl_clist_empty(&pool->login_wait))) {
         char msg[400];
         snprintf(msg, sizeof msg, "no valid upstream credential: Vault: %s", pool->vault_error);
@@ -281,7 +288,7 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
                   : vc->auth_method == PGL_CONF_VAULT_KUBERNETES ? PGL_VAULT_AUTH_KUBERNETES
                                                                  : PGL_VAULT_AUTH_APPROLE,
         .auth_mount = vc->auth_mount,
-        .token = getenv("VAULT_TOKEN"),
+        .token = pgl_secenv_get("VAULT_TOKEN"),
         .token_file = vc->token_file,
         .role_id = vc->role_id,
         .role_id_file = vc->role_id_file,
@@ -294,8 +301,8 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
     int rc = pgl_vault_new(&px->main.uv, &cfg, log_vault, px, &px->vault, err, errlen);
     if (rc != 0)
         return rc;
-    /* The token stays in pglease's memory only. */
-    unsetenv("VAULT_TOKEN");
+    /* The Vault client has its own copy now (pgl_secenv wiped the environment's). */
+    pgl_secenv_forget("VAULT_TOKEN");
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &px->pools)
     {

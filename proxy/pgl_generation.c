@@ -9,6 +9,9 @@
 #include <openssl/crypto.h>
 
 #define SAFETY_MAX_MS 5000
+/* Vault writes a role's VALID UNTIL with whole seconds: a margin under
+ * one second could let a backend outlive it. */
+#define SAFETY_MIN_MS 1500
 #define DEADLINE_NEAR_MS 2000 /* old servers stop serving this long before they must go */
 
 static const char *const state_names[] = {"warming", "active", "draining", "dead", "retired"};
@@ -117,11 +120,14 @@ uint64_t pgl_generation_end(const pgl_generation *g)
 
 uint64_t pgl_generation_deadline(const pgl_generation *g)
 {
-    uint64_t end = pgl_generation_end(g);
+    /* The lease ends at `end` unless a renewal moves it: a renewal Vault
+     * has not answered (hung, down) must not keep a server past it. */
+    uint64_t end = g->end;
     if (end == UINT64_MAX)
         return UINT64_MAX;
     uint64_t life = end > g->issued ? end - g->issued : 0;
-    return end - min_u64(SAFETY_MAX_MS, life / 10);
+    uint64_t margin = min_u64(SAFETY_MAX_MS, life / 10 > SAFETY_MIN_MS ? life / 10 : SAFETY_MIN_MS);
+    return end - min_u64(margin, life / 2);
 }
 
 void pgl_generation_schedule_rotation(pgl_generation *g, int rotate_before_s)
@@ -158,6 +164,7 @@ void pgl_generation_issued(pgl_generation *g, uint64_t now, long duration_s, boo
 bool pgl_generation_renewed(pgl_generation *g, uint64_t now, long duration_s,
                             int rotate_before_s)
 {
+    g->renew_sent = 0;
     g->end = now + (uint64_t)duration_s * 1000;
     bool capped = duration_s + 1 < g->lease_duration;
     if (capped) {
@@ -172,6 +179,7 @@ bool pgl_generation_renewed(pgl_generation *g, uint64_t now, long duration_s,
 
 void pgl_generation_renew_failed(pgl_generation *g, int rotate_before_s)
 {
+    g->renew_sent = 0;
     g->end_final = true;
     g->renew_at = UINT64_MAX;
     pgl_generation_schedule_rotation(g, rotate_before_s);
@@ -195,7 +203,20 @@ bool pgl_generation_renew_due(pgl_generation *g, uint64_t now)
         (g->state != PGL_GEN_ACTIVE && g->state != PGL_GEN_WARMING))
         return false;
     g->renew_at = UINT64_MAX;
+    g->renew_sent = now;
     return true;
+}
+
+bool pgl_generation_rotation_due(const pgl_generation *g, uint64_t now)
+{
+    if (now >= g->rotate_at)
+        return true;
+    /* A renewal still unanswered halfway from its sending to the deadline:
+     * a successor is fetched while the lease is still good (the renewal
+     * may yet come back). */
+    uint64_t deadline = pgl_generation_deadline(g);
+    return g->renew_sent != 0 && deadline != UINT64_MAX && deadline > g->renew_sent &&
+           now >= g->renew_sent + (deadline - g->renew_sent) / 2;
 }
 
 /* ---- what is due ------------------------------------------------------------------ */

@@ -67,6 +67,7 @@ struct pgl_generation {
     bool end_final;      /* `end` will not move: renewals are capped or over */
     long lease_duration; /* seconds, as issued: the renewal increment */
     uint64_t issued, end, renew_at, rotate_at;
+    uint64_t renew_sent; /* a renewal is out since then; 0 when none */
     uint64_t drain_since;
     uint64_t token_id;  /* which Vault token created the lease */
     uint64_t token_end; /* that token's final end once known, else 0 */
@@ -119,7 +120,10 @@ void pgl_generation_free(pgl_generation *g);
 /* When the credential really stops working, when known and final. */
 uint64_t pgl_generation_end(const pgl_generation *g);
 
-/* The hard deadline: no server may outlive end − min(5 s, 10% of life). */
+/* The hard deadline: no server may outlive end − margin (10% of life, at
+ * least 1.5 s, at most 5 s, never more than half the life),
+ * where end is the lease's current end, final or not: a renewal counts
+ * only once Vault answered it. */
 uint64_t pgl_generation_deadline(const pgl_generation *g);
 
 /* Sets rotate_at from the final end: rotate_before_s ahead of it (< 0: a
@@ -142,8 +146,12 @@ void pgl_generation_renew_failed(pgl_generation *g, int rotate_before_s);
 /* The Vault token that created the lease ends for good at `token_end`. */
 void pgl_generation_token_ends(pgl_generation *g, uint64_t token_end, int rotate_before_s);
 
-/* Whether a renewal is due now (and marks it taken). */
+/* Whether a renewal is due now (and marks it taken, sent at `now`). */
 bool pgl_generation_renew_due(pgl_generation *g, uint64_t now);
+
+/* Whether a successor should be fetched now: the rotation point of the
+ * final end, or a renewal unanswered for too long. */
+bool pgl_generation_rotation_due(const pgl_generation *g, uint64_t now);
 
 /* ---- what the pool must do ---------------------------------------------- */
 

@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,9 @@
 
 #define BACKLOG 4096
 #define EMFILE_PAUSE_MS 100
+/* Out of descriptors, the pause repeats ten times a second: one warning per
+ * period, counting the pauses it stands for, keeps the log readable. */
+#define EMFILE_WARN_MS 10000
 
 struct pgl_listener {
     pgl_listener *next;
@@ -39,6 +43,8 @@ struct pgl_listener {
     pgl_poller *poller;
     uv_timer_t pause;     /* out of descriptors: retry later */
     bool pause_open;
+    uint64_t pause_warned; /* uv_now() of the last warning, 0 = never */
+    unsigned pauses_unlogged; /* pauses since that warning */
 };
 
 static void on_resume(uv_timer_t *t)
@@ -68,8 +74,19 @@ static void on_accept(pgl_poller *p, void *arg, int status, int events)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Keep the loop alive instead of spinning on a listener that
                  * stays readable: stop watching for a moment. */
-                pgl_log_warning(l->name, "accept: %s; pausing %d ms", strerror(errno),
-                                EMFILE_PAUSE_MS);
+                uint64_t now = uv_now(l->pause.loop);
+                if (l->pause_warned == 0 || now - l->pause_warned >= EMFILE_WARN_MS) {
+                    pgl_log_warning(l->name,
+                                    "accept: %s; pausing accepts %d ms at a time (%u "
+                                    "pause(s) since the previous warning; at most one "
+                                    "warning per %d s)",
+                                    strerror(errno), EMFILE_PAUSE_MS, l->pauses_unlogged,
+                                    EMFILE_WARN_MS / 1000);
+                    l->pause_warned = now > 0 ? now : 1;
+                    l->pauses_unlogged = 0;
+                } else {
+                    l->pauses_unlogged++;
+                }
                 if (pgl_poller_want(l->poller, 0) != 0)
                     pgl_log_error(l->name, "cannot stop watching the listener");
                 uv_timer_start(&l->pause, on_resume, EMFILE_PAUSE_MS, 0);

@@ -8,10 +8,14 @@
  * for a burst of logins. Session mode closes the old idle servers at once:
  * a new session must not start on a credential that is going away.
  *
- * Upstream login failures back off exponentially (100 ms doubling to 10 s)
- * so a wrong password or a down database never becomes a connection storm;
- * clients waiting with no server at all get the failure as an error at
- * once instead of hanging until query_wait_timeout.
+ * Upstream login failures back off exponentially (100 ms doubling to 10 s,
+ * half of it random) so a wrong password or a down database never becomes
+ * a connection storm. Clients waiting with no server at all wait out a
+ * transient cause (Postgres full, restarting, unreachable for a moment) up
+ * to query_wait_timeout and are then told it; a permanent one (unknown
+ * database, a refused password) fails them at once. A permission error on
+ * a live server of a Vault credential triggers a test login with it: the
+ * credential may have been revoked behind the servers' back.
  */
 #include "pgl_pool.h"
 
@@ -346,6 +350,12 @@ void pgl_pools_close_servers(pgl_proxy *px)
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (pool->verify_up != NULL) {
+            pgl_upstream_abort(pool->verify_up);
+            pool->verify_up = NULL;
+            pgl_generation_unhold(pool->verify_gen);
+            pool->verify_gen = NULL;
+        }
         pgl_list *gp, *gt;
         pgl_list_foreach(gp, gt, &pool->generations)
         {
@@ -527,47 +537,124 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
 
 /* A Vault credential Postgres rejects (lease revoked early, role dropped)
  * is replaced at once; clients keep waiting for the next one. */
-static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char *sqlstate)
+static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
+                                const char *how)
 {
     if (pool->creds == NULL || strncmp(sqlstate, "28", 2) != 0)
         return false;
     if (gen->state == PGL_GEN_DEAD)
         return true;
     pgl_log_warning(pool->name,
-                    "generation %llu (user %s) was rejected by the server (%s): fetching a new "
-                    "credential now", (unsigned long long)gen->id, gen->user, sqlstate);
+                    "generation %llu (user %s) no longer works: %s was rejected (%s); retiring "
+                    "its servers and fetching a new credential now",
+                    (unsigned long long)gen->id, gen->user, how, sqlstate);
     bool was_warming = gen->state == PGL_GEN_WARMING;
     pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
     pool->creds->rejected(pool, gen, was_warming);
     drain(pool, gen);
+    /* Clients that keep one of its servers (session mode, pinned) would
+     * fail statement after statement: they are asked to reconnect. */
+    ask_sessions_to_reconnect(gen);
     return true;
+}
+
+/* ---- checking a credential behind live servers ------------------------------------- */
+
+static void on_verified(void *arg, pgl_upstream_result *res)
+{
+    pgl_pool *pool = arg;
+    pgl_generation *gen = pool->verify_gen;
+    pool->verify_up = NULL;
+    pool->verify_gen = NULL;
+    if (res->status == 0) {
+        pgl_log_debug(pool->name, "generation %llu: its credential still logs in",
+                      (unsigned long long)gen->id);
+        pgl_poller_close(res->poller);
+        PQfinish(res->pg);
+    } else {
+        credential_rejected(pool, gen, res->sqlstate,
+                            "after a permission error on a live server, a test login");
+    }
+    pgl_generation_unhold(gen);
+}
+
+void pgl_pool_credential_suspect(pgl_pool *pool, pgl_generation *gen)
+{
+    uint64_t now = pgl_now_ms(pool->px);
+    /* One test login at a time, at most four a second: a client whose
+     * statements lack a privilege must not become a login storm. */
+    if (pool->creds == NULL || pool->verify_up != NULL || gen->state == PGL_GEN_DEAD ||
+        gen->state == PGL_GEN_RETIRED || now < pool->verify_after || pool->px->shutting_down)
+        return;
+    pool->verify_after = now + 250;
+    if (pgl_server_start_login(pool, gen, pool->name, on_verified, pool, &pool->verify_up) != 0)
+        return;
+    pool->verify_gen = gen;
+    pgl_generation_hold(gen);
+}
+
+/* Failures that end by themselves: Postgres full, starting, restarting
+ * or unreachable for a moment. Anything else (unknown database, a password
+ * refused, TLS misconfigured) will fail again the same way. */
+static bool transient(const char *sqlstate)
+{
+    static const char *const codes[] = {"53300", "53400", "57P01", "57P02", "57P03",
+                                        "08000", "08001", "08003", "08006"};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(sqlstate, codes[i]) == 0)
+            return true;
+    return false;
 }
 
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message)
 {
-    if (credential_rejected(pool, gen, sqlstate))
+    if (credential_rejected(pool, gen, sqlstate, "an upstream login"))
         return;
     uint64_t now = pgl_now_ms(pool->px);
+    /* Clients must not read "wrong password" for pglease's upstream user:
+     * 28xxx becomes 08006. */
+    snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s",
+             strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate);
     snprintf(pool->fail_message, sizeof pool->fail_message, "%s", message);
     pool->fail_time = now;
     pool->consecutive_failures++;
-    pool->retry_after =
-        now + pgl_backoff_ceiling(BACKOFF_MIN_MS, BACKOFF_MAX_MS, pool->consecutive_failures);
+    /* Capped exponential backoff, half of it random: pglease instances
+     * that lost the same database must not come back in step. */
+    uint64_t ceiling =
+        pgl_backoff_ceiling(BACKOFF_MIN_MS, BACKOFF_MAX_MS, pool->consecutive_failures);
+    pool->retry_after = now + ceiling / 2 + (uint64_t)random() % (ceiling / 2 + 1);
     /* With room made (or promised), retry soon, whatever the backoff grew to
      * while the pool sat at the limit. */
     if (strcmp(sqlstate, "53300") == 0 && make_room(pool, gen))
         pool->retry_after = now + BACKOFF_MIN_MS;
 
-    /* With servers still alive, waiting clients will be served by them;
-     * with none (besides the one failing now), waiting is hopeless. Clients
-     * must not read "wrong password" for pglease's upstream user: 28xxx
-     * becomes 08006. */
-    if (pool->nservers > 1)
+    /* With servers still alive, waiting clients will be served by them. A
+     * transient cause is waited out: clients stay queued while the logins
+     * retry, up to query_wait_timeout (then they are told this cause). A
+     * permanent one, with no server left, fails them now. */
+    if (pool->nservers > 1 || transient(sqlstate))
         return;
     char msg[400];
     snprintf(msg, sizeof msg, "login to the upstream server failed: %s", message);
-    pgl_pool_fail_waiters(pool, strncmp(sqlstate, "28", 2) == 0 ? "08006" : sqlstate, msg);
+    pgl_pool_fail_waiters(pool, pool->fail_sqlstate, msg);
+}
+
+const char *pgl_pool_wait_cause(pgl_pool *pool, char sqlstate[6], char *buf, size_t cap)
+{
+    if (pool->creds != NULL && pgl_pool_generation(pool) == NULL) {
+        memcpy(sqlstate, "08006", 6);
+        snprintf(buf, cap, "no valid upstream credential: Vault: %s",
+                 pool->vault_error[0]  ? pool->vault_error
+                 : pool->fetch_op != NULL ? "no answer to the request for a new one yet"
+                                          : "no credential yet");
+        return buf;
+    }
+    if (pool->fail_message[0] == '\0')
+        return NULL;
+    memcpy(sqlstate, pool->fail_sqlstate[0] ? pool->fail_sqlstate : "08006", 6);
+    snprintf(buf, cap, "last upstream login error: %s", pool->fail_message);
+    return buf;
 }
 
 /* An idle server that lived or idled too long, or NULL. */

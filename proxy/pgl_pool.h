@@ -81,6 +81,11 @@ struct pgl_pool {
     int fetch_failures;
     char vault_error[256];
     uint64_t refetch_at;
+    /* A test login of a generation whose live server hit a permission
+     * error (pgl_pool_credential_suspect). */
+    struct pgl_upstream *verify_up;
+    pgl_generation *verify_gen; /* held while the test runs */
+    uint64_t verify_after;
     /* Counters for SHOW STATS. */
     uint64_t total_xact, total_query, total_wait_us;
 };
@@ -130,9 +135,19 @@ const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *server);
 /* A login succeeded: a warming generation takes over; learn the
  * ParameterStatus set; reset the backoff. */
 void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg);
-/* A login failed: back off, and tell the clients that waited for it. */
+/* A login failed: back off (capped, jittered); a credential Postgres
+ * refuses kills its generation (Vault pools fetch the next one); clients
+ * waiting with no server left wait out a transient cause and are told a
+ * permanent one at once. */
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message);
+/* Why clients of the pool wait, for the one whose query_wait_timeout ran
+ * out: the message (in buf) and its SQLSTATE, or NULL when nothing failed. */
+const char *pgl_pool_wait_cause(pgl_pool *pool, char sqlstate[6], char *buf, size_t cap);
+/* A live server of `gen` answered a permission error (42501, 28xxx): the
+ * credential may be gone (lease revoked, role dropped). A test login with
+ * it tells; when refused, the generation dies as if a login had been. */
+void pgl_pool_credential_suspect(pgl_pool *pool, pgl_generation *gen);
 /* A server of the active generation logged in (or needs a connection
  * slot): one unreplaced server of the oldest draining generation goes, now
  * when idle, else at its next release. false when none is left to retire. */

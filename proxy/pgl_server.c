@@ -389,6 +389,10 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
     if (type == 'Z' || type == 'S' ||
         (type == 'C' && (s->track_state || s->track_stmts) && len <= 256))
         return PGL_CONN_PEEK;
+    /* An error from a server whose credential Vault may revoke is read:
+     * a permission error may mean the credential is gone. */
+    if (type == 'E' && s->pool->creds != NULL && len <= 4096)
+        return PGL_CONN_PEEK;
     if (s->stmts.owed_n > 0) {
         /* An answer to a Parse or Close: passed on here, dropped or
          * retyped in server_inspect (pgl_stmt.h). */
@@ -497,6 +501,14 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
     case PGL_SERVER_ACTIVE:
         if (type == '1' || type == '3') {
             stmt_answer(s, type);
+            return PGL_CONN_FORWARD;
+        }
+        if (type == 'E') {
+            pgl_stmt_cache_error(&s->stmts);
+            pgl_pgwire_error e;
+            if (pgl_pgwire_parse_error(body, len, &e) == 0 && e.sqlstate != NULL &&
+                (strcmp(e.sqlstate, "42501") == 0 || strncmp(e.sqlstate, "28", 2) == 0))
+                pgl_pool_credential_suspect(s->pool, s->gen);
             return PGL_CONN_FORWARD;
         }
         if (type == 'C' && s->track_state && tag_leaves_state(body, len))
@@ -654,7 +666,20 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     pgl_list_init(&s->node);
     pgl_stmt_cache_init(&s->stmts, (uint32_t)px->conf->max_prepared_statements);
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
+    int rc = pgl_server_start_login(pool, gen, s->log_ctx, on_login, s, &s->up);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    pgl_clist_append(&gen->login, &s->node);
+    pool->nservers++;
+    return 0;
+}
 
+int pgl_server_start_login(pgl_pool *pool, pgl_generation *gen, const char *log_ctx,
+                           pgl_upstream_cb cb, void *arg, pgl_upstream **up)
+{
+    pgl_proxy *px = pool->px;
     const pgl_conf_database *db = pgl_pool_db(pool);
     const char *keys[64], *values[64];
     size_t n = 0;
@@ -672,16 +697,9 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
         .password = gen->password,
         .application_name = "pglease",
         .connect_timeout_ms = px->conf->server_connect_timeout * 1000,
-        .log_ctx = s->log_ctx,
+        .log_ctx = log_ctx,
     };
-    int rc = pgl_upstream_start(&s->lp->uv, &p, on_login, s, &s->up);
-    if (rc != 0) {
-        free(s);
-        return rc;
-    }
-    pgl_clist_append(&gen->login, &s->node);
-    pool->nservers++;
-    return 0;
+    return pgl_upstream_start(&px->main.uv, &p, cb, arg, up);
 }
 
 void pgl_server_free(pgl_server *s)

@@ -17,6 +17,7 @@
 #include "pgl_generation.h"
 #include "pgl_list.h"
 #include "pgl_stmt.h"
+#include "pgl_upstream.h"
 #include "pgl_varcache.h"
 
 #include <stdbool.h>
@@ -27,7 +28,6 @@
 typedef struct pgl_server pgl_server;
 typedef struct pgl_pool pgl_pool;
 typedef struct pgl_client pgl_client;
-typedef struct pgl_upstream pgl_upstream;
 typedef struct pgl_loop pgl_loop;
 
 typedef enum {
@@ -89,6 +89,12 @@ struct pgl_server {
 
 /* Starts a login with `gen`. 0 or a negative error. */
 int pgl_server_connect(pgl_pool *pool, pgl_generation *gen) __attribute__((warn_unused_result));
+
+/* Starts a libpq login to the pool's database with `gen`'s credential
+ * (what pgl_server_connect does, for other uses: testing a credential). */
+int pgl_server_start_login(pgl_pool *pool, pgl_generation *gen, const char *log_ctx,
+                           pgl_upstream_cb cb, void *arg, pgl_upstream **up)
+    __attribute__((warn_unused_result));
 
 /* Gives an idle server to a client (links both, applies session parameters). */
 void pgl_server_assign(pgl_server *server, pgl_client *client);

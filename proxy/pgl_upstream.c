@@ -125,6 +125,7 @@ void pgl_upstream_classify(const char *m, char sqlstate[6])
         {"too many connections", "53300"},
         {"too many clients", "53300"},
         {"remaining connection slots", "53300"},
+        {"Too many open files", "53300"}, /* EMFILE/ENFILE: out of descriptors */
         {"password authentication failed", "28P01"},
         {"no password supplied", "28P01"},
         {"role \"", "28000"}, /* role "x" does not exist / is not permitted to log in */
@@ -158,7 +159,15 @@ static void step(pgl_upstream *u)
         if (nl)
             *nl = '\0';
         const char *text = strncmp(msg, "FATAL:  ", 8) == 0 ? msg + 8 : msg;
-        fail(u, NULL, "%s", text);
+        /* Out of descriptors ("could not create socket: Too many open
+         * files"): pglease's own limit, not the server's; reported as
+         * Postgres reports a full server, so callers treat it as the
+         * transient "too many connections" it is. */
+        if (strstr(text, "Too many open files") != NULL)
+            fail(u, "53300", "too many connections: pglease is out of file descriptors (%s)",
+                 text);
+        else
+            fail(u, NULL, "%s", text);
         return;
     }
     int fd = PQsocket(u->pg);
@@ -172,7 +181,8 @@ static void step(pgl_upstream *u)
         u->poller = NULL;
         int rc = pgl_poller_open(u->loop, fd, on_poll, u, &u->poller);
         if (rc != 0) {
-            fail(u, "08001", "cannot watch the server socket: %s", uv_strerror(rc));
+            fail(u, rc == UV_EMFILE || rc == UV_ENFILE ? "53300" : "08001",
+                 "cannot watch the server socket: %s", uv_strerror(rc));
             return;
         }
         u->fd = fd;

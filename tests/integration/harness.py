@@ -287,6 +287,52 @@ class VaultSim:
     def unseal(self):
         return self.fault("unseal")
 
+    def fail_for(self, seconds, status=503, path_prefix="", message=None, retry_after=None):
+        """Every request under path_prefix (relative to /v1/, "" = all but
+        sys/vaultsim/*) is answered `status` with Vault's {"errors": [...]}
+        body for `seconds` from now (503: "Vault is sealed", 429: "... rate
+        limit quota exceeded", unless message is given; retry_after: a
+        Retry-After header). Returns the fault's id."""
+        return self.fault("fail", seconds=seconds, status=status, path_prefix=path_prefix,
+                          message=message, retry_after=retry_after)["data"]["id"]
+
+    def hang(self, seconds=None, path_prefix="", count=None, after="answer"):
+        """Requests under path_prefix get no answer while the fault lasts:
+        `seconds` from now, or until clear_faults() when None. count: only
+        the next `count` matching requests are held (None: all). When the
+        fault ends a held request is answered normally (after="answer"), or
+        its connection is closed ("close") or reset ("reset") unanswered.
+        Only HTTP answers wait: leases still expire on time (for a frozen
+        process use sigstop()). Returns the fault's id."""
+        return self.fault("hang", seconds=seconds, path_prefix=path_prefix, count=count,
+                          after=after)["data"]["id"]
+
+    def faults(self):
+        """The active faults, each a dict: kind "fail" (id, path_prefix,
+        status, message, retry_after, count_left, seconds_left, matched),
+        "hang" (id, path_prefix, after, count_left, seconds_left, matched,
+        holding = requests held now), "latency" (ms) or "seal".
+        count_left/seconds_left are None when unbounded."""
+        return self.api("GET", "sys/vaultsim/faults")["data"]["faults"]
+
+    def clear_faults(self, kind=None, fault_id=None):
+        """Ends all faults, or those of one kind ("fail", "hang", "latency",
+        "seal"), or the one with fault_id; held requests are let go at once
+        and latency/seal are reset. Returns how many were cleared."""
+        body = {}
+        if kind is not None:
+            body["kind"] = kind
+        if fault_id is not None:
+            body["id"] = fault_id
+        return self.api("POST", "sys/vaultsim/faults/clear", body)["data"]["cleared"]
+
+    def sigstop(self):
+        """Freezes the whole stand-in (SIGSTOP): no answers, no lease expiry."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def sigcont(self):
+        self.proc.send_signal(signal.SIGCONT)
+
     def state(self):
         return self.api("GET", "sys/vaultsim/state")["data"]
 

@@ -25,6 +25,7 @@ class PgLease:
         self.users = users or {"alice": "secret", "admin": "adminpw"}
         userlist = self.dir / "userlist.txt"
         userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in self.users.items()))
+        userlist.chmod(0o600)  # a secret: pglease warns about a readable one
         keys = {"listen_addr": "127.0.0.1", "listen_port": self.port,
                 "unix_socket_dir": self.dir, "auth_file": userlist, "admin_users": "admin"}
         keys.update(settings or {})

@@ -267,7 +267,9 @@ def test_operator_revokes_the_live_lease(pg, vault, tmp_path):
 
 
 def test_no_credential_left_gives_a_clear_error(pg, vault, tmp_path):
-    p = start_proxy(pg, vault, tmp_path, "60s", "120s")
+    """With no valid credential and Vault unable to give one, clients wait
+    (query_wait_timeout, 3 s here), then are told Vault's error."""
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s", {"query_wait_timeout": "3"})
     try:
         with psycopg.connect(p.dsn(), autocommit=True) as c:
             c.execute("select 1")

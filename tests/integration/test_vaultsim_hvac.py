@@ -596,3 +596,290 @@ def test_raw_api_with_urllib(vaultsim):
     assert st == 400 and json.loads(raw)["errors"]
     st, _, raw = call("GET", "sys/vaultsim/state", token="not-root")
     assert st == 403
+
+
+# ---------------------------------------------------------------- issue 14
+
+def test_faults_are_listed_and_cleared(vaultsim):
+    c = vaultsim.client()
+    assert vaultsim.faults() == []
+    a = vaultsim.fail_next(count=3, status=500, path_prefix="/v1/database/creds")["data"]["id"]
+    b = vaultsim.fail_for(5, status=429, path_prefix="auth/approle/login", retry_after=2)
+    h = vaultsim.hang(seconds=30, path_prefix="kv/never")
+    vaultsim.latency(5)
+    vaultsim.seal()
+    listed = vaultsim.faults()
+    by_kind = {f["kind"]: f for f in listed}
+    assert set(by_kind) == {"fail", "hang", "latency", "seal"} and len(listed) == 5
+    fails = {f["id"]: f for f in listed if f["kind"] == "fail"}
+    assert fails[a]["count_left"] == 3 and fails[a]["seconds_left"] is None
+    assert fails[a]["path_prefix"] == "database/creds" and fails[a]["status"] == 500
+    assert fails[b]["count_left"] is None and 4 < fails[b]["seconds_left"] <= 5
+    assert fails[b]["retry_after"] == 2
+    assert by_kind["hang"]["id"] == h and by_kind["hang"]["holding"] == 0
+    assert by_kind["latency"]["ms"] == 5
+    # Clear one kind, one id, then everything (unseals, latency back to 0).
+    assert vaultsim.clear_faults(kind="hang") == 1
+    assert vaultsim.clear_faults(fault_id=a) == 1
+    assert {f["kind"] for f in vaultsim.faults()} == {"fail", "latency", "seal"}
+    assert vaultsim.clear_faults() == 3
+    assert vaultsim.faults() == []
+    c.auth.token.lookup_self()
+    # A fault used up or past its window leaves the list by itself.
+    vaultsim.fail_next(count=1, path_prefix="auth/token/lookup-self")
+    vaultsim.fail_for(0.3, status=503, path_prefix="sys/mounts")
+    with pytest.raises(hvac.exceptions.InternalServerError):
+        c.auth.token.lookup_self()
+    time.sleep(0.4)
+    assert vaultsim.faults() == []
+    # Raw API: DELETE sys/vaultsim/faults clears; non-root tokens get 403.
+    vaultsim.fail_next(count=5)
+    assert vaultsim.request("DELETE", "sys/vaultsim/faults")[1]["data"]["cleared"] == 1
+    assert vaultsim.request("GET", "sys/vaultsim/faults", token="nope")[0] == 403
+
+
+def test_fail_for_a_time_window_503_and_429(vaultsim):
+    c = vaultsim.client()
+    vaultsim.fail_for(2.0, status=503, path_prefix="auth/token/lookup-self")
+    t0 = time.monotonic()
+    failed = 0
+    while time.monotonic() - t0 < 1.0:
+        with pytest.raises(hvac.exceptions.VaultDown) as e:
+            c.auth.token.lookup_self()
+        failed += 1
+        time.sleep(0.1)
+    assert failed >= 5 and "Vault is sealed" in str(e.value)
+    c.sys.list_mounted_secrets_engines()  # another path is not affected
+    time.sleep(max(0.0, 2.05 - (time.monotonic() - t0)))
+    c.auth.token.lookup_self()  # the window closed
+    # 429 with Vault's rate-limit text and a Retry-After header.
+    vaultsim.fail_for(1.0, status=429, retry_after=1)
+    with pytest.raises(hvac.exceptions.RateLimitExceeded):
+        c.auth.token.lookup_self()
+    req = urllib.request.Request(vaultsim.addr + "/v1/sys/health")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 429 and e.value.headers["Retry-After"] == "1"
+    assert json.loads(e.value.read()) == {
+        "errors": ['request path "sys/health": rate limit quota exceeded']}
+    # The test-only API itself is never failed.
+    assert vaultsim.faults()[0]["matched"] == 2
+
+
+def test_hang_until_cleared_for_seconds_and_closed(vaultsim):
+    import threading
+    c = vaultsim.client()
+    fid = vaultsim.hang(path_prefix="auth/token/lookup-self")
+    done = {}
+
+    def call():
+        t = time.monotonic()
+        done["data"] = vaultsim.client().auth.token.lookup_self()["data"]
+        done["took"] = time.monotonic() - t
+    th = threading.Thread(target=call)
+    th.start()
+    assert wait_until(lambda: vaultsim.faults() and vaultsim.faults()[0]["holding"] == 1, 3)
+    th.join(0.7)
+    assert th.is_alive() and not done, "a hung request was answered"
+    c.sys.list_mounted_secrets_engines()  # other paths answer
+    # A client with a timeout gives up on the hung path.
+    with pytest.raises(Exception) as e:
+        hvac.Client(url=vaultsim.addr, token=vaultsim.root_token,
+                    timeout=0.5).auth.token.lookup_self()
+    assert "timed out" in str(e.value).lower()
+    f = vaultsim.faults()[0]
+    assert f["id"] == fid and f["kind"] == "hang" and f["matched"] == 2
+    assert f["seconds_left"] is None and f["count_left"] is None
+    assert vaultsim.clear_faults(kind="hang") == 1
+    th.join(5)
+    assert done["data"]["id"] == vaultsim.root_token and done["took"] >= 0.7
+    # For N seconds: held, then answered normally.
+    vaultsim.hang(seconds=0.8)
+    t = time.monotonic()
+    c.auth.token.lookup_self()
+    assert 0.7 <= time.monotonic() - t < 3
+    assert vaultsim.faults() == []
+    # Only the next `count` requests; after="close": no answer at all.
+    vaultsim.hang(seconds=0.3, count=1, after="close")
+    with pytest.raises(Exception) as e:
+        c.auth.token.lookup_self()
+    assert "connection" in str(e.value).lower() or "remote" in str(e.value).lower()
+    c.auth.token.lookup_self()
+
+
+def test_comma_string_slices_accept_list_or_string(vaultsim, pg):
+    """Fields that Vault types framework.TypeCommaStringSlice take a JSON
+    list or "a, b" (split on commas, spaces trimmed); TypeStringSlice fields
+    (the database statements) keep a string as one element."""
+    root = vaultsim.client()
+    root.sys.enable_auth_method("approle")
+    root.sys.create_or_update_policy("app", APP_POLICY)
+    # hvac 0.11.2's approle helper always sends these as ONE comma-joined
+    # string (utils.list_to_comma_delimited: ["a", "b"] -> "a,b"), so Vault
+    # has to split it; given a str it would join its characters.
+    root.auth.approle.create_or_update_approle(
+        "s", token_policies=["app", " default"], token_bound_cidrs=["127.0.0.1/32", "10.0.0.0/8"],
+        secret_id_bound_cidrs=["127.0.0.0/8"])
+    r = root.auth.approle.read_role("s")["data"]
+    assert r["token_policies"] == ["app", "default"]
+    assert r["token_bound_cidrs"] == ["127.0.0.1/32", "10.0.0.0/8"]
+    assert r["secret_id_bound_cidrs"] == ["127.0.0.0/8"]
+    # A JSON list goes element by element (no split inside, spaces trimmed).
+    root.adapter.post("/v1/auth/approle/role/l",
+                      json={"token_policies": ["app", " default "], "token_bound_cidrs": []})
+    r = root.auth.approle.read_role("l")["data"]
+    assert r["token_policies"] == ["app", "default"] and r["token_bound_cidrs"] == []
+    # The old name "policies", as a comma string, also sets token_policies.
+    assert vaultsim.request("POST", "auth/approle/role/old", {"policies": "app,default"})[0] \
+        == 204
+    old = root.auth.approle.read_role("old")["data"]
+    assert old["token_policies"] == ["app", "default"] and old["policies"] == ["app", "default"]
+    role_id = root.auth.approle.read_role_id("s")["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id("s")["data"]["secret_id"]
+    auth = hvac.Client(url=vaultsim.addr).auth.approle.login(role_id=role_id,
+                                                              secret_id=secret_id)["auth"]
+    assert auth["policies"] == ["app", "default"]
+    # Kubernetes roles.
+    root.sys.enable_auth_method("kubernetes")
+    root.auth.kubernetes.configure(kubernetes_host="https://10.0.0.1:443")
+    # hvac's kubernetes helper sends JSON lists ("a, b" -> ["a", " b"]).
+    root.auth.kubernetes.create_role("k", bound_service_account_names="app-sa, worker",
+                                     bound_service_account_namespaces=["prod"],
+                                     policies="app")
+    k = root.auth.kubernetes.read_role("k")
+    assert k["bound_service_account_names"] == ["app-sa", "worker"]
+    assert k["bound_service_account_namespaces"] == ["prod"] and k["token_policies"] == ["app"]
+    # The same fields as comma strings on the wire (the vault CLI's k=v form).
+    root.adapter.post("/v1/auth/kubernetes/role/k2", json={
+        "bound_service_account_names": "app-sa , worker", "token_policies": "app, default",
+        "bound_service_account_namespaces": "prod,staging"})
+    k2 = root.auth.kubernetes.read_role("k2")
+    assert k2["bound_service_account_names"] == ["app-sa", "worker"]
+    assert k2["bound_service_account_namespaces"] == ["prod", "staging"]
+    assert k2["token_policies"] == ["app", "default"]
+    auth = hvac.Client(url=vaultsim.addr).auth.kubernetes.login(
+        "k2", fake_jwt("staging", "worker"))["auth"]
+    assert auth["policies"] == ["app", "default"]
+    # Database: allowed_roles is a comma slice, statements are string slices.
+    root.sys.enable_secrets_engine("database")
+    url = "postgresql://{{username}}:{{password}}@127.0.0.1:%d/app?sslmode=disable" % pg.port
+    root.secrets.database.configure("pg", "postgresql-database-plugin", connection_url=url,
+                                    username=pg.vault_user, password=pg.vault_password,
+                                    allowed_roles="ro, rw")
+    assert root.secrets.database.read_connection("pg")["data"]["allowed_roles"] == ["ro", "rw"]
+    two = "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}'; " \
+          "GRANT CONNECT ON DATABASE app TO \"{{name}}\";"
+    rev = 'REVOKE CONNECT ON DATABASE app FROM "{{name}}"; DROP ROLE "{{name}}"'
+    root.secrets.database.create_role("ro", "pg", two, revocation_statements=rev)
+    ro = root.secrets.database.read_role("ro")["data"]
+    assert ro["creation_statements"] == [two.strip()]  # one element, commas or not
+    assert ro["revocation_statements"] == [rev]
+    creds = root.secrets.database.generate_credentials("ro")
+    assert role_exists(pg, creds["data"]["username"])
+    root.sys.revoke_lease(creds["lease_id"])
+    assert not role_exists(pg, creds["data"]["username"])
+    root.secrets.database.configure("pg2", "postgresql-database-plugin", connection_url=url,
+                                    username=pg.vault_user, password=pg.vault_password,
+                                    allowed_roles=["ro"])
+    assert root.secrets.database.read_connection("pg2")["data"]["allowed_roles"] == ["ro"]
+    # auth/token/create decodes "policies" with mapstructure.WeakDecode: a
+    # string is one policy name, not split.
+    t = root.auth.token.create(policies="app,default", ttl="1m")["auth"]
+    assert t["policies"] == ["app,default", "default"]
+    t = root.auth.token.create(policies=["App", "default"], ttl="1m")["auth"]
+    assert t["policies"] == ["app", "default"]
+
+
+def test_lease_lookup_shape_and_errors(vaultsim, pg):
+    vaultsim.setup_database(pg, default_ttl="2s", max_ttl="1h")
+    c = vaultsim.client()
+    creds = c.secrets.database.generate_credentials("app-rw")
+    lk = c.sys.read_lease(creds["lease_id"])
+    assert set(lk["data"]) == {"id", "issue_time", "expire_time", "last_renewal", "renewable",
+                               "ttl"}
+    assert lk["data"]["id"] == creds["lease_id"] and lk["data"]["renewable"] is True
+    assert lk["data"]["last_renewal"] is None and 1 <= lk["data"]["ttl"] <= 2
+    for bad in ("database/creds/app-rw/nope", "nothing"):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+            c.sys.read_lease(bad)
+        assert e.value.errors == ["invalid lease"]
+    st, obj = vaultsim.request("PUT", "sys/leases/lookup", {})
+    assert st == 400 and obj == {"errors": ["lease_id must be specified"]}
+    # Expired (and so revoked by Vault): "invalid lease".
+    assert wait_until(lambda: not role_exists(pg, creds["data"]["username"]), 4)
+    with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+        c.sys.read_lease(creds["lease_id"])
+    assert e.value.errors == ["invalid lease"]
+    # Revoked: the same.
+    other = c.secrets.database.generate_credentials("app-rw")
+    c.sys.renew_lease(other["lease_id"], increment=60)
+    lk = c.sys.read_lease(other["lease_id"])["data"]
+    assert lk["last_renewal"] and 55 <= lk["ttl"] <= 60
+    c.sys.revoke_lease(other["lease_id"])
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.sys.read_lease(other["lease_id"])
+
+
+def test_default_revocation_drops_role_but_not_its_sessions(vaultsim, pg):
+    """With no revocation_statements the postgresql plugin's defaultDeleteUser
+    runs (hashicorp/vault plugins/database/postgresql/postgresql.go): REVOKE
+    ALL on tables in each schema with column grants + USAGE on it, then
+    tables, sequences and USAGE in public, CONNECT on the database, each
+    outside a transaction, then DROP ROLE IF EXISTS -- and no
+    pg_terminate_backend. Postgres lets a connected role be dropped: the open
+    session stays, loses what was revoked (42501), and no new login works."""
+    pg.sql("DROP SCHEMA IF EXISTS rpt CASCADE")
+    pg.sql("DROP TABLE IF EXISTS pub_t")
+    pg.sql("CREATE SCHEMA rpt")
+    pg.sql("CREATE TABLE rpt.t (id int, secret text)")
+    pg.sql("CREATE TABLE pub_t (id int)")
+    pg.sql("INSERT INTO pub_t VALUES (1)")
+    try:
+        vaultsim.setup_database(pg, creation=[
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+            "VALID UNTIL '{{expiration}}';",
+            'GRANT CONNECT ON DATABASE app TO "{{name}}"; '
+            'GRANT USAGE ON SCHEMA rpt TO "{{name}}"; '
+            'GRANT SELECT (id) ON rpt.t TO "{{name}}"; '
+            'GRANT SELECT ON pub_t TO "{{name}}";'])
+        c = vaultsim.client()
+        assert "revocation_statements" not in c.secrets.database.read_role("app-rw")["data"] \
+            or not c.secrets.database.read_role("app-rw")["data"]["revocation_statements"]
+        creds = c.secrets.database.generate_credentials("app-rw")
+        user, pw = creds["data"]["username"], creds["data"]["password"]
+        conn = pg.connect(user=user, password=pw)
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        assert conn.execute("select id from rpt.t").fetchall() == []
+        assert conn.execute("select id from pub_t").fetchall() == [(1,)]
+        c.sys.revoke_lease(creds["lease_id"])
+        assert not role_exists(pg, user)
+        # The session is still there: Vault does not terminate it.
+        assert pg.sql("select count(*) from pg_stat_activity where pid = %s", (pid,))[0][0] == 1
+        assert conn.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select id from pub_t")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select id from rpt.t")
+        conn.close()
+        with pytest.raises(psycopg.OperationalError):
+            pg.connect(user=user, password=pw).close()
+        with pytest.raises(hvac.exceptions.InvalidRequest):
+            c.sys.read_lease(creds["lease_id"])
+
+        # A statement that cannot be done keeps the role and the lease, as in
+        # Vault ("could not perform all revocation statements" / a DROP ROLE
+        # that fails): here the role owns a table, so DROP ROLE fails.
+        creds = c.secrets.database.generate_credentials("app-rw")
+        user = creds["data"]["username"]
+        pg.sql('CREATE TABLE owned_t (id int)')
+        pg.sql(f'ALTER TABLE owned_t OWNER TO "{user}"')
+        with pytest.raises(hvac.exceptions.InternalServerError):
+            c.sys.revoke_lease(creds["lease_id"])
+        assert role_exists(pg, user)
+        assert c.sys.read_lease(creds["lease_id"])["data"]["id"] == creds["lease_id"]
+        pg.sql("DROP TABLE owned_t")  # the retried revocation then succeeds
+        assert wait_until(lambda: not role_exists(pg, user), 4)
+    finally:
+        pg.sql("DROP TABLE IF EXISTS owned_t")
+        pg.sql("DROP SCHEMA IF EXISTS rpt CASCADE")
+        pg.sql("DROP TABLE IF EXISTS pub_t")

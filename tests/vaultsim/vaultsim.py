@@ -45,10 +45,11 @@ def log(msg):
 # ---------------------------------------------------------------- helpers
 
 class VaultError(Exception):
-    def __init__(self, status, *errors):
+    def __init__(self, status, *errors, headers=None):
         super().__init__(errors)
         self.status = status
         self.errors = list(errors)
+        self.headers = headers or {}
 
 
 def permission_denied():
@@ -78,12 +79,62 @@ def parse_duration(v, default=0):
     return int(total)
 
 
-def str_list(v):
+def _go_str(x):
+    """How mapstructure's weak decoding turns a JSON scalar into a string."""
+    if isinstance(x, bool):
+        return "1" if x else "0"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    if isinstance(x, (list, dict)) or x is None:
+        raise VaultError(400, f"invalid value {json.dumps(x)!r} in a list of strings")
+    return str(x)
+
+
+def comma_list(v):
+    """Vault's framework.TypeCommaStringSlice (parseutil.ParseCommaStringSlice):
+    a JSON list is taken element by element, a string is split on commas; every
+    element is then trimmed of spaces (strutil.TrimStrings). "" is []. Empty
+    elements ("a,,b") are kept, as Vault keeps them."""
     if v is None or v == "":
         return []
-    if isinstance(v, str):
-        return [x.strip() for x in v.split(",") if x.strip()]
-    return [str(x) for x in v]
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        v = _go_str(v).split(",")
+    elif not isinstance(v, list):
+        v = [v]
+    return [_go_str(x).strip() for x in v]
+
+
+def string_list(v):
+    """Vault's framework.TypeStringSlice (mapstructure.WeakDecode to []string,
+    then strutil.TrimStrings): a string becomes ONE element, commas and all
+    (e.g. a creation_statements string with several ';'-separated statements);
+    "" is []."""
+    if v is None or v == "":
+        return []
+    if not isinstance(v, list):
+        v = [v]
+    return [_go_str(x).strip() for x in v]
+
+
+def sanitize_policies(policies, add_default=False):
+    """policyutil.SanitizePolicies: trim, lowercase, drop empty names, 'root'
+    alone wins, then strutil.RemoveDuplicates (sorted, unique)."""
+    out = []
+    for p in policies:
+        p = p.strip().lower()
+        if not p:
+            continue
+        if p == "root":
+            return ["root"]
+        out.append(p)
+    if add_default and "default" not in out:
+        out.append("default")
+    return sorted(set(out))
+
+
+def str_list(v):
+    # Kept for callers that want the comma form; see comma_list.
+    return [x for x in comma_list(v) if x]
 
 
 def rfc3339(ts):
@@ -211,8 +262,8 @@ class Token:
                  path="auth/token/create", no_default_policy=False, max_ttl=0):
         self.id = ("hvs." + rand_alnum(24)) if not root else None
         self.accessor = rand_alnum(24)
-        pol = sorted(set(policies))
-        if not root and not no_default_policy and "default" not in pol:
+        pol = sanitize_policies(policies)
+        if not root and not no_default_policy and "default" not in pol and pol != ["root"]:
             pol = sorted(pol + ["default"])
         self.policies = pol
         self.created = time.time()
@@ -287,7 +338,8 @@ class State:
         self.policies = {}
         self.leases = {}
         self.wrapped = {}       # wrapping token -> (expire, response dict, creation_path)
-        self.fail = []          # [remaining, status, prefix]
+        self.faults = []        # Fault: injected failures and hangs (sys/vaultsim/)
+        self.fault_seq = 0
         self.latency_ms = 0
         self.k8s_tokens = set()
         self.issued_secrets = []  # passwords, tokens, secret_ids: for log-leak tests
@@ -297,6 +349,92 @@ class State:
 
 
 STATE = State()
+
+
+class Fault:
+    """One injected fault, matched against the request path (relative to
+    /v1/, never sys/vaultsim/*) by prefix. kind "fail": answer `status` with
+    Vault's error body; kind "hang": hold the request without answering
+    until the fault ends (its `seconds` pass, or it is cleared), then answer
+    it normally (after="answer") or close the connection without an answer
+    ("close") or with a TCP reset ("reset"). A fault matches while it has
+    requests left (count, None = any number) and its window is open
+    (seconds from injection, None = until cleared)."""
+
+    def __init__(self, kind, prefix, count=None, seconds=None, status=None, message=None,
+                 retry_after=None, after="answer"):
+        STATE.fault_seq += 1
+        self.id = STATE.fault_seq
+        self.kind = kind
+        self.prefix = prefix
+        self.count = count
+        self.seconds = seconds
+        self.until = None if seconds is None else time.monotonic() + seconds
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        self.after = after
+        self.released = threading.Event()
+        self.matched = 0
+        self.holding = 0
+
+    def matches(self, path, now):
+        return (not self.released.is_set() and (self.count is None or self.count > 0) and
+                (self.until is None or now < self.until) and path.startswith(self.prefix))
+
+    def live(self, now):
+        return self.holding > 0 or (
+            not self.released.is_set() and (self.count is None or self.count > 0) and
+            (self.until is None or now < self.until))
+
+    def take(self):
+        self.matched += 1
+        if self.count is not None:
+            self.count -= 1
+
+    def describe(self, now):
+        d = {"id": self.id, "kind": self.kind, "path_prefix": self.prefix,
+             "count_left": self.count,
+             "seconds_left": None if self.until is None else max(0.0, round(self.until - now, 3)),
+             "matched": self.matched}
+        if self.kind == "fail":
+            d.update(status=self.status, message=self.message, retry_after=self.retry_after)
+        else:
+            d.update(holding=self.holding, after=self.after)
+        return d
+
+    def error(self, path):
+        msg = self.message
+        if msg is None:
+            msg = {503: "Vault is sealed",
+                   429: f"request path \"{path}\": rate limit quota exceeded"}.get(
+                self.status, f"vaultsim: injected failure ({self.status})")
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return VaultError(self.status, msg, headers=headers)
+
+
+def prune_faults(now):
+    STATE.faults = [f for f in STATE.faults if f.live(now)]
+
+
+def clear_faults(kind=None, fault_id=None):
+    """Ends faults (all, one kind, or one id); held requests are let go."""
+    n = 0
+    keep = []
+    for f in STATE.faults:
+        if (kind is None or f.kind == kind) and (fault_id is None or f.id == fault_id):
+            f.released.set()
+            n += 1
+        else:
+            keep.append(f)
+    STATE.faults = keep
+    if fault_id is None and kind in (None, "latency") and STATE.latency_ms:
+        STATE.latency_ms = 0
+        n += 1
+    if fault_id is None and kind in (None, "seal") and STATE.sealed:
+        STATE.sealed = False
+        n += 1
+    return n
 
 
 def mount_for(path, table):
@@ -370,6 +508,20 @@ def default_revoke(conf, username):
 
 
 def _default_revoke(conn, username):
+    """Mirrors defaultDeleteUser in hashicorp/vault
+    plugins/database/postgresql/postgresql.go (v1.15; unchanged in substance
+    since 0.9): if the role exists, REVOKE ALL PRIVILEGES ON ALL TABLES IN
+    SCHEMA + REVOKE USAGE ON SCHEMA for each schema listed for the role in
+    information_schema.role_column_grants, then for schema public: tables,
+    sequences and USAGE, then REVOKE CONNECT ON DATABASE <current db>; each
+    statement on its own outside a transaction, going on past errors. If any
+    of them failed the plugin returns "could not perform all revocation
+    statements" and does NOT drop the role (Vault keeps the lease and retries
+    the revocation); otherwise DROP ROLE IF EXISTS. Nothing else: no
+    FUNCTIONS, no REASSIGN/DROP OWNED (a role that owns objects fails at DROP
+    ROLE), and no pg_terminate_backend: sessions the role has open stay
+    connected after the role is dropped (Postgres does not end them), they
+    just lose the revoked privileges."""
     ident = '"' + username.replace('"', '""') + '"'
     exists = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
                           (username,)).fetchone()[0]
@@ -378,28 +530,28 @@ def _default_revoke(conn, username):
     schemas = [r[0] for r in conn.execute(
         "SELECT DISTINCT table_schema FROM information_schema.role_column_grants "
         "WHERE grantee=%s", (username,))]
-    dbname = conn.execute("SELECT current_database()").fetchone()[0]
     stmts = []
     for sch in schemas:
         q = '"' + sch.replace('"', '""') + '"'
         stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA {q} FROM {ident}",
                   f"REVOKE USAGE ON SCHEMA {q} FROM {ident}"]
-    dbq = '"' + dbname.replace('"', '""') + '"'
     stmts += [f"REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM {ident}",
               f"REVOKE ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA public FROM {ident}",
-              f"REVOKE USAGE ON SCHEMA public FROM {ident}",
-              f"REVOKE CONNECT ON DATABASE {dbq} FROM {ident}",
-              f"DROP ROLE IF EXISTS {ident}"]
+              f"REVOKE USAGE ON SCHEMA public FROM {ident}"]
+    dbname = conn.execute("SELECT current_database()").fetchone()[0]
+    if dbname is not None:
+        dbq = '"' + dbname.replace('"', '""') + '"'
+        stmts.append(f"REVOKE CONNECT ON DATABASE {dbq} FROM {ident}")
     last_error = None
     for s in stmts:
         try:
             conn.execute(s)
-        except Exception as e:  # continue past errors, as the plugin does
+        except Exception as e:  # go on, to remove as much access as possible
             last_error = e
-    still = conn.execute("SELECT exists (SELECT rolname FROM pg_roles WHERE rolname=%s)",
-                         (username,)).fetchone()[0]
-    if still:
-        raise VaultError(500, f"failed to drop role {username}: {last_error}")
+    if last_error is not None:
+        raise VaultError(500, "could not perform all revocation statements: "
+                              f"{str(last_error).strip()}")
+    conn.execute(f"DROP ROLE IF EXISTS {ident}")
 
 
 def revoke_lease(lease, reason):
@@ -487,10 +639,11 @@ def handle_database(mount_path, mount, rest, method, body, token):
                                       f"supports postgresql-database-plugin only)")
             conf = {"plugin_name": plugin, "connection_url": body.get("connection_url", ""),
                     "username": body.get("username", ""), "password": body.get("password", ""),
-                    "allowed_roles": str_list(body.get("allowed_roles")),
+                    "allowed_roles": comma_list(body.get("allowed_roles")),
                     "verify_connection": body.get("verify_connection", True),
                     "password_authentication": body.get("password_authentication", "password"),
-                    "root_rotation_statements": body.get("root_rotation_statements") or []}
+                    "root_rotation_statements": string_list(
+                        body.get("root_rotation_statements"))}
             if conf["verify_connection"] not in (False, "false"):
                 try:
                     db_connect(conf).close()
@@ -519,14 +672,16 @@ def handle_database(mount_path, mount, rest, method, body, token):
             db_name = body.get("db_name")
             if not db_name:
                 raise VaultError(400, "empty database name attribute")
-            creation = body.get("creation_statements")
+            # The statements are TypeStringSlice: a JSON list, or one string
+            # kept as ONE element (it may hold several ';'-separated statements).
+            creation = string_list(body.get("creation_statements"))
             if not creation:
                 raise VaultError(400, "creation_statements are required")
             d["roles"][name] = {
                 "db_name": db_name, "creation_statements": creation,
-                "revocation_statements": body.get("revocation_statements") or [],
-                "renew_statements": body.get("renew_statements") or [],
-                "rollback_statements": body.get("rollback_statements") or [],
+                "revocation_statements": string_list(body.get("revocation_statements")),
+                "renew_statements": string_list(body.get("renew_statements")),
+                "rollback_statements": string_list(body.get("rollback_statements")),
                 "default_ttl": parse_duration(body.get("default_ttl")),
                 "max_ttl": parse_duration(body.get("max_ttl"))}
             return 204, None
@@ -534,8 +689,7 @@ def handle_database(mount_path, mount, rest, method, body, token):
         if method == "GET":
             if role is None:
                 raise VaultError(404)
-            return 200, envelope(dict(role, creation_statements=str_list_keep(
-                role["creation_statements"])))
+            return 200, envelope(dict(role))
         if method == "DELETE":
             d["roles"].pop(name, None)
             return 204, None
@@ -553,7 +707,7 @@ def handle_database(mount_path, mount, rest, method, body, token):
                 raise VaultError(400, "rotation_period must be 5 seconds or more")
             sr = {"name": name, "db_name": db_name, "username": body.get("username"),
                   "rotation_period": period,
-                  "rotation_statements": body.get("rotation_statements") or [],
+                  "rotation_statements": string_list(body.get("rotation_statements")),
                   "password": None, "last_rotation": 0}
             if not sr["username"]:
                 raise VaultError(400, "username is a required field to create a static account")
@@ -601,10 +755,6 @@ def handle_database(mount_path, mount, rest, method, body, token):
         conf["password"] = new
         return 204, None
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
-
-
-def str_list_keep(v):
-    return [v] if isinstance(v, str) else list(v)
 
 
 def rotate_static(mount, sr):
@@ -787,9 +937,17 @@ def token_from_role(role, display_name, meta):
 
 def role_fields(body, old=None):
     r = dict(old or {})
-    for k in ("token_policies", "policies"):
+    # tokenutil's fields are TypeCommaStringSlice: a JSON list or "a, b".
+    # "policies" is the pre-1.2 name: given alone it sets token_policies too
+    # (tokenutil.UpgradeValue); token_policies given clears it.
+    if "token_policies" in body:
+        r["token_policies"] = comma_list(body["token_policies"])
+        r.pop("policies", None)
+    elif "policies" in body:
+        r["token_policies"] = r["policies"] = comma_list(body["policies"])
+    for k in ("token_bound_cidrs", "secret_id_bound_cidrs"):
         if k in body:
-            r[k] = str_list(body[k])
+            r[k] = comma_list(body[k])
     for k in ("token_ttl", "token_max_ttl", "secret_id_ttl", "token_explicit_max_ttl",
               "token_period"):
         if k in body:
@@ -936,8 +1094,10 @@ def handle_kubernetes(mount_path, m, rest, method, body):
             return 200, envelope({"keys": sorted(m["roles"])})
         if method in ("POST", "PUT"):
             r = role_fields(body, m["roles"].get(name))
-            r["bound_service_account_names"] = str_list(body.get("bound_service_account_names"))
-            r["bound_service_account_namespaces"] = str_list(
+            # Both TypeCommaStringSlice in vault-plugin-auth-kubernetes.
+            r["bound_service_account_names"] = comma_list(
+                body.get("bound_service_account_names"))
+            r["bound_service_account_namespaces"] = comma_list(
                 body.get("bound_service_account_namespaces"))
             if not r["bound_service_account_names"] or not r["bound_service_account_namespaces"]:
                 raise VaultError(400, "\"bound_service_account_names\" and "
@@ -958,8 +1118,12 @@ def handle_token(rest, method, body, tok):
     if rest in ("create", "create-orphan") and method in ("POST", "PUT"):
         if tok is None:
             raise permission_denied()
-        # Without policies a child token inherits its parent's.
-        policies = str_list(body.get("policies")) or [p for p in tok.policies if p != "default"]
+        # Without policies a child token inherits its parent's. The token
+        # store decodes its body with mapstructure.WeakDecode into []string:
+        # a string is ONE policy name, not split on commas (unlike the
+        # TypeCommaStringSlice fields of roles); SanitizePolicies follows.
+        policies = sanitize_policies(string_list(body.get("policies"))) or \
+            [p for p in tok.policies if p != "default"]
         if "root" in policies and "root" not in tok.policies:
             raise permission_denied()
         ttl = parse_duration(body.get("ttl"))
@@ -1102,14 +1266,21 @@ def handle_sys(rest, method, body, tok, query):
         d = renew_lease(lease, parse_duration(body.get("increment")))
         return 200, envelope(None, lease_id=lid, lease_duration=d, renewable=True)
     if rest == "leases/lookup" and method in ("POST", "PUT"):
-        lease = STATE.leases.get(body.get("lease_id", ""))
+        # vault/logical_system.go handleLeaseLookup: 400 "lease_id must be
+        # specified" / "invalid lease" (unknown, revoked, or expired and so
+        # revoked); data id, issue_time, expire_time, last_renewal (null
+        # until renewed), renewable (false once expired), ttl (seconds).
+        lid = str(body.get("lease_id") or "")
+        if not lid:
+            raise VaultError(400, "lease_id must be specified")
+        lease = STATE.leases.get(lid)
         if lease is None:
             raise VaultError(400, "invalid lease")
         now = time.time()
         return 200, envelope({"id": lease.id, "issue_time": rfc3339(lease.issued),
                               "expire_time": rfc3339(lease.expire),
                               "last_renewal": rfc3339(lease.last_renewal),
-                              "renewable": lease.renewable,
+                              "renewable": lease.renewable and lease.expire > now,
                               "ttl": max(0, int(round(lease.expire - now)))})
     if rest in ("leases/revoke", "revoke") or rest.startswith(("leases/revoke/", "revoke/")):
         if rest.startswith(("leases/revoke-prefix", "revoke-prefix")):
@@ -1147,13 +1318,64 @@ def new_mount(typ, opts):
 
 
 def handle_vaultsim(rest, method, body):
-    """Fault injection for tests (root token only)."""
-    if rest == "fail":
+    """Fault injection for tests (root token only), under /v1/sys/vaultsim/:
+
+    POST fail  {path_prefix, status=500, count, seconds, message, retry_after}
+        answer `status` to matching requests: the next `count` (default 1
+        when neither is given), or all arriving within `seconds` from now
+        (both: whichever ends first) -> data {id, ...}
+    POST hang  {path_prefix, seconds, count, after="answer"|"close"|"reset"}
+        hold matching requests unanswered until `seconds` pass or the fault
+        is cleared, then answer them (or close/reset the connection)
+    POST latency {ms}; POST seal / unseal
+    GET  faults -> data.faults: [{id, kind, path_prefix, count_left,
+        seconds_left, matched, status|holding, ...}, {kind: latency, ms},
+        {kind: seal}]
+    POST faults/clear {kind?, id?} | DELETE faults | DELETE faults/<id>
+        -> data.cleared (clearing all also unseals and zeroes latency)
+    path_prefix is relative to /v1/ ("" = every path); sys/vaultsim/* itself
+    is never failed, held or slowed."""
+    if rest in ("fail", "hang"):
         prefix = str(body.get("path_prefix") or "").lstrip("/")
         if prefix.startswith("v1/"):
             prefix = prefix[3:]
-        STATE.fail.append([int(body.get("count", 1)), int(body.get("status", 500)), prefix])
-        return 204, None
+        count = body.get("count")
+        seconds = body.get("seconds")
+        count = None if count is None else int(count)
+        seconds = None if seconds is None else float(seconds)
+        if rest == "fail":
+            if count is None and seconds is None:
+                count = 1  # the historical default: the next matching request
+            f = Fault("fail", prefix, count, seconds, status=int(body.get("status", 500)),
+                      message=body.get("message"), retry_after=body.get("retry_after"))
+        else:
+            after = body.get("after", "answer")
+            if after not in ("answer", "close", "reset"):
+                raise VaultError(400, "after must be answer, close or reset")
+            f = Fault("hang", prefix, count, seconds, after=after)
+        STATE.faults.append(f)
+        log(f"fault {f.id} injected: {f.kind} {json.dumps(f.describe(time.monotonic()))}")
+        return 200, envelope(f.describe(time.monotonic()))
+    if rest == "faults" and method == "GET":
+        now = time.monotonic()
+        prune_faults(now)
+        listed = [f.describe(now) for f in STATE.faults]
+        if STATE.latency_ms:
+            listed.append({"kind": "latency", "path_prefix": "", "ms": STATE.latency_ms})
+        if STATE.sealed:
+            listed.append({"kind": "seal"})
+        return 200, envelope({"faults": listed})
+    if (rest == "faults" and method == "DELETE") or rest == "faults/clear" or \
+            (rest.startswith("faults/") and method == "DELETE"):
+        kind = body.get("kind")
+        fid = body.get("id")
+        if rest.startswith("faults/") and rest != "faults/clear":
+            fid = rest.split("/", 1)[1]
+        if kind is not None and kind not in ("fail", "hang", "latency", "seal"):
+            raise VaultError(400, "kind must be fail, hang, latency or seal")
+        n = clear_faults(kind, None if fid is None else int(fid))
+        log(f"faults cleared: {n} (kind {kind}, id {fid})")
+        return 200, envelope({"cleared": n})
     if rest == "latency":
         STATE.latency_ms = int(body.get("ms", 0))
         return 204, None
@@ -1294,10 +1516,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # replaced by one line per request below
         pass
 
-    def _respond(self, status, obj):
+    def _respond(self, status, obj, extra=None):
         payload = b"" if obj is None else json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Cache-Control", "no-store")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         if obj is not None:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -1311,7 +1535,7 @@ class Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, obj = 500, None
+        status, obj, extra = 500, None, {}
         path = url.path
         try:
             if not path.startswith("/v1/"):
@@ -1325,14 +1549,37 @@ class Handler(BaseHTTPRequestHandler):
                 raise VaultError(400, "failed to parse JSON input: invalid character")
             if not isinstance(body, dict):
                 body = {}
+            test_only = path.startswith("sys/vaultsim")
+            hang = None
             with LOCK:
-                for f in STATE.fail:
-                    if f[0] > 0 and path.startswith(f[2]) and \
-                            not path.startswith("sys/vaultsim"):
-                        f[0] -= 1
-                        raise VaultError(f[1], f"vaultsim: injected failure ({f[1]})")
-                STATE.fail = [f for f in STATE.fail if f[0] > 0]
-                latency = STATE.latency_ms if not path.startswith("sys/vaultsim") else 0
+                now = time.monotonic()
+                prune_faults(now)
+                if not test_only:
+                    hang = next((f for f in STATE.faults
+                                 if f.kind == "hang" and f.matches(path, now)), None)
+                    if hang is not None:
+                        hang.take()
+                        hang.holding += 1
+            if hang is not None:
+                # Held without an answer, outside the lock, until the fault
+                # ends (its window closes or it is cleared).
+                log(f"{method} /v1/{path} held by fault {hang.id}")
+                hang.released.wait(None if hang.until is None
+                                   else max(0.0, hang.until - time.monotonic()))
+                with LOCK:
+                    hang.holding -= 1
+                if hang.after != "answer":
+                    log(f"{method} /v1/{path} -> connection closed by fault {hang.id} "
+                        f"({hang.after}, {(time.time() - t0) * 1000:.0f} ms)")
+                    self._drop(hang.after == "reset")
+                    return
+            with LOCK:
+                now = time.monotonic()
+                for f in STATE.faults:
+                    if f.kind == "fail" and not test_only and f.matches(path, now):
+                        f.take()
+                        raise f.error(path)
+                latency = STATE.latency_ms if not test_only else 0
             if latency:
                 time.sleep(latency / 1000)
             with LOCK:
@@ -1349,12 +1596,27 @@ class Handler(BaseHTTPRequestHandler):
                                               "ttl": ttl, "creation_time": rfc3339(time.time()),
                                               "creation_path": path, "wrapped_accessor": ""})
         except VaultError as e:
-            status, obj = e.status, {"errors": e.errors}
+            status, obj, extra = e.status, {"errors": e.errors}, e.headers
         except Exception as e:  # a bug or a database failure: Vault says 500
             status, obj = 500, {"errors": [f"1 error occurred:\n\t* {e}\n\n"]}
             log(f"internal error on {method} {path}: {e!r}")
         log(f"{method} /v1/{path} -> {status} ({(time.time() - t0) * 1000:.0f} ms)")
-        self._respond(status, obj)
+        self._respond(status, obj, extra)
+
+    def _drop(self, reset):
+        """Ends the connection without an answer (a hung Vault given up on,
+        or a proxy/load balancer cutting it)."""
+        import socket
+        import struct
+        self.close_connection = True
+        try:
+            if reset:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                           struct.pack("ii", 1, 0))
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def do_GET(self):
         self._handle("GET")

@@ -92,6 +92,43 @@ static void test_renewal_until_capped(void **state)
     pgl_generation_free(g);
 }
 
+static void test_unanswered_renewal_keeps_the_deadline(void **state)
+{
+    (void)state;
+    pgl_generation *g = make(PGL_GEN_ACTIVE);
+    g->lease_id = strdup("database/creds/app/abcd");
+    pgl_generation_issued(g, 0, 30, true, false, 0, -1);
+    /* Renewable, not final: still, the lease ends at 30 s unless renewed. */
+    assert_true(pgl_generation_deadline(g) == 27000);
+    assert_false(pgl_generation_rotation_due(g, 26000));
+    assert_true(pgl_generation_renew_due(g, 20000));
+    /* Vault does not answer: a successor is fetched halfway to the
+     * deadline, and the deadline stands. */
+    assert_false(pgl_generation_rotation_due(g, 23000));
+    assert_true(pgl_generation_rotation_due(g, 23500));
+    assert_int_equal(pgl_generation_check(g, 27000, 30), PGL_GEN_DUE_DEADLINE);
+    assert_int_equal(g->state, PGL_GEN_DEAD);
+    pgl_generation_free(g);
+
+    /* Answered in time: the deadline moves with the lease. */
+    g = make(PGL_GEN_ACTIVE);
+    g->lease_id = strdup("database/creds/app/abcd");
+    pgl_generation_issued(g, 0, 30, true, false, 0, -1);
+    assert_true(pgl_generation_renew_due(g, 20000));
+    assert_false(pgl_generation_renewed(g, 20100, 30, -1));
+    assert_true(pgl_generation_deadline(g) == 45100);
+    assert_false(pgl_generation_rotation_due(g, 40000));
+    pgl_generation_free(g);
+
+    /* A short lease keeps at least 1.5 s of margin (VALID UNTIL has whole
+     * seconds). */
+    g = make(PGL_GEN_ACTIVE);
+    g->lease_id = strdup("database/creds/app/abcd");
+    pgl_generation_issued(g, 0, 6, false, false, 0, -1);
+    assert_true(pgl_generation_deadline(g) == 4500);
+    pgl_generation_free(g);
+}
+
 static void test_renew_failure_and_token_end(void **state)
 {
     (void)state;
@@ -234,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_new_generation),
         cmocka_unit_test(test_clock_of_a_fixed_lease),
         cmocka_unit_test(test_renewal_until_capped),
+        cmocka_unit_test(test_unanswered_renewal_keeps_the_deadline),
         cmocka_unit_test(test_renew_failure_and_token_end),
         cmocka_unit_test(test_static_role_has_no_deadline),
         cmocka_unit_test(test_active_past_its_deadline_dies),
