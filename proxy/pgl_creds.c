@@ -257,6 +257,35 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
     }
 }
 
+/* Until every Vault-backed database has had a credential pglease is not
+ * ready; it says so once, and every 10 s says which database still waits
+ * and why. */
+#define NOT_READY_LOG_MS 10000
+
+static void check_ready(pgl_proxy *px, uint64_t now)
+{
+    pgl_pool *waiting = NULL;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (vault_pool(pool) && pgl_pool_generation(pool) == NULL && pool->next_gen_id == 0) {
+            waiting = pool;
+            break;
+        }
+    }
+    if (waiting == NULL) {
+        px->ready = true;
+        pgl_log_info(NULL, "pglease ready: every database has an upstream credential");
+        return;
+    }
+    if (now - px->not_ready_logged < NOT_READY_LOG_MS)
+        return;
+    px->not_ready_logged = now;
+    pgl_log_warning(waiting->name, "not ready: no upstream credential yet: Vault: %s",
+                    waiting->vault_error[0] ? waiting->vault_error : "no answer yet");
+}
+
 static void on_tick(uv_timer_t *t)
 {
     pgl_proxy *px = t->data;
@@ -270,6 +299,8 @@ static void on_tick(uv_timer_t *t)
         if (vault_pool(pool))
             tick_pool(pool, now);
     }
+    if (!px->ready)
+        check_ready(px, now);
 }
 
 /* ---- setup and shutdown ------------------------------------------------------------------ */

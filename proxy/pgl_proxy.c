@@ -233,9 +233,16 @@ static bool start(pgl_proxy *px)
         return false;
     }
     pgl_janitor_start(&px->main);
-    pgl_log_info(NULL, "pglease %s ready: %zu database(s), pool_mode=%s, auth_type=%s",
-                 PGL_VERSION, conf->ndatabases, pgl_conf_pool_mode_name(conf->pool_mode),
+    /* With Vault, ready only once every database has a credential: the
+     * credentials module says so (or why not). */
+    px->ready = !conf->vault_needed;
+    pgl_log_info(NULL, "pglease %s %s: %zu database(s), pool_mode=%s, auth_type=%s",
+                 PGL_VERSION, px->ready ? "ready" : "started, waiting for credentials",
+                 conf->ndatabases, pgl_conf_pool_mode_name(conf->pool_mode),
                  pgl_conf_auth_type_name(conf->auth_type));
+    /* The first "not ready" line 2 s in, then every 10 s (pgl_creds.c);
+     * unsigned arithmetic makes the difference right. */
+    px->not_ready_logged = pgl_now_ms(px) - 8000;
     return true;
 }
 

@@ -52,6 +52,10 @@ struct pgl_proxy {
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1, sig_usr2;
     const pgl_client_console *console; /* answers console clients (pgl_admin) */
     bool shutting_down;
+    /* Every Vault-backed database has had a credential (pgl_creds.c);
+     * always true without Vault. */
+    bool ready;
+    uint64_t not_ready_logged; /* ms: the last "not ready" line */
     bool stopped;
     bool paused;
     uint64_t shutdown_deadline; /* ms */

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pglease_proc import PgLease
-from test_vault_rotation import DB, start_proxy, wait_until_served
+from test_vault_rotation import DB, approle, start_proxy, wait_until_served
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -273,3 +273,29 @@ def test_vault_503_at_the_rotation_point(pg, vault, tmp_path):
     finally:
         vault.clear_faults()
         assert p.stop() == 0
+
+
+def test_not_ready_until_a_credential_arrives(pg, vault, tmp_path):
+    """Vault sealed at start: pglease starts but does not say ready, says
+    why, and becomes ready by itself once Vault answers."""
+    vault.setup_database(pg, pg.vault_user, pg.vault_password, dbname=DB, default_ttl="60s",
+                         max_ttl="120s")
+    section = approle(vault, tmp_path)
+    vault.fault("seal")
+    p = None
+    try:
+        p = PgLease({"app": f"host=127.0.0.1 port={pg.port} dbname={DB} "
+                            f"creds=database/creds/app-rw"}, extra_sections=section).start()
+        deadline = time.monotonic() + 10
+        while "not ready: no upstream credential yet: Vault:" not in p.log():
+            assert time.monotonic() < deadline, p.log()
+            time.sleep(0.2)
+        assert "started, waiting for credentials" in p.log()
+        assert "pglease ready" not in p.log()
+        vault.fault("unseal")
+        wait_until_served(p, 20)
+        assert "pglease ready: every database has an upstream credential" in p.log()
+    finally:
+        vault.fault("unseal")
+        if p is not None:
+            assert p.stop() == 0
