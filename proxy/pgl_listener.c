@@ -11,7 +11,10 @@
 #include "pgl_log.h"
 #include "pgl_poller.h"
 
+#include "pgl_pgwire_build.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -45,7 +48,109 @@ struct pgl_listener {
     bool pause_open;
     uint64_t pause_warned; /* uv_now() of the last warning, 0 = never */
     unsigned pauses_unlogged; /* pauses since that warning */
+    unsigned refused_unlogged; /* clients refused since that warning */
+    /* A descriptor held in reserve: out of descriptors, it is given up for
+     * the time it takes to accept a waiting client, tell it why it cannot
+     * be served and close it, rather than leave it to time out. */
+    int reserve;
+    int refused_fd;         /* the client being refused, while `refusing` */
+    pgl_poller *refusing;
+    uv_timer_t refuse_timer;
+    bool refusal_answered;
+    int timers_closed; /* pause and refuse_timer: freed when both are */
 };
+
+static const uint8_t SSL_REQUEST[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+
+/* Postgres's own answer to a full server. */
+static size_t refusal_message(const uint8_t **msg)
+{
+    static uint8_t buf[256];
+    static size_t len;
+    if (len == 0)
+        len = pgl_pgwire_build_error(buf, sizeof buf, 0, "FATAL", "53300",
+                                     "sorry, too many clients already: pglease is out of file "
+                                     "descriptors",
+                                     NULL, NULL);
+    *msg = buf;
+    return len;
+}
+
+static void refusal_done(pgl_listener *l)
+{
+    pgl_poller_close(l->refusing);
+    l->refusing = NULL;
+    uv_timer_stop(&l->refuse_timer);
+    close(l->refused_fd);
+    l->refused_fd = -1;
+    l->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    l->refused_unlogged++;
+    /* The next waiting client now: served if descriptors came back,
+     * refused the same way if not. */
+    uv_timer_stop(&l->pause);
+    if (pgl_poller_want(l->poller, UV_READABLE) != 0)
+        pgl_log_error(l->name, "cannot resume listening");
+}
+
+/* The refused client talks as it would to Postgres: an SSLRequest gets
+ * 'N', its startup packet the error; then pglease waits for it to close
+ * (closing first, with its bytes unread, could reset the connection and
+ * lose the error). */
+static void on_refusal_io(pgl_poller *p, void *arg, int status, int events)
+{
+    pgl_listener *l = arg;
+    (void)p;
+    (void)events;
+    uint8_t in[1024];
+    ssize_t got = status < 0 ? -1 : recv(l->refused_fd, in, sizeof in, MSG_DONTWAIT);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && status >= 0)
+        return;
+    if (got <= 0 || l->refusal_answered) {
+        if (got <= 0)
+            refusal_done(l);
+        return; /* what it sends after the error is dropped */
+    }
+    if (got == 8 && memcmp(in, SSL_REQUEST, 8) == 0) {
+        (void)send(l->refused_fd, "N", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        return;
+    }
+    const uint8_t *msg;
+    size_t len = refusal_message(&msg);
+    (void)send(l->refused_fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(l->refused_fd, SHUT_WR);
+    l->refusal_answered = true;
+}
+
+static void on_refusal_timeout(uv_timer_t *t)
+{
+    refusal_done(t->data);
+}
+
+/* Out of descriptors: the reserve is given up to accept one waiting client
+ * and refuse it properly; the next one after that (on_resume). */
+static void refuse_one(pgl_listener *l)
+{
+    if (l->reserve < 0 || l->refusing != NULL)
+        return;
+    close(l->reserve);
+    l->reserve = -1;
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0 && pgl_poller_open(l->pause.loop, fd, on_refusal_io, l, &l->refusing) == 0 &&
+        pgl_poller_want(l->refusing, UV_READABLE) == 0) {
+        l->refused_fd = fd;
+        l->refusal_answered = false;
+        /* A client that never speaks or never closes is not waited for. */
+        uv_timer_start(&l->refuse_timer, on_refusal_timeout, 2000, 0);
+        return;
+    }
+    if (l->refusing != NULL) {
+        pgl_poller_close(l->refusing);
+        l->refusing = NULL;
+    }
+    if (fd >= 0)
+        close(fd);
+    l->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 static void on_resume(uv_timer_t *t)
 {
@@ -74,16 +179,19 @@ static void on_accept(pgl_poller *p, void *arg, int status, int events)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Keep the loop alive instead of spinning on a listener that
                  * stays readable: stop watching for a moment. */
+                const char *why = strerror(errno);
+                refuse_one(l);
                 uint64_t now = uv_now(l->pause.loop);
                 if (l->pause_warned == 0 || now - l->pause_warned >= EMFILE_WARN_MS) {
                     pgl_log_warning(l->name,
-                                    "accept: %s; pausing accepts %d ms at a time (%u "
-                                    "pause(s) since the previous warning; at most one "
-                                    "warning per %d s)",
-                                    strerror(errno), EMFILE_PAUSE_MS, l->pauses_unlogged,
-                                    EMFILE_WARN_MS / 1000);
+                                    "accept: %s; clients waiting to connect are refused "
+                                    "(53300) and accepting pauses %d ms at a time (%u "
+                                    "refused, %u pause(s) since the previous warning; at "
+                                    "most one warning per %d s)",
+                                    why, EMFILE_PAUSE_MS, l->refused_unlogged,
+                                    l->pauses_unlogged, EMFILE_WARN_MS / 1000);
                     l->pause_warned = now > 0 ? now : 1;
-                    l->pauses_unlogged = 0;
+                    l->pauses_unlogged = l->refused_unlogged = 0;
                 } else {
                     l->pauses_unlogged++;
                 }
@@ -122,12 +230,16 @@ static int add_listener(opening *op, int fd, bool unix_socket, const char *name,
     l->accept_cb = op->cb;
     l->accept_arg = op->arg;
     l->fd = fd;
+    l->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    l->refused_fd = -1;
     l->unix_socket = unix_socket;
     snprintf(l->name, sizeof l->name, "listen %s", name);
     if (unix_path)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", unix_path);
     uv_timer_init(op->loop, &l->pause);
     l->pause.data = l;
+    uv_timer_init(op->loop, &l->refuse_timer);
+    l->refuse_timer.data = l;
     l->pause_open = true;
     int rc = pgl_poller_open(op->loop, fd, on_accept, l, &l->poller);
     if (rc == 0)
@@ -261,9 +373,12 @@ int pgl_listeners_open(uv_loop_t *loop, const pgl_conf *conf, pgl_listener_accep
     return 0;
 }
 
-static void on_pause_closed(uv_handle_t *h)
+/* Both timers closed: the listener can go. */
+static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    pgl_listener *l = h->data;
+    if (++l->timers_closed == 2)
+        free(l);
 }
 
 void pgl_listeners_close(pgl_listener *l)
@@ -272,9 +387,16 @@ void pgl_listeners_close(pgl_listener *l)
         pgl_listener *next = l->next;
         pgl_poller_close(l->poller);
         close(l->fd);
+        if (l->refusing != NULL) {
+            pgl_poller_close(l->refusing);
+            close(l->refused_fd);
+        }
+        if (l->reserve >= 0)
+            close(l->reserve);
         if (l->unix_path[0])
             unlink(l->unix_path);
-        uv_close((uv_handle_t *)&l->pause, on_pause_closed);
+        uv_close((uv_handle_t *)&l->pause, on_timer_closed);
+        uv_close((uv_handle_t *)&l->refuse_timer, on_timer_closed);
         l = next;
     }
 }

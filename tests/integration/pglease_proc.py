@@ -37,10 +37,11 @@ class PgLease:
         self.log_path = self.dir / "pglease.log"
         self.proc = None
 
-    def start(self, *args, wait=True, env=None):
+    def start(self, *args, wait=True, env=None, wrapper=()):
+        """`wrapper`: a command to run pglease under (e.g. prlimit ... --)."""
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(build_dir() / "proxy" / "pglease"), *args, "-c", str(self.config)],
+            [*wrapper, str(build_dir() / "proxy" / "pglease"), *args, "-c", str(self.config)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})})
         if wait:
@@ -68,6 +69,19 @@ class PgLease:
                  "connect_timeout": 10}
         parts.update(extra)
         return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def wait_served(self, timeout):
+        """Retries a fresh client until pglease serves it (bounded)."""
+        import psycopg
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.dsn(connect_timeout=5), autocommit=True) as c:
+                    assert c.execute("select 1").fetchone()[0] == 1
+                return
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, self.log()[-3000:]
+                time.sleep(0.2)
 
     def signal(self, sig):
         self.proc.send_signal(sig)

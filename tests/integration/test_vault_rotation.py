@@ -72,16 +72,7 @@ def terminate(pg, pids):
 
 
 def wait_until_served(p, timeout):
-    """Retries a fresh client until pglease serves it (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with psycopg.connect(p.dsn(), autocommit=True) as c:
-                c.execute("select 1")
-            return
-        except psycopg.OperationalError:
-            assert time.monotonic() < deadline, p.log()[-3000:]
-            time.sleep(0.2)
+    p.wait_served(timeout)
 
 
 def vault_roles(pg):
