@@ -551,10 +551,13 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
     bool was_warming = gen->state == PGL_GEN_WARMING;
     pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
     pool->creds->rejected(pool, gen, was_warming);
+    /* Draining may close its last server and free it: held across both. */
+    pgl_generation_hold(gen);
     drain(pool, gen);
     /* Clients that keep one of its servers (session mode, pinned) would
      * fail statement after statement: they are asked to reconnect. */
     ask_sessions_to_reconnect(gen);
+    pgl_generation_unhold(gen);
     return true;
 }
 
