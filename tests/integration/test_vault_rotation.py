@@ -44,6 +44,7 @@ def approle(vault, tmp_path, wrapped=False):
     else:
         secret = vault.api("POST", "auth/approle/role/pglease/secret-id")["data"]["secret_id"]
     (tmp_path / "secret-id").write_text(secret + "\n")
+    (tmp_path / "secret-id").chmod(0o600)
     return (f"\n[vault]\naddr = {vault.addr}\nauth_method = approle\nrole_id = {role_id}\n"
             f"secret_id_file = {tmp_path / 'secret-id'}\n"
             f"secret_id_wrapped = {'yes' if wrapped else 'no'}\n")
