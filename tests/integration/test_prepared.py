@@ -290,3 +290,25 @@ def test_off_when_max_prepared_statements_is_zero(upstream):
         c.end()
     finally:
         assert p.stop() == 0
+
+
+@pytest.mark.parametrize("msg", [
+    (b"P", b""), (b"P", b"name"), (b"P", b"n\0SELECT 1"), (b"P", b"n\0SELECT 1\0\xff\xff"),
+    (b"B", b""), (b"B", b"portal"), (b"B", b"\0name"), (b"D", b""), (b"D", b"Sname"),
+    (b"C", b""), (b"C", b"S"), (b"C", b"Sx"),
+], ids=lambda m: (m[0] + m[1][:12]).decode(errors="replace"))
+def test_malformed_messages_get_postgres_answer(shared, msg):
+    """What pglease reads to rewrite names may be truncated or malformed:
+    it passes such a message on unchanged, Postgres answers 08P01, and the
+    session (and the pool) go on."""
+    c = Ext(shared)
+    c.msg(*msg)
+    c.sync()
+    got = c.results()
+    assert len(got) == 1 and got[0][0] == "E" and got[0][1].startswith("08P01"), got
+    c.parse("after", "SELECT 7")
+    c.bind("after")
+    c.execute()
+    c.sync()
+    assert c.results() == [("1", None), ("2", None), ("D", "7"), ("C", None)]
+    c.end()
