@@ -424,6 +424,9 @@ bench_session = {session_db}
         workloads = [
             ("select-only -S -c 32", "bench", ["-S", "-c", "32", "-j", "2"]),
             ("TPC-B -c 32", "bench", ["-c", "32", "-j", "2"]),
+            # Unnamed statements: every Parse/Bind/Describe is looked at (and
+            # left alone) on its way through in transaction mode.
+            ("-M extended -S -c 32", "bench", ["-M", "extended", "-S", "-c", "32", "-j", "2"]),
             ("-M prepared -S -c 32 (session mode)", "bench_session",
              ["-M", "prepared", "-S", "-c", "32", "-j", "2"]),
             # Named statements shared between servers: PgBouncer 1.18 cannot
