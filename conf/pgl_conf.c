@@ -1066,6 +1066,11 @@ const char *pgl_conf_database_param(const pgl_conf_database *db, const char *key
     return NULL;
 }
 
+int pgl_conf_database_pool_size(const pgl_conf *conf, const pgl_conf_database *db)
+{
+    return db->pool_size >= 0 ? db->pool_size : conf->default_pool_size;
+}
+
 const char *pgl_conf_auth_type_name(pgl_conf_auth_type t)
 {
     return (unsigned)t < 4 ? auth_names[t] : "?";

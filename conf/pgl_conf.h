@@ -181,6 +181,9 @@ const pgl_conf_database *pgl_conf_database_find(const pgl_conf *conf, const char
 /* Value of libpq keyword `key` in a database's conninfo, or NULL. */
 const char *pgl_conf_database_param(const pgl_conf_database *db, const char *key);
 
+/* The database's pool_size, else default_pool_size. */
+int pgl_conf_database_pool_size(const pgl_conf *conf, const pgl_conf_database *db);
+
 /* Enum names as written in the file, for SHOW CONFIG and logs. */
 const char *pgl_conf_auth_type_name(pgl_conf_auth_type t);
 const char *pgl_conf_pool_mode_name(pgl_conf_pool_mode m);

@@ -612,19 +612,25 @@ void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa)
     pgl_log_debug(PGL_CLIENT_CTX(c), "accepted");
 }
 
+/* The client's own settings; most clients never set one, so the cache is
+ * allocated on first use. NULL when out of memory. */
+static pgl_varcache *own_vars(pgl_client *c)
+{
+    if (c->vars == NULL)
+        c->vars = calloc(1, sizeof *c->vars);
+    return c->vars;
+}
+
 int pgl_client_set_var(pgl_client *c, pgl_var v, const char *value)
 {
-    /* Most clients never set one: the cache is allocated on first use. */
-    if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
-        return -ENOMEM;
-    return pgl_varcache_set(c->vars, v, value, strlen(value)) == 0 ? 0 : -ENOMEM;
+    pgl_varcache *vc = own_vars(c);
+    return vc != NULL && pgl_varcache_set(vc, v, value, strlen(value)) == 0 ? 0 : -ENOMEM;
 }
 
 int pgl_client_set_extra(pgl_client *c, const char *name, const char *value)
 {
-    if (c->vars == NULL && (c->vars = calloc(1, sizeof *c->vars)) == NULL)
-        return -ENOMEM;
-    return pgl_varcache_set_extra(c->vars, name, value);
+    pgl_varcache *vc = own_vars(c);
+    return vc != NULL ? pgl_varcache_set_extra(vc, name, value) : -ENOMEM;
 }
 
 void pgl_client_free(pgl_client *c)

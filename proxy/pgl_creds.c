@@ -251,9 +251,9 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
      * again (down, misconfigured TLS, no permission) is not waited for. */
     if (active == NULL && pool->fetch_failures >= VAULT_GIVE_UP &&
         (!pgl_clist_empty(&pool->waiting) || !pgl_clist_empty(&pool->login_wait))) {
-        char msg[400];
-        snprintf(msg, sizeof msg, "no valid upstream credential: Vault: %s", pool->vault_error);
-        pgl_pool_fail_waiters(pool, "08006", msg);
+        char sqlstate[6], msg[400];
+        if (pgl_pool_wait_cause(pool, sqlstate, msg, sizeof msg) != NULL)
+            pgl_pool_fail_waiters(pool, sqlstate, msg);
     }
 }
 

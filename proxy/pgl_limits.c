@@ -24,11 +24,8 @@ int pgl_limits_no_core_dumps(void)
 rlim_t pgl_limits_nofile_wanted(const pgl_conf *conf)
 {
     rlim_t servers = 0;
-    for (size_t i = 0; i < conf->ndatabases; i++) {
-        int size = conf->databases[i].pool_size >= 0 ? conf->databases[i].pool_size
-                                                     : conf->default_pool_size;
-        servers += (rlim_t)size;
-    }
+    for (size_t i = 0; i < conf->ndatabases; i++)
+        servers += (rlim_t)pgl_conf_database_pool_size(conf, &conf->databases[i]);
     return (rlim_t)conf->max_client_conn + servers * (rlim_t)conf->workers + NOFILE_MARGIN;
 }
 

@@ -12,6 +12,7 @@
 #include "pgl_poller.h"
 
 #include "pgl_pgwire_build.h"
+#include "pgl_pgwire_startup.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,8 +60,6 @@ struct pgl_listener {
     bool refusal_answered;
     int timers_closed; /* pause and refuse_timer: freed when both are */
 };
-
-static const uint8_t SSL_REQUEST[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
 
 /* Postgres's own answer to a full server. */
 static size_t refusal_message(const uint8_t **msg)
@@ -110,7 +109,7 @@ static void on_refusal_io(pgl_poller *p, void *arg, int status, int events)
             refusal_done(l);
         return; /* what it sends after the error is dropped */
     }
-    if (got == 8 && memcmp(in, SSL_REQUEST, 8) == 0) {
+    if (got == 8 && pgl_pgwire_be32(in) == 8 && pgl_pgwire_be32(in + 4) == PGL_PGWIRE_CODE_SSL) {
         (void)send(l->refused_fd, "N", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         return;
     }

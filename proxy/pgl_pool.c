@@ -61,8 +61,7 @@ const pgl_conf_database *pgl_pool_db(pgl_pool *pool)
 
 int pgl_pool_size(pgl_pool *pool)
 {
-    const pgl_conf_database *db = pgl_pool_db(pool);
-    return db->pool_size >= 0 ? db->pool_size : pool->px->conf->default_pool_size;
+    return pgl_conf_database_pool_size(pool->px->conf, pgl_pool_db(pool));
 }
 
 int pgl_pool_min_size(pgl_pool *pool)

@@ -125,7 +125,6 @@ void pgl_upstream_classify(const char *m, char sqlstate[6])
         {"too many connections", "53300"},
         {"too many clients", "53300"},
         {"remaining connection slots", "53300"},
-        {"Too many open files", "53300"}, /* EMFILE/ENFILE: out of descriptors */
         {"password authentication failed", "28P01"},
         {"no password supplied", "28P01"},
         {"role \"", "28000"}, /* role "x" does not exist / is not permitted to log in */
