@@ -60,6 +60,7 @@ static const char *const pool_names[] = {"transaction", "session", NULL};
 static const char *const track_names[] = {"pin", "reset", "off", NULL};
 static const char *const tls_names[] = {"disable", "allow", "require", NULL};
 static const char *const logfmt_names[] = {"text", "json", NULL};
+static const char *const loglevel_names[] = {"error", "warning", "info", "debug", NULL};
 static const char *const vault_auth_names[] = {"approle", "token", "kubernetes", NULL};
 
 #define PG(field) "pglease", #field, offsetof(pgl_conf, field)
@@ -73,9 +74,12 @@ static const key_desc keys[] = {
     {PG(auth_type), K_ENUM, "scram-sha-256", 0, 0, auth_names, NULL, 0},
     {PG(auth_file), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {PG(admin_users), K_LIST, NULL, 0, 0, NULL, NULL, 0},
+    {PG(stats_users), K_LIST, NULL, 0, 0, NULL, NULL, 0},
+    {PG(stats_period), K_SECS, "60", 1, DAY, NULL, NULL, 0},
     {PG(pool_mode), K_ENUM, "transaction", 0, 0, pool_names, NULL, 0},
     {PG(track_session_state), K_ENUM, "pin", 0, 0, track_names, NULL, 0},
     {PG(max_prepared_statements), K_INT, "200", 0, 100000, NULL, NULL, 0},
+    {PG(replay_terminated_statements), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
     {PG(default_pool_size), K_INT, "20", 1, 10000, NULL, NULL, 0},
     {PG(min_pool_size), K_INT, "0", 0, 10000, NULL, NULL, 0},
     {PG(max_client_conn), K_INT, "10000", 1, 1000000, NULL, NULL, 0},
@@ -95,6 +99,7 @@ static const key_desc keys[] = {
     {PG(revoke_on_shutdown), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
     {PG(shutdown_timeout), K_SECS, "30", 0, DAY, NULL, NULL, 0},
     {PG(log_format), K_ENUM, "text", 0, 0, logfmt_names, NULL, 0},
+    {PG(log_level), K_ENUM, "info", 0, 0, loglevel_names, NULL, 0},
     {PG(pidfile), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {PG(ignore_startup_parameters), K_LIST, NULL, 0, 0, NULL, NULL, 0},
     {PG(workers), K_INT, "1", 1, 64, NULL, NULL, 0},
@@ -123,6 +128,8 @@ static const key_desc keys[] = {
 /* K_LIST fields are a char ** immediately followed by their count. */
 _Static_assert(offsetof(pgl_conf, nadmin_users) == offsetof(pgl_conf, admin_users) + sizeof(char **),
                "admin_users count must follow the array");
+_Static_assert(offsetof(pgl_conf, nstats_users) == offsetof(pgl_conf, stats_users) + sizeof(char **),
+               "stats_users count must follow the array");
 _Static_assert(offsetof(pgl_conf, nignore_startup_parameters) ==
                    offsetof(pgl_conf, ignore_startup_parameters) + sizeof(char **),
                "ignore_startup_parameters count must follow the array");
@@ -139,6 +146,17 @@ typedef struct {
     int line;             /* line number of the line inih is handling */
     int seen[NKEYS];      /* line where each key was set (0 = not set) */
     char section[64];     /* current section, as the reader saw it */
+    /* Multi-line values (see read_line): whether the line inih handles now
+     * continues the previous entry, whether this section has had an entry
+     * for it to continue (inih's prev_name), and that entry's line. */
+    bool continuation;
+    bool have_entry;
+    int entry_line;
+    /* The [databases] entry being read: parsed once its last continuation
+     * line is known, i.e. when the next entry, header or end of file comes. */
+    char *pending_name;
+    char *pending_conninfo;
+    int pending_line;
     int rc;               /* first error, 0 if none */
     char *err;
     size_t errlen;
@@ -676,6 +694,56 @@ static int add_database(parse_state *ps, const char *name, const char *conninfo,
 
 /* ---- the file ----------------------------------------------------------------- */
 
+/* Parses the pending [databases] entry, if any, with messages naming its
+ * first line. */
+static int finish_pending(parse_state *ps)
+{
+    if (ps->pending_name == NULL)
+        return ps->rc;
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:%d", ps->path, ps->pending_line);
+    int line = ps->line;
+    ps->line = ps->pending_line;
+    if (ps->rc == 0)
+        (void)add_database(ps, ps->pending_name, ps->pending_conninfo, where);
+    ps->line = line;
+    free(ps->pending_name);
+    free_secret(ps->pending_conninfo);
+    ps->pending_name = ps->pending_conninfo = NULL;
+    return ps->rc;
+}
+
+/* Appends a continuation line's value to the pending entry, joined by one
+ * space. inih strips a " ;comment" from key lines but (release 55) not from
+ * continuation lines; strip it here so both kinds of line read alike. */
+static int continue_pending(parse_state *ps, const char *value)
+{
+    size_t vlen = strlen(value);
+    for (size_t i = 1; i < vlen; i++) {
+        if (value[i] == ';' && isspace((unsigned char)value[i - 1])) {
+            vlen = i;
+            break;
+        }
+    }
+    while (vlen > 0 && isspace((unsigned char)value[vlen - 1]))
+        vlen--;
+    if (vlen == 0)
+        return 0;
+    size_t have = strlen(ps->pending_conninfo);
+    char *joined = malloc(have + 1 + vlen + 1);
+    if (joined == NULL) {
+        fail(ps, -ENOMEM, "out of memory");
+        return ps->rc;
+    }
+    memcpy(joined, ps->pending_conninfo, have);
+    joined[have] = ' ';
+    memcpy(joined + have + 1, value, vlen);
+    joined[have + 1 + vlen] = '\0';
+    free_secret(ps->pending_conninfo);
+    ps->pending_conninfo = joined;
+    return 0;
+}
+
 /*
  * inih's line reader. Counting lines here gives the exact line of each
  * handler call, and lets us refuse what inih would silently mangle: lines
@@ -687,19 +755,44 @@ static char *read_line(char *str, int num, void *stream)
     parse_state *ps = stream;
     if (ps->rc != 0)
         return NULL;
-    if (fgets(str, num, ps->fp) == NULL)
+    if (fgets(str, num, ps->fp) == NULL) {
+        (void)finish_pending(ps);
         return NULL;
+    }
     ps->line++;
     size_t len = strlen(str);
     if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->fp)) {
-        fail(ps, PGL_ESYNTAX, "%s:%d: line longer than %d bytes", ps->path, ps->line,
-             num - 2);
+        fail(ps, PGL_ESYNTAX,
+             "%s:%d: line longer than %d bytes (a [databases] entry may go on over indented "
+             "continuation lines)",
+             ps->path, ps->line, num - 2);
         return NULL;
     }
-    const char *p = str;
-    while (*p == ' ' || *p == '\t')
+    /* Mirror inih's multi-line rule (INI_ALLOW_MULTILINE, on in Debian's
+     * build): a line that is not blank or a comment and starts with
+     * whitespace continues the value of the section's previous entry, even
+     * when it looks like "key = value" or "[section]". Any other line with
+     * content ends the pending [databases] entry. */
+    const char *start = str;
+    if (ps->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0)
+        start += 3; /* inih skips a UTF-8 byte order mark */
+    const char *p = start;
+    while (*p != '\0' && isspace((unsigned char)*p))
         p++;
-    if (*p == '[') {
+    ps->continuation = false;
+    if (*p == '\0' || *p == ';' || *p == '#')
+        return str;
+    if (p > start && ps->have_entry) {
+        ps->continuation = true;
+        return str;
+    }
+    if (finish_pending(ps) != 0)
+        return NULL;
+    if (*p != '[') {
+        ps->have_entry = true;
+        ps->entry_line = ps->line;
+    } else {
+        ps->have_entry = false;
         const char *end = strchr(p, ']');
         size_t n = end ? (size_t)(end - p - 1) : 0;
         if (end == NULL || n == 0 || n >= sizeof ps->section) {
@@ -726,12 +819,27 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 
     if (ps->rc != 0)
         return 0;
+    if (ps->continuation) {
+        if (ps->pending_name != NULL)
+            return continue_pending(ps, value) == 0;
+        fail(ps, -EINVAL,
+             "%s: [%s] %s: this indented line continues the value of line %d; only "
+             "[databases] entries may span lines: remove the leading whitespace",
+             where, section, name, ps->entry_line);
+        return 0;
+    }
     if (*section == '\0') {
         fail(ps, -EINVAL, "%s: %s: key outside of any section", where, name);
         return 0;
     }
-    if (strcmp(section, "databases") == 0)
-        return add_database(ps, name, value, where) == 0;
+    if (strcmp(section, "databases") == 0) {
+        /* Parsed by finish_pending, once continuation lines are in. */
+        ps->pending_line = ps->line;
+        if ((ps->pending_name = xstrdup(ps, name)) == NULL ||
+            (ps->pending_conninfo = xstrdup(ps, value)) == NULL)
+            return 0;
+        return 1;
+    }
 
     const key_desc *k = find_key(section, name);
     if (k == NULL) {
@@ -892,6 +1000,15 @@ static int validate(parse_state *ps)
              "%s: [pglease] auth_type: cert needs client_tls_sslmode = require", w);
         return ps->rc;
     }
+    if (c->workers != 1) {
+        key_where(ps, "pglease", "workers", w, sizeof w);
+        /* Accepted by the key table (1..64) so the file format is ready;
+         * refused here until multi-core lands. */
+        fail(ps, -EINVAL,
+             "%s: [pglease] workers: workers = %d: only 1 is supported in this version", w,
+             c->workers);
+        return ps->rc;
+    }
     if (c->min_pool_size > c->default_pool_size) {
         key_where(ps, "pglease", "min_pool_size", w, sizeof w);
         fail(ps, -EINVAL, "%s: [pglease] min_pool_size: %d exceeds default_pool_size %d",
@@ -1027,6 +1144,8 @@ int pgl_conf_load(const char *path, char *const *env, pgl_conf **out, char *err,
 
 done:;
     int rc = ps->rc;
+    free(ps->pending_name);
+    free_secret(ps->pending_conninfo);
     free(ps);
     if (rc != 0) {
         pgl_conf_free(conf);

@@ -63,6 +63,14 @@ typedef enum {
     PGL_CONF_LOG_JSON,
 } pgl_conf_log_format;
 
+/* Lines less severe than this are not logged; in the file's spelling. */
+typedef enum {
+    PGL_CONF_LOG_ERROR = 0,
+    PGL_CONF_LOG_WARNING,
+    PGL_CONF_LOG_INFO,
+    PGL_CONF_LOG_DEBUG, /* per-transaction lines too; also the command line's -v */
+} pgl_conf_log_level;
+
 typedef enum {
     PGL_CONF_VAULT_APPROLE = 0,
     PGL_CONF_VAULT_TOKEN,
@@ -125,10 +133,16 @@ typedef struct pgl_conf {
     char *auth_file; /* NULL when unset (only allowed with trust/cert) */
     char **admin_users;
     size_t nadmin_users;
+    char **stats_users; /* console users that may only SHOW (PgBouncer's key) */
+    size_t nstats_users;
+    int stats_period;   /* seconds: SHOW STATS averages cover this long (PgBouncer's key) */
     pgl_conf_pool_mode pool_mode;
     pgl_conf_track track_session_state;
     /* Transaction mode: named statements kept per server (0: not shared). */
     int max_prepared_statements;
+    /* Transaction mode: an autocommit request whose server was terminated
+     * (57P01) before answering runs again on another server. */
+    bool replay_terminated_statements;
     int default_pool_size;
     int min_pool_size;
     int max_client_conn;
@@ -148,12 +162,13 @@ typedef struct pgl_conf {
     bool revoke_on_shutdown;
     int shutdown_timeout;
     pgl_conf_log_format log_format;
+    pgl_conf_log_level log_level;
     char *pidfile; /* NULL when unset */
     /* Startup parameters a client may send that pglease drops (PgBouncer's
      * key of the same name); every other one is applied on the server. */
     char **ignore_startup_parameters;
     size_t nignore_startup_parameters;
-    int workers;
+    int workers; /* always 1: validation refuses any other value until multi-core lands */
 
     pgl_conf_vault vault;
     bool vault_needed; /* some database takes its credentials from Vault */

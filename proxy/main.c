@@ -37,7 +37,8 @@ static void usage(FILE *out)
             "      --allow-core-dumps\n"
             "                     keep core dumps and ptrace on (debugging): by default\n"
             "                     pglease turns them off, since its memory holds secrets\n"
-            "  -v, --verbose      log debug lines too (per-connection state changes)\n"
+            "  -v, --verbose      log at debug level whatever log_level says (every\n"
+            "                     state change, several lines per transaction)\n"
             "  -V, --version      print the version and exit\n"
             "  -h, --help         print this help and exit\n"
             "\n"
@@ -165,8 +166,7 @@ int main(int argc, char **argv)
     /* --check and start-up check the same files, so a config that passes
      * one does not fail the other. */
     if (!check)
-        pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON,
-                      verbose ? PGL_LOG_DEBUG : PGL_LOG_INFO);
+        pgl_log_configure(conf, verbose != 0);
     if (pgl_conf_check_files(conf, check ? warn_stderr : warn_log, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "pglease: configuration error: %s\n", err);
         pgl_conf_free(conf);
@@ -178,6 +178,13 @@ int main(int argc, char **argv)
         pgl_conf_free(conf);
         return 0;
     }
+    /* What a reload reads again, before harden() wipes the secret ones. */
+    char **conf_env = pgl_secenv_conf_env(environ);
+    if (conf_env == NULL) {
+        fprintf(stderr, "pglease: out of memory\n");
+        pgl_conf_free(conf);
+        return 1;
+    }
     harden(conf, allow_core_dumps != 0, core_rc);
     /* Process-wide library set-up, once and before any thread: libcurl,
      * jansson's allocator, and the seed of random() (backoff and refetch
@@ -187,9 +194,10 @@ int main(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "pglease: cannot initialise the Vault client: %s\n", pgl_strerror(rc));
         pgl_conf_free(conf);
+        pgl_secenv_conf_env_free(conf_env);
         return 1;
     }
-    rc = pgl_proxy_run(conf, verbose != 0); /* takes conf */
+    rc = pgl_proxy_run(conf, conf_env, verbose != 0); /* takes both */
     pgl_secenv_forget(NULL);
     pgl_vault_global_cleanup();
     return rc;

@@ -1,13 +1,30 @@
 /*
  * The admin console: clients that connect to the database "pglease" (or
  * "pgbouncer", so PgBouncer's tooling finds it) get simple-query commands
- * answered by pglease itself. Column names follow PgBouncer's where the
- * concept is the same, so prometheus-pgbouncer-exporter and scripts keep
- * working.
+ * answered by pglease itself. This file reads the query string and runs its
+ * commands; the SHOW commands and their columns are pgl_admin_show.c.
+ *
+ * A query string may hold several commands separated by ';': each answers
+ * in turn, as Postgres answers a multi-statement query, an error ends the
+ * string, and one ReadyForQuery follows. admin_users may run everything,
+ * stats_users only SHOW (PgBouncer's keys).
+ *
+ * Commands (PgBouncer's where it has them):
+ *   PAUSE [db]      no server is handed out or opened; completes once no
+ *                   server of the database(s) is busy, so that it returns
+ *                   when nothing runs upstream any more
+ *   RESUME [db]     undoes PAUSE and KILL
+ *   KILL db         closes the database's clients and servers now; new
+ *                   clients wait until RESUME
+ *   RECONNECT [db]  every server closes when next released (idle ones now)
+ *   ROTATE [db]     a new Vault credential now, then the usual drain
+ *   SHUTDOWN        as SIGINT
+ * RELOAD runs the reload (pgl_reload.c) and answers its outcome.
  */
 #include "pgl_admin.h"
+#include "pgl_admin_result.h"
 
-#include "pgl_client.h"
+#include "pgl_creds.h"
 #include "pgl_log.h"
 #include "pgl_msg.h"
 #include "pgl_pool.h"
@@ -18,13 +35,15 @@
 #include "pgl_pgwire_decode.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#define OID_TEXT 25
-#define OID_INT8 20
+/* How often a waiting PAUSE looks whether its servers are released. */
+#define WAIT_POLL_MS 50
 
 static int welcome_params(pgl_client *c)
 {
@@ -44,238 +63,427 @@ static int welcome_params(pgl_client *c)
     return rc;
 }
 
-/* A result set being written: all columns text, values formatted by us. */
+/* ---- one command ---------------------------------------------------------------- */
+
+/* What a command did: answered (maybe with an error, which ends the query
+ * string), or left waiting (the rest runs when it completes). */
+typedef enum { CMD_DONE, CMD_ERROR, CMD_WAITS } cmd_outcome;
+
+/* A command split into words: verb, and up to two arguments (double quotes
+ * around an argument are removed; the verb and SHOW's subject are lower
+ * case, database names are kept as written). */
 typedef struct {
-    pgl_client *c;
-    size_t ncols;
-    size_t rows;
-    int rc;
-} result;
+    char verb[32];
+    char arg[128];
+    char extra[128];
+    int nargs;
+} command;
 
-static void begin(result *r, pgl_client *c, const char *const *names, size_t n)
+static void parse_command(const char *s, size_t n, command *cmd)
 {
-    uint32_t oids[32];
-    r->c = c;
-    r->ncols = n;
-    r->rows = 0;
-    for (size_t i = 0; i < n; i++)
-        oids[i] = OID_TEXT;
-    r->rc = pgl_msg_row_description(&c->conn, names, oids, n);
-}
-
-static void row(result *r, const char *const *values)
-{
-    if (r->rc == 0)
-        r->rc = pgl_msg_data_row(&r->c->conn, values, r->ncols);
-    r->rows++;
-}
-
-static void end(result *r, const char *verb)
-{
-    char tag[64];
-    snprintf(tag, sizeof tag, "%s %zu", verb, r->rows);
-    if (r->rc == 0)
-        r->rc = pgl_msg_command_complete(&r->c->conn, tag);
-}
-
-#define U64(buf, v) (snprintf(buf, sizeof buf, "%llu", (unsigned long long)(v)), buf)
-
-static void show_pools(pgl_client *c, result *r)
-{
-    static const char *const cols[] = {"database", "user", "cl_active", "cl_waiting", "sv_active",
-                                       "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait",
-                                       "maxwait_us", "pool_mode", "cl_pinned", "statements"};
-    begin(r, c, cols, 14);
-    pgl_proxy *px = c->lp->px;
-    uint64_t now = pgl_now_ms(px);
-    pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &px->pools)
-    {
-        pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        /* Counts are the lists' own; the longest wait is the head of a FIFO. */
-        uint64_t cl_active = pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->active);
-        uint64_t cl_waiting = pgl_clist_count(&pool->waiting) + pgl_clist_count(&pool->login_wait);
-        uint64_t maxwait_ms = 0;
-        const pgl_clist *queues[] = {&pool->waiting, &pool->login_wait};
-        for (size_t i = 0; i < 2; i++) {
-            pgl_list *first = pgl_clist_first(queues[i]);
-            const pgl_client *cl = first ? pgl_container_of(first, pgl_client, pool_node) : NULL;
-            if (cl != NULL && cl->wait_since && now - cl->wait_since > maxwait_ms)
-                maxwait_ms = now - cl->wait_since;
+    memset(cmd, 0, sizeof *cmd);
+    char *slots[] = {cmd->verb, cmd->arg, cmd->extra};
+    size_t caps[] = {sizeof cmd->verb, sizeof cmd->arg, sizeof cmd->extra};
+    size_t i = 0;
+    int w = 0;
+    for (; w < 4; w++) {
+        while (i < n && isspace((unsigned char)s[i]))
+            i++;
+        if (i == n)
+            break;
+        bool quoted = s[i] == '"';
+        i += quoted;
+        size_t len = 0;
+        while (i < n && (quoted ? s[i] != '"' : !isspace((unsigned char)s[i]))) {
+            if (w < 3 && len + 1 < caps[w])
+                slots[w][len++] = s[i];
+            i++;
         }
-        uint64_t sv_active = 0, sv_idle = 0, sv_login = 0;
-        pgl_list *gp, *gt;
+        i += quoted && i < n;
+        if (w < 3)
+            slots[w][len] = '\0';
+    }
+    cmd->nargs = w - 1;
+    for (char *p = cmd->verb; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+}
+
+static bool is_admin(const pgl_client *c)
+{
+    const pgl_conf *conf = c->lp->px->conf;
+    for (size_t i = 0; i < conf->nadmin_users; i++)
+        if (strcmp(conf->admin_users[i], c->user) == 0)
+            return true;
+    return false;
+}
+
+static cmd_outcome fail(pgl_admin_result *r, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static cmd_outcome fail(pgl_admin_result *r, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->rc == 0)
+        r->rc = pgl_msg_error(&r->c->conn, "ERROR", sqlstate, msg, NULL, NULL);
+    return CMD_ERROR;
+}
+
+/* The pools a command applies to: `db` or (empty) all. NULL pool with
+ * *ok false: no such database. */
+static pgl_pool *scope(pgl_proxy *px, const char *db, bool *ok)
+{
+    *ok = true;
+    if (db[0] == '\0')
+        return NULL;
+    pgl_pool *pool = pgl_pool_find(px, db);
+    *ok = pool != NULL;
+    return pool;
+}
+
+#define FOREACH_POOL_IN(px, one, pool, it, tmp)                                              \
+    pgl_list_foreach(it, tmp, &(px)->pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), \
+                                                (one) == NULL || (one) == (pool))
+
+/* No server of the scope is busy: the pause is complete. */
+static bool quiet(pgl_proxy *px, pgl_pool *one)
+{
+    pgl_pool *pool;
+    pgl_list *it, *tmp, *gp, *gt;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    {
         pgl_list_foreach(gp, gt, &pool->generations)
         {
-            const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
-            sv_active += pgl_clist_count(&g->busy);
-            sv_idle += pgl_clist_count(&g->idle);
-            sv_login += pgl_clist_count(&g->login);
+            if (!pgl_clist_empty(&pgl_container_of(gp, pgl_generation, node)->busy))
+                return false;
         }
-        char b[9][32];
-        const char *user = "";
-        if (!pgl_list_empty(&pool->generations))
-            user = pgl_container_of(pool->generations.next, pgl_generation, node)->user;
-        const char *v[] = {pool->name,
-                           user,
-                           U64(b[0], cl_active),
-                           U64(b[1], cl_waiting),
-                           U64(b[2], sv_active),
-                           U64(b[3], sv_idle),
-                           "0",
-                           "0",
-                           U64(b[4], sv_login),
-                           U64(b[5], maxwait_ms / 1000),
-                           U64(b[6], (maxwait_ms % 1000) * 1000),
-                           pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
-                           U64(b[7], pool->pinned),
-                           U64(b[8], pool->stmts.count)};
-        row(r, v);
     }
-    end(r, "SHOW");
+    return true;
 }
 
-static const char *const client_states[] = {"login", "login", "login", "login",
-                                            "idle", "waiting", "active", "closing"};
+static void on_wait_timer(uv_timer_t *t);
 
-static void show_clients(pgl_client *c, result *r)
+/* Parks the command: the client reads nothing more until it completes. */
+static cmd_outcome wait_for(pgl_client *c, pgl_admin_result *r, const char *db, const char *rest)
 {
-    static const char *const cols[] = {"id", "user", "database", "state", "addr", "tls",
-                                       "server_pid", "connect_time_s", "queries", "pinned"};
-    begin(r, c, cols, 10);
-    uint64_t now = pgl_now_ms(c->lp->px);
+    pgl_proxy *px = c->lp->px;
+    if (strlen(rest) >= sizeof px->admin_waits[0].rest)
+        return fail(r, "54000", "the query string after PAUSE is too long");
+    pgl_admin_wait *w = NULL;
+    for (size_t i = 0; i < PGL_ADMIN_WAITS && w == NULL; i++)
+        if (px->admin_waits[i].client == NULL)
+            w = &px->admin_waits[i];
+    if (w == NULL)
+        return fail(r, "53300", "too many console commands waiting");
+    if (!px->admin_timer_ready) {
+        uv_timer_init(&px->main.uv, &px->admin_timer);
+        px->admin_timer.data = px;
+        px->admin_timer_ready = true;
+    }
+    w->client = c;
+    w->client_id = c->id;
+    snprintf(w->db, sizeof w->db, "%s", db);
+    snprintf(w->rest, sizeof w->rest, "%s", rest);
+    pgl_conn_pause(&c->conn);
+    if (!uv_is_active((uv_handle_t *)&px->admin_timer))
+        uv_timer_start(&px->admin_timer, on_wait_timer, WAIT_POLL_MS, WAIT_POLL_MS);
+    return CMD_WAITS;
+}
+
+static cmd_outcome cmd_pause(pgl_client *c, pgl_admin_result *r, const command *cmd,
+                             const char *rest)
+{
+    pgl_proxy *px = c->lp->px;
+    bool ok;
+    pgl_pool *one = scope(px, cmd->arg, &ok), *pool;
+    if (!ok)
+        return fail(r, "3D000", "no such database: %s", cmd->arg);
+    pgl_list *it, *tmp;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    {
+        pool->paused = true;
+    }
+    pgl_log_info(NULL, "admin: PAUSE %s", one ? one->name : "(all databases)");
+    if (quiet(px, one)) {
+        pgl_admin_end(r, "PAUSE");
+        return CMD_DONE;
+    }
+    return wait_for(c, r, cmd->arg, rest);
+}
+
+static cmd_outcome cmd_resume(pgl_client *c, pgl_admin_result *r, const command *cmd)
+{
+    pgl_proxy *px = c->lp->px;
+    bool ok, was = px->paused;
+    pgl_pool *one = scope(px, cmd->arg, &ok), *pool;
+    if (!ok)
+        return fail(r, "3D000", "no such database: %s", cmd->arg);
+    pgl_list *it, *tmp;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    {
+        was |= pool->paused;
+    }
+    if (!was)
+        return fail(r, "55000", "pooler is not paused");
+    if (one == NULL)
+        px->paused = false; /* SIGUSR1's pause too */
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    {
+        pool->paused = false;
+        pgl_pool_kick(pool);
+    }
+    pgl_log_info(NULL, "admin: RESUME %s", one ? one->name : "(all databases)");
+    pgl_admin_end(r, "RESUME");
+    return CMD_DONE;
+}
+
+/* Closes `pool`'s servers: every one (`all`), or the idle ones. A
+ * generation is held while its servers close so it is freed after. */
+static void close_servers(pgl_pool *pool, bool all, const char *why)
+{
+    pgl_list *gp, *gt;
+    pgl_list_foreach(gp, gt, &pool->generations)
+    {
+        pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+        pgl_generation_hold(g);
+        pgl_clist *lists[] = {&g->idle, &g->busy, &g->login};
+        for (size_t i = 0; i < (all ? 3u : 1u); i++) {
+            pgl_list *p;
+            while ((p = pgl_clist_first(lists[i])) != NULL)
+                pgl_server_close(pgl_container_of(p, pgl_server, node), why);
+        }
+        pgl_generation_unhold(g);
+    }
+}
+
+static cmd_outcome cmd_kill(pgl_client *c, pgl_admin_result *r, const command *cmd)
+{
+    pgl_proxy *px = c->lp->px;
+    if (cmd->arg[0] == '\0')
+        return fail(r, "42601", "KILL needs a database name");
+    pgl_pool *pool = pgl_pool_find(px, cmd->arg);
+    if (pool == NULL)
+        return fail(r, "3D000", "no such database: %s", cmd->arg);
+    pgl_log_info(NULL, "admin: KILL %s", pool->name);
+    /* Paused first, so nothing reopens while its servers close. */
+    pool->paused = true;
     pgl_list *it, *tmp;
     pgl_list_foreach(it, tmp, &c->lp->clients)
     {
         pgl_client *cl = pgl_container_of(it, pgl_client, node);
-        char b[4][32], addr[64];
-        const char *v[] = {U64(b[0], cl->id),
-                           cl->user,
-                           cl->database,
-                           client_states[cl->state],
-                           pgl_peer_addr_format(&cl->peer, addr, sizeof addr),
-                           cl->tls ? "yes" : "no",
-                           cl->link ? U64(b[1], (uint64_t)cl->link->backend_pid) : NULL,
-                           U64(b[2], (now - cl->connect_time) / 1000),
-                           U64(b[3], cl->queries),
-                           cl->pinned ? "yes" : "no"};
-        row(r, v);
+        if (cl->pool == pool)
+            pgl_client_fail(cl, "FATAL", "57P01",
+                            "terminating connection: database \"%s\" was killed on the admin "
+                            "console", pool->name);
     }
-    end(r, "SHOW");
+    close_servers(pool, true, "KILL on the admin console");
+    pgl_admin_end(r, "KILL");
+    return CMD_DONE;
 }
 
-static void server_row(result *r, const pgl_server *s, const char *state, uint64_t now)
+static cmd_outcome cmd_reconnect(pgl_client *c, pgl_admin_result *r, const command *cmd)
 {
-    char b[5][32];
-    const char *v[] = {U64(b[0], s->id),
-                       s->pool->name,
-                       s->gen->user,
-                       U64(b[1], s->gen->id),
-                       state,
-                       s->backend_pid ? U64(b[2], (uint64_t)s->backend_pid) : NULL,
-                       s->link ? U64(b[3], s->link->id) : NULL,
-                       U64(b[4], s->created ? (now - s->created) / 1000 : 0)};
-    row(r, v);
-}
-
-static void show_servers(pgl_client *c, result *r)
-{
-    static const char *const cols[] = {"id", "database", "user", "generation", "state",
-                                       "backend_pid", "client_id", "age_s"};
-    begin(r, c, cols, 8);
-    uint64_t now = pgl_now_ms(c->lp->px);
-    pgl_list *it, *tmp, *gp, *gt, *si, *st;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    pgl_proxy *px = c->lp->px;
+    bool ok;
+    pgl_pool *one = scope(px, cmd->arg, &ok), *pool;
+    if (!ok)
+        return fail(r, "3D000", "no such database: %s", cmd->arg);
+    pgl_log_info(NULL, "admin: RECONNECT %s", one ? one->name : "(all databases)");
+    pgl_list *it, *tmp;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
     {
-        pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        pgl_list_foreach(gp, gt, &pool->generations)
-        {
-            pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
-            struct {
-                pgl_clist *list;
-                const char *state;
-            } lists[] = {{&g->busy, "active"}, {&g->idle, "idle"}, {&g->login, "login"}};
-            for (size_t i = 0; i < 3; i++) {
-                pgl_clist_foreach(si, st, lists[i].list)
-                {
-                    server_row(r, pgl_container_of(si, pgl_server, node), lists[i].state, now);
-                }
+        /* Busy servers close at their release (pgl_pool_server_released). */
+        pool->reconnect_upto = c->lp->next_server_id;
+        close_servers(pool, false, "RECONNECT on the admin console");
+        pgl_pool_kick(pool);
+    }
+    pgl_admin_end(r, "RECONNECT");
+    return CMD_DONE;
+}
+
+static cmd_outcome cmd_rotate(pgl_client *c, pgl_admin_result *r, const command *cmd)
+{
+    pgl_proxy *px = c->lp->px;
+    bool ok;
+    pgl_pool *one = scope(px, cmd->arg, &ok), *pool;
+    if (!ok)
+        return fail(r, "3D000", "no such database: %s", cmd->arg);
+    int rotated = 0;
+    pgl_list *it, *tmp;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    {
+        int rc = pgl_creds_rotate(pool);
+        if (rc == -EINVAL && one != NULL)
+            return fail(r, "55000", "database %s does not take its credentials from Vault",
+                        pool->name);
+        rotated += rc == 0 || rc == -EALREADY;
+    }
+    if (rotated == 0)
+        return fail(r, "55000", "no database takes its credentials from Vault");
+    pgl_admin_end(r, "ROTATE");
+    return CMD_DONE;
+}
+
+static cmd_outcome cmd_shutdown(pgl_client *c, pgl_admin_result *r)
+{
+    pgl_log_info(NULL, "admin: SHUTDOWN");
+    pgl_admin_end(r, "SHUTDOWN");
+    pgl_proxy_shutdown(c->lp->px, true);
+    return CMD_DONE;
+}
+
+/* The file is read again; a bad one changes nothing and the client gets
+ * why (file, line, key), as the log does. */
+static cmd_outcome cmd_reload(pgl_client *c, pgl_admin_result *r)
+{
+    char err[PGL_CONF_ERRLEN];
+    pgl_log_info(PGL_CLIENT_CTX(c), "admin: RELOAD");
+    if (pgl_proxy_reload(c->lp->px, "admin console", err, sizeof err) != 0)
+        return fail(r, "F0000", "reload failed, the running configuration stays: %s", err);
+    pgl_admin_end(r, "RELOAD");
+    return CMD_DONE;
+}
+
+static cmd_outcome run_command(pgl_client *c, pgl_admin_result *r, const command *cmd,
+                               const char *rest)
+{
+    if (strcmp(cmd->verb, "show") == 0) {
+        char what[sizeof cmd->arg];
+        memcpy(what, cmd->arg, sizeof what);
+        for (char *p = what; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        pgl_admin_show_fn fn = pgl_admin_show_lookup(what);
+        if (fn == NULL)
+            return fail(r, "42601", "unknown admin console command: SHOW %s", cmd->arg);
+        fn(c, r);
+        return CMD_DONE;
+    }
+    static const char *const known[] = {"pause",  "resume",   "kill", "reconnect",
+                                        "rotate", "shutdown", "reload"};
+    bool found = false;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        found |= strcmp(cmd->verb, known[i]) == 0;
+    if (!found)
+        return fail(r, "42601", "unknown admin console command: %s", cmd->verb);
+    if (!is_admin(c))
+        return fail(r, "42501", "admin access needed: %s is in stats_users, which may only SHOW",
+                    c->user);
+    if (strcmp(cmd->verb, "pause") == 0)
+        return cmd_pause(c, r, cmd, rest);
+    if (strcmp(cmd->verb, "resume") == 0)
+        return cmd_resume(c, r, cmd);
+    if (strcmp(cmd->verb, "kill") == 0)
+        return cmd_kill(c, r, cmd);
+    if (strcmp(cmd->verb, "reconnect") == 0)
+        return cmd_reconnect(c, r, cmd);
+    if (strcmp(cmd->verb, "rotate") == 0)
+        return cmd_rotate(c, r, cmd);
+    if (strcmp(cmd->verb, "reload") == 0)
+        return cmd_reload(c, r);
+    return cmd_shutdown(c, r);
+}
+
+/* ---- the query string ------------------------------------------------------------- */
+
+/* Runs the commands of `sql` in turn. Ends with ReadyForQuery unless a
+ * command waits (it then runs the rest when it completes). `answered`: the
+ * string's first commands already answered (the rest after a PAUSE), so an
+ * empty rest is not an empty query. */
+static void run_string(pgl_client *c, const char *sql, bool answered)
+{
+    pgl_admin_result r = {.c = c};
+    bool any = answered;
+    const char *p = sql;
+    for (;;) {
+        /* Commands hold no ';' (quoted database names aside). */
+        const char *end = p;
+        bool quoted = false;
+        while (*end && (quoted || *end != ';')) {
+            quoted ^= *end == '"';
+            end++;
+        }
+        command cmd;
+        parse_command(p, (size_t)(end - p), &cmd);
+        const char *rest = *end ? end + 1 : end;
+        if (cmd.verb[0] != '\0') {
+            any = true;
+            cmd_outcome out = run_command(c, &r, &cmd, rest);
+            if (out == CMD_WAITS)
+                return;
+            if (out == CMD_ERROR) {
+                pgl_log_info(PGL_CLIENT_CTX(c), "admin: %s failed", cmd.verb);
+                break;
             }
         }
+        if (*end == '\0' || r.rc != 0)
+            break;
+        p = end + 1;
     }
-    end(r, "SHOW");
+    if (!any && r.rc == 0)
+        r.rc = pgl_msg_command_complete(&c->conn, "");
+    if (r.rc == 0)
+        r.rc = pgl_msg_ready(&c->conn, 'I');
+    if (r.rc != 0)
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
 }
 
-static void show_databases(pgl_client *c, result *r)
+/* Is `c` still a live client of its loop? A waiting command's client may
+ * have gone (and been freed) since. */
+static bool alive(pgl_loop *lp, const pgl_client *c, uint64_t id)
 {
-    static const char *const cols[] = {"name", "host", "port", "database", "pool_size",
-                                       "min_pool_size", "pool_mode", "credentials"};
-    begin(r, c, cols, 8);
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    pgl_list_foreach(it, tmp, &lp->clients)
     {
-        pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        const pgl_conf_database *db = pgl_pool_db(pool);
-        char b[2][32];
-        const char *v[] = {pool->name,
-                           pgl_conf_database_param(db, "host"),
-                           pgl_conf_database_param(db, "port"),
-                           pgl_conf_database_param(db, "dbname"),
-                           U64(b[0], (uint64_t)pgl_pool_size(pool)),
-                           U64(b[1], (uint64_t)pgl_pool_min_size(pool)),
-                           pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
-                           db->creds_path ? db->creds_path : "conninfo"};
-        row(r, v);
+        if (pgl_container_of(it, pgl_client, node) == c)
+            return c->id == id && c->state != PGL_CLIENT_CLOSING;
     }
-    end(r, "SHOW");
+    return false;
 }
 
-static int config_row(void *arg, const char *section, const char *key, const char *value)
+static void on_wait_timer(uv_timer_t *t)
 {
-    result *r = arg;
-    char name[128];
-    snprintf(name, sizeof name, "%s%s%s", strcmp(section, "pglease") ? section : "",
-             strcmp(section, "pglease") ? "." : "", key);
-    const char *v[] = {name, value};
-    row(r, v);
-    return r->rc;
-}
-
-static void show_config(pgl_client *c, result *r)
-{
-    static const char *const cols[] = {"key", "value"};
-    begin(r, c, cols, 2);
-    pgl_conf_foreach(c->lp->px->conf, config_row, r);
-    end(r, "SHOW");
-}
-
-static void show_version(pgl_client *c, result *r)
-{
-    static const char *const cols[] = {"version"};
-    begin(r, c, cols, 1);
-    const char *v[] = {"pglease " PGL_VERSION};
-    row(r, v);
-    end(r, "SHOW");
-}
-
-/* Lower-cased, trimmed, trailing ';' removed, into out. */
-static void normalize(const char *sql, char *out, size_t cap)
-{
-    while (isspace((unsigned char)*sql))
-        sql++;
-    size_t n = 0;
-    for (; *sql && n + 1 < cap; sql++) {
-        char ch = (char)tolower((unsigned char)*sql);
-        if (isspace((unsigned char)ch)) {
-            if (n > 0 && out[n - 1] != ' ')
-                out[n++] = ' ';
+    pgl_proxy *px = t->data;
+    bool pending = false;
+    for (size_t i = 0; i < PGL_ADMIN_WAITS; i++) {
+        pgl_admin_wait *w = &px->admin_waits[i];
+        if (w->client == NULL)
+            continue;
+        pgl_client *c = w->client;
+        if (!alive(&px->main, c, w->client_id)) {
+            w->client = NULL;
             continue;
         }
-        out[n++] = ch;
+        bool ok;
+        pgl_pool *one = scope(px, w->db, &ok);
+        if (ok && !quiet(px, one)) {
+            pending = true;
+            continue;
+        }
+        /* Complete: answer, run what followed it, read on. */
+        w->client = NULL;
+        pgl_admin_result r = {.c = c};
+        pgl_admin_end(&r, "PAUSE");
+        char rest[sizeof w->rest];
+        memcpy(rest, w->rest, sizeof rest);
+        if (r.rc != 0) {
+            pgl_client_fail(c, "FATAL", "53200", "out of memory");
+            continue;
+        }
+        run_string(c, rest, true);
+        if (c->state != PGL_CLIENT_CLOSING && !c->conn.closed) {
+            bool parked = false;
+            for (size_t k = 0; k < PGL_ADMIN_WAITS; k++)
+                parked |= px->admin_waits[k].client == c;
+            if (!parked)
+                pgl_conn_resume(&c->conn);
+            pending |= parked;
+        }
     }
-    while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == ';'))
-        n--;
-    out[n] = '\0';
+    if (!pending)
+        uv_timer_stop(t);
 }
 
 static void query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len)
@@ -290,38 +498,7 @@ static void query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len
         pgl_client_fail(c, "FATAL", "08P01", "malformed Query message");
         return;
     }
-    char cmd[128];
-    normalize(sql, cmd, sizeof cmd);
-    static const struct {
-        const char *cmd;
-        void (*fn)(pgl_client *c, result *r);
-    } table[] = {
-        {"show pools", show_pools},     {"show clients", show_clients},
-        {"show servers", show_servers}, {"show databases", show_databases},
-        {"show config", show_config},   {"show version", show_version},
-    };
-    result r = {.c = c};
-    bool found = false;
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (strcmp(cmd, table[i].cmd) == 0) {
-            table[i].fn(c, &r);
-            found = true;
-            break;
-        }
-    }
-    if (!found && cmd[0] == '\0') {
-        r.rc = pgl_msg_command_complete(&c->conn, "");
-    } else if (!found) {
-        pgl_log_info(PGL_CLIENT_CTX(c), "admin: unknown command");
-        r.rc = pgl_msg_error(&c->conn, "ERROR", "42601", "unknown admin console command",
-                             NULL,
-                             "try SHOW POOLS, SHOW CLIENTS, SHOW SERVERS, SHOW DATABASES, "
-                             "SHOW CONFIG or SHOW VERSION");
-    }
-    if (r.rc == 0)
-        r.rc = pgl_msg_ready(&c->conn, 'I');
-    if (r.rc != 0)
-        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+    run_string(c, sql, false);
 }
 
 const pgl_client_console pgl_admin_console = {welcome_params, query};

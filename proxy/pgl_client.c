@@ -64,7 +64,10 @@ void pgl_client_set_state(pgl_client *c, pgl_client_state to)
         [PGL_CLIENT_LOGIN_WAIT] = 1u << PGL_CLIENT_IDLE | 1u << PGL_CLIENT_CLOSING,
         [PGL_CLIENT_IDLE] = 1u << PGL_CLIENT_WAITING | 1u << PGL_CLIENT_CLOSING,
         [PGL_CLIENT_WAITING] = 1u << PGL_CLIENT_ACTIVE | 1u << PGL_CLIENT_CLOSING,
-        [PGL_CLIENT_ACTIVE] = 1u << PGL_CLIENT_IDLE | 1u << PGL_CLIENT_CLOSING,
+        /* Back to waiting: its server was terminated and the request runs
+         * again (pgl_client_replay.c). */
+        [PGL_CLIENT_ACTIVE] = 1u << PGL_CLIENT_IDLE | 1u << PGL_CLIENT_WAITING |
+                              1u << PGL_CLIENT_CLOSING,
         [PGL_CLIENT_CLOSING] = 0,
     };
     if (!(allowed[c->state] & (1u << to))) {
@@ -208,6 +211,8 @@ void pgl_client_fail(pgl_client *c, const char *severity, const char *sqlstate, 
 void pgl_client_server_lost(pgl_client *c, const char *why)
 {
     c->link = NULL;
+    if (c->replay_now && pgl_client_replay_run(c))
+        return;
     /* Cut in the middle of a message, an ErrorResponse would corrupt the
      * stream: only closing is safe then. */
     if (pgl_conn_mid_message(&c->conn) || c->conn.after_flush)
@@ -240,6 +245,13 @@ static bool frontend_message(uint8_t type)
 static void count_request(pgl_client *c, uint8_t type)
 {
     pgl_server *s = c->link;
+    /* SHOW STATS times: the first message of a request (and of a
+     * transaction) starts its clock; its ReadyForQuery stops it. */
+    if (s->query_start_us == 0) {
+        s->query_start_us = uv_hrtime() / 1000;
+        if (s->xact_start_us == 0)
+            s->xact_start_us = s->query_start_us;
+    }
     switch (type) {
     case 'Q':
         c->queries++;
@@ -374,8 +386,10 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
         /* Counted at its header, once even if decide is asked again while
          * a peeked message arrives: until its ReadyForQuery the server is
          * not between transactions. */
-        if (!c->counted)
+        if (!c->counted) {
+            pgl_client_replay_header(c, type, len);
             count_request(c, type);
+        }
         if (c->link->track_stmts) {
             /* Statement names are rewritten (pgl_client_stmt.c). A Bind's
              * names come first, its values may be of any size. */
@@ -432,6 +446,8 @@ static pgl_conn_action client_inspect(pgl_conn *conn, uint8_t type, const uint8_
             if ((type == 'Q' || type == 'P') && s->track_state && !c->pinned &&
                 (!whole || len > SCAN_MAX || may_leave_state(type, body, len, s->track_stmts)))
                 pgl_server_note_suspect(s);
+            if (c->replay == PGL_REPLAY_OPEN)
+                pgl_client_replay_look(c, type, body, len);
             if (s->track_stmts)
                 pgl_client_stmt_message(c, type, body, len, whole);
             return PGL_CONN_FORWARD;
@@ -498,7 +514,9 @@ void pgl_client_link(pgl_client *c, pgl_server *s)
     pgl_conn_set_peer(&c->conn, &s->conn);
     uint64_t now = pgl_loop_now(c->lp);
     if (c->pool != NULL && c->wait_since != 0)
-        c->pool->total_wait_us += (now - c->wait_since) * 1000;
+        pgl_stats_wait(&c->pool->stats, (now - c->wait_since) * 1000);
+    if (c->pool != NULL)
+        c->conn.fwd_count = &c->pool->stats.total.bytes_received;
     c->wait_since = 0;
     pgl_client_set_state(c, PGL_CLIENT_ACTIVE);
 }
@@ -524,9 +542,17 @@ void pgl_client_pin(pgl_client *c, const char *what)
 void pgl_client_unlinked(pgl_client *c)
 {
     c->link = NULL;
+    c->replayed = 0;
     pgl_conn_set_peer(&c->conn, NULL);
     pgl_client_set_state(c, PGL_CLIENT_IDLE);
     c->last_activity = pgl_loop_now(c->lp);
+    if (c->pool->removed) {
+        pgl_client_fail(c, "FATAL", "57P01",
+                        "terminating connection: database \"%s\" was removed from the "
+                        "configuration",
+                        c->pool->name);
+        return;
+    }
     pgl_conn_resume(&c->conn);
 }
 

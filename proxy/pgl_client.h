@@ -55,6 +55,18 @@ typedef enum {
     PGL_CLIENT_CLOSING,           /* closed; freed by the reaper */
 } pgl_client_state;
 
+/*
+ * Running a request again when its server was terminated before answering
+ * (pgl_client_replay.c). Only a request that starts a transaction in
+ * transaction mode qualifies: one simple Query, or unnamed extended-protocol
+ * messages up to their Sync, kept (pgl_conn_keep) until the first answer.
+ */
+typedef enum {
+    PGL_REPLAY_OFF = 0, /* nothing kept */
+    PGL_REPLAY_OPEN,    /* keeping an extended-protocol request; its Sync not seen yet */
+    PGL_REPLAY_SENT,    /* the whole request is kept; no answer yet */
+} pgl_replay;
+
 typedef enum {
     PGL_AUTH_STEP_NONE = 0,
     PGL_AUTH_STEP_MD5,        /* sent AuthenticationMD5Password */
@@ -98,6 +110,9 @@ struct pgl_client {
     bool tls;
     bool pinned; /* transaction mode: keeps its server (it left session state there) */
     bool counted; /* the message being peeked was counted at its header */
+    uint8_t replay; /* pgl_replay */
+    uint8_t replayed; /* times the current request ran again */
+    bool replay_now; /* its server is closing because it was terminated: run it again */
 };
 
 /* "C-<id> db/user@addr" for log lines, into buf (PGL_CLIENT_CTX_LEN). */
@@ -133,6 +148,26 @@ void pgl_client_fail(pgl_client *client, const char *severity, const char *sqlst
 void pgl_client_close(pgl_client *client);
 /* The linked server went away while the client needed it. */
 void pgl_client_server_lost(pgl_client *client, const char *why);
+
+/* ---- replay (pgl_client_replay.c) ---- */
+
+/* At the header of each message the client sends to its server. */
+void pgl_client_replay_header(pgl_client *c, uint8_t type, uint32_t len);
+/* A peeked Parse/Bind/Describe: only unnamed statements can run again. */
+void pgl_client_replay_look(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len);
+/* The server answered: what was kept is no longer needed. */
+void pgl_client_replay_off(pgl_client *c);
+/* The server's first answer is this ErrorResponse: true when it says the
+ * server was terminated (57P01) and the request can run again, which
+ * happens once the server is closed (pgl_client_server_lost). */
+bool pgl_client_replay_wanted(pgl_client *c, const uint8_t *body, uint32_t len);
+/* The server connection was reset (pgl_io's `reset`) before answering:
+ * true when the request can run again (see pgl_client_replay.c). */
+bool pgl_client_replay_reset(pgl_client *c);
+/* From pgl_client_server_lost: puts the kept request back in front of what
+ * the client sent since, and the client back in the pool's queue. false
+ * when it cannot run again (the client then gets the error). */
+bool pgl_client_replay_run(pgl_client *c);
 void pgl_client_janitor(pgl_client *client, uint64_t now);
 /* The linked server is ready for the client's bytes (after SETs). */
 void pgl_client_go(pgl_client *client);

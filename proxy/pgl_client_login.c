@@ -160,6 +160,9 @@ static void start_auth(pgl_client *c)
         bool listed = false;
         for (size_t i = 0; i < conf->nadmin_users; i++)
             listed |= strcmp(conf->admin_users[i], c->user) == 0;
+        /* stats_users may only SHOW (the console checks each command). */
+        for (size_t i = 0; i < conf->nstats_users; i++)
+            listed |= strcmp(conf->stats_users[i], c->user) == 0;
         if (!listed) {
             pgl_client_fail(c, "FATAL", "28000", "user \"%s\" is not allowed on the admin console",
                             c->user);

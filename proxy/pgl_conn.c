@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 
@@ -87,7 +88,7 @@ static int ensure_buf(pgl_conn *c)
 /* Returns an empty standard buffer to the pool; big ones are just freed. */
 static void maybe_release_buf(pgl_conn *c)
 {
-    if (c->buf == NULL || c->head != c->tail || c->fwd_left != 0)
+    if (c->buf == NULL || c->head != c->tail || c->fwd_left != 0 || c->keeping)
         return;
     if (c->cap == c->cl->bufs.size) {
         bufpool_put(&c->cl->bufs, c->buf);
@@ -102,12 +103,14 @@ static void maybe_release_buf(pgl_conn *c)
 /* Moves unwritten bytes to the front to make room at the end. */
 static void compact(pgl_conn *c)
 {
-    if (c->head == 0)
+    uint32_t from = c->keeping ? c->keep : c->head;
+    if (from == 0)
         return;
-    memmove(c->buf, c->buf + c->head, c->tail - c->head);
-    c->scan -= c->head;
-    c->tail -= c->head;
-    c->head = 0;
+    memmove(c->buf, c->buf + from, c->tail - from);
+    c->head -= from;
+    c->scan -= from;
+    c->tail -= from;
+    c->keep = 0;
 }
 
 /* Grows the buffer so one whole message of `total` bytes fits. */
@@ -271,9 +274,12 @@ static bool flush_range(pgl_conn *c)
             return false;
         }
         c->head += (uint32_t)n;
+        c->wrote = true;
+        if (c->fwd_count != NULL)
+            *c->fwd_count += (uint64_t)n;
     }
     c->blocked_on = NULL;
-    if (c->head == c->tail && c->fwd_left == 0)
+    if (c->head == c->tail && c->fwd_left == 0 && !c->keeping)
         c->head = c->scan = c->tail = 0;
     return true;
 }
@@ -531,7 +537,7 @@ void pgl_conn_update_events(pgl_conn *c)
             fail(c, PGL_CONN_IO_ERROR);
         return;
     }
-    bool room = c->buf == NULL || c->tail < c->cap || c->head > 0;
+    bool room = c->buf == NULL || c->tail < c->cap || (c->keeping ? c->keep : c->head) > 0;
     if (!c->paused && c->blocked_on == NULL && room && !c->after_flush)
         ev |= UV_READABLE;
     /* Own output still queued for the flusher needs no POLLOUT yet. */
@@ -546,6 +552,12 @@ static void on_poll(pgl_poller *p, void *arg, int status, int events)
     pgl_conn *c = arg;
     (void)p;
     if (status < 0) {
+        /* libuv reports a socket error (POLLERR) without saying which:
+         * whether the peer reset the connection matters (pgl_io). */
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0)
+            c->io.reset = err == ECONNRESET || err == EPIPE;
         fail(c, PGL_CONN_IO_ERROR);
         return;
     }
@@ -690,11 +702,52 @@ void pgl_conn_close(pgl_conn *c)
     if (c->buf != NULL) {
         c->head = c->tail;
         c->fwd_left = 0;
+        c->keeping = false;
         maybe_release_buf(c);
     }
     free(c->out);
     c->out = NULL;
     c->out_len = c->out_pos = c->out_cap = 0;
+}
+
+void pgl_conn_keep(pgl_conn *c)
+{
+    c->keep = c->scan;
+    c->keeping = true;
+}
+
+void pgl_conn_unkeep(pgl_conn *c)
+{
+    if (!c->keeping)
+        return;
+    c->keeping = false;
+    if (c->head == c->tail && c->fwd_left == 0 && c->running == 0) {
+        c->head = c->scan = c->tail = 0;
+        maybe_release_buf(c);
+    }
+}
+
+uint32_t pgl_conn_kept(const pgl_conn *c)
+{
+    return c->keeping ? c->scan - c->keep : 0;
+}
+
+int pgl_conn_rewind(pgl_conn *c)
+{
+    if (!c->keeping || c->fwd_left != 0 || c->buf == NULL)
+        return -EINVAL;
+    c->head = c->scan = c->keep;
+    c->keeping = false;
+    return 0;
+}
+
+bool pgl_conn_input_waiting(pgl_conn *c)
+{
+    if (c->closed || pgl_conn_has_input(c) || pgl_io_pending(&c->io) > 0)
+        return true;
+    char b;
+    ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 void pgl_conn_set_peer(pgl_conn *c, pgl_conn *peer)

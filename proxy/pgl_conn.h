@@ -103,6 +103,9 @@ struct pgl_conn {
     pgl_conn_loop *cl;
     pgl_conn *peer;       /* forwarding target, NULL when unlinked */
     pgl_conn *blocked_on; /* the peer we wait to become writable */
+    /* Bytes forwarded to the peer are added here (a pool's counter, set by
+     * the owner; NULL: not counted). Per written range, never per message. */
+    uint64_t *fwd_count;
 
     /* Fields ordered to leave no padding: every idle client carries one. */
     uint8_t *buf; /* NULL while empty and idle */
@@ -117,6 +120,11 @@ struct pgl_conn {
      * the message itself. */
     uint32_t msg_total;
     uint32_t msg_pre;
+    /* While `keeping`: bytes from `keep` on stay in `buf` after they are
+     * written, so they can be sent again (pgl_conn_rewind). */
+    uint32_t keep;
+    bool keeping;
+    bool wrote; /* forwarded bytes were written to the peer (the owner clears it) */
     bool startup;  /* messages have no type byte (startup phase) */
     bool paused;   /* the owner stopped reading (e.g. waiting for a server) */
     bool closed;   /* owner closed: stop everything */
@@ -180,6 +188,25 @@ int pgl_conn_send(pgl_conn *c, const void *data, size_t len) __attribute__((warn
  * of it is out; false when the socket cannot take it yet (or failed, which
  * is reported to the owner). */
 bool pgl_conn_flush(pgl_conn *c);
+
+/*
+ * Keeping what was forwarded, to send it again to another peer (a request
+ * whose server died before answering). pgl_conn_keep starts at the message
+ * whose header decide() is looking at; pgl_conn_unkeep lets the bytes go;
+ * pgl_conn_rewind makes everything from the kept start unprocessed again
+ * (decide() sees those messages anew) and stops keeping. The owner bounds
+ * what it keeps: kept bytes hold their room in the buffer. Rewind needs
+ * no message half-streamed: 0, or -EINVAL.
+ */
+void pgl_conn_keep(pgl_conn *c);
+void pgl_conn_unkeep(pgl_conn *c);
+int pgl_conn_rewind(pgl_conn *c) __attribute__((warn_unused_result));
+/* Bytes kept so far (through what decide() has been given). */
+uint32_t pgl_conn_kept(const pgl_conn *c);
+
+/* Something came in that was not processed yet, or the socket is at its
+ * end or broken (a peek, no read): for a connection that should be quiet. */
+bool pgl_conn_input_waiting(pgl_conn *c);
 
 /* Links `c` so its forwarded messages go to `peer` (NULL to unlink). */
 void pgl_conn_set_peer(pgl_conn *c, pgl_conn *peer);

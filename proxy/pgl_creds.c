@@ -28,6 +28,7 @@
 #include "pgl_creds.h"
 
 #include "pgl_log.h"
+#include "pgl_notify.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
 #include "pgl_secenv.h"
@@ -90,6 +91,7 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
     uint64_t now = pgl_now_ms(px);
     const pgl_conf_database *db = pgl_pool_db(pool);
     if (rc != 0) {
+        pgl_stats_vault_error(&px->vault_stats, PGL_STATS_VAULT_READ, rc);
         pool->fetch_failures++;
         snprintf(pool->vault_error, sizeof pool->vault_error, "%s", err ? err : "failed");
         /* Exponential, capped, full jitter: many pools (or pglease
@@ -105,6 +107,9 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
     pool->vault_error[0] = '\0';
     /* With a working generation, the new one proves itself first. */
     pgl_generation *current = pgl_pool_generation(pool);
+    pool->stats.creds.fetched++;
+    if (current != NULL)
+        pool->stats.creds.rotations++;
     pgl_generation *g = pgl_pool_add_generation(pool, secret->username, secret->password,
                                                 current ? PGL_GEN_WARMING : PGL_GEN_ACTIVE);
     if (g == NULL) {
@@ -160,25 +165,36 @@ static void on_rejected(pgl_pool *pool, pgl_generation *g, bool was_warming)
     }
 }
 
+/* What a revocation's answer needs: where to count it, what to log. */
+typedef struct {
+    pgl_proxy *px;
+    char hint[96];
+} revocation;
+
 static void on_revoked(void *arg, int rc, long unused, const char *err)
 {
-    char *hint = arg;
+    revocation *rv = arg;
     (void)unused;
-    if (rc == 0)
-        pgl_log_info(NULL, "vault: revoked lease %s", hint);
-    else
-        pgl_log_warning(NULL, "vault: could not revoke lease %s: %s", hint, err ? err : "");
-    free(hint);
+    if (rc == 0) {
+        rv->px->vault_stats.revocations++;
+        pgl_log_info(NULL, "vault: revoked lease %s", rv->hint);
+    } else {
+        rv->px->vault_stats.revocation_failures++;
+        pgl_stats_vault_error(&rv->px->vault_stats, PGL_STATS_VAULT_REVOKE, rc);
+        pgl_log_warning(NULL, "vault: could not revoke lease %s: %s", rv->hint, err ? err : "");
+    }
+    free(rv);
 }
 
 static void revoke_lease(pgl_proxy *px, const char *lease_id)
 {
-    char buf[96];
-    char *hint = strdup(lease_hint(lease_id, buf, sizeof buf));
-    if (hint == NULL)
+    revocation *rv = malloc(sizeof *rv);
+    if (rv == NULL)
         return;
-    if (pgl_vault_revoke(px->vault, lease_id, on_revoked, hint) == NULL)
-        free(hint);
+    rv->px = px;
+    lease_hint(lease_id, rv->hint, sizeof rv->hint);
+    if (pgl_vault_revoke(px->vault, lease_id, on_revoked, rv) == NULL)
+        free(rv);
 }
 
 /* A retired generation hands its lease back (revoke_on_drain). */
@@ -202,6 +218,8 @@ static void on_renewed(void *arg, int rc, long duration, const char *err)
     g->renew_op = NULL;
     uint64_t now = pgl_now_ms(pool->px);
     if (rc != 0) {
+        pool->stats.creds.renewal_failures++;
+        pgl_stats_vault_error(&pool->px->vault_stats, PGL_STATS_VAULT_RENEW, rc);
         /* The lease cannot be renewed (gone, or Vault down): its current end
          * is the real one. Rotation takes it from here. */
         pgl_log_warning(pool->name, "vault: renewing generation %llu failed: %s",
@@ -209,6 +227,7 @@ static void on_renewed(void *arg, int rc, long duration, const char *err)
         pgl_generation_renew_failed(g, rotate_before(pool));
         return;
     }
+    pool->stats.creds.renewals++;
     if (pgl_generation_renewed(g, now, duration, rotate_before(pool)))
         pgl_log_info(pool->name, "vault: generation %llu renewed for %lds: capped by max_ttl, "
                                  "rotating before it ends", (unsigned long long)g->id, duration);
@@ -242,7 +261,8 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
         pgl_pool_enforce(pool, g, now); /* may free g */
     }
     pgl_generation *active = pgl_pool_generation(pool);
-    bool due = active == NULL || pgl_generation_rotation_due(active, now);
+    /* A removed database only drains what it has. */
+    bool due = !pool->removed && (active == NULL || pgl_generation_rotation_due(active, now));
     if (due && !warming && pool->fetch_op == NULL && now >= pool->refetch_at)
         fetch(pool);
     /* Nothing valid to serve with and Vault not delivering: clients wait
@@ -277,6 +297,7 @@ static void check_ready(pgl_proxy *px, uint64_t now)
     if (waiting == NULL) {
         px->ready = true;
         pgl_log_info(NULL, "pglease ready: every database has an upstream credential");
+        pgl_notify_ready();
         return;
     }
     if (now - px->not_ready_logged < NOT_READY_LOG_MS)
@@ -303,15 +324,33 @@ static void on_tick(uv_timer_t *t)
         check_ready(px, now);
 }
 
+/* ---- the console's ROTATE -------------------------------------------------------------- */
+
+int pgl_creds_rotate(pgl_pool *pool)
+{
+    if (!vault_pool(pool) || pool->px->vault == NULL)
+        return -EINVAL;
+    if (pool->fetch_op != NULL)
+        return -EALREADY;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        if (pgl_container_of(pos, pgl_generation, node)->state == PGL_GEN_WARMING)
+            return -EALREADY;
+    }
+    pgl_log_info(pool->name, "vault: rotating now (admin console)");
+    pool->refetch_at = 0;
+    fetch(pool);
+    return 0;
+}
+
 /* ---- setup and shutdown ------------------------------------------------------------------ */
 
-int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
+/* The Vault client's settings in `conf`. */
+static void vault_config(const pgl_conf *conf, pgl_vault_config *cfg)
 {
-    const pgl_conf *conf = px->conf;
-    if (!conf->vault_needed)
-        return 0;
     const pgl_conf_vault *vc = &conf->vault;
-    pgl_vault_config cfg = {
+    *cfg = (pgl_vault_config){
         .addr = vc->addr,
         .namespace = vc->namespace,
         .ca_cert = vc->ca_cert,
@@ -319,6 +358,8 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
                   : vc->auth_method == PGL_CONF_VAULT_KUBERNETES ? PGL_VAULT_AUTH_KUBERNETES
                                                                  : PGL_VAULT_AUTH_APPROLE,
         .auth_mount = vc->auth_mount,
+        /* Kept (pgl_secenv) for as long as pglease runs: a reload that
+         * changes [vault] logs in again with it. */
         .token = pgl_secenv_get("VAULT_TOKEN"),
         .token_file = vc->token_file,
         .role_id = vc->role_id,
@@ -329,23 +370,92 @@ int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
         .jwt_file = vc->jwt_file,
         .request_timeout_ms = (long)vc->request_timeout * 1000,
     };
-    int rc = pgl_vault_new(&px->main.uv, &cfg, log_vault, px, &px->vault, err, errlen);
+}
+
+void pgl_creds_attach(pgl_pool *pool)
+{
+    pool->creds = vault_pool(pool) ? &hooks : NULL;
+}
+
+/* The client becomes px->vault; the tick starts with the first one. */
+static void use_vault(pgl_proxy *px, pgl_vault *v)
+{
+    /* The tick's timer is set up once; a reload's new client finds it. */
+    bool first = px->creds_timer.loop == NULL;
+    px->vault = v;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_creds_attach(pgl_container_of(pos, pgl_pool, node));
+    }
+    pgl_vault_start(px->vault);
+    if (first) {
+        uv_timer_init(&px->main.uv, &px->creds_timer);
+        px->creds_timer.data = px;
+        uv_timer_start(&px->creds_timer, on_tick, 0, TICK_MS);
+    }
+}
+
+int pgl_creds_init(pgl_proxy *px, char *err, size_t errlen)
+{
+    if (!px->conf->vault_needed)
+        return 0;
+    pgl_vault_config cfg;
+    vault_config(px->conf, &cfg);
+    pgl_vault *v;
+    int rc = pgl_vault_new(&px->main.uv, &cfg, log_vault, px, &v, err, errlen);
     if (rc != 0)
         return rc;
-    /* The Vault client has its own copy now (pgl_secenv wiped the environment's). */
-    pgl_secenv_forget("VAULT_TOKEN");
+    use_vault(px, v);
+    return 0;
+}
+
+int pgl_creds_prepare(pgl_proxy *px, const pgl_conf *next, pgl_vault **out, char *err,
+                      size_t errlen)
+{
+    pgl_vault_config cfg;
+    vault_config(next, &cfg);
+    return pgl_vault_new(&px->main.uv, &cfg, log_vault, px, out, err, errlen);
+}
+
+void pgl_creds_replace(pgl_proxy *px, pgl_vault *v)
+{
+    pgl_vault *old = px->vault;
+    if (old != NULL) {
+        /* What the old client had in flight is asked again of the new one
+         * by the tick: reads now (below), renewals when due. */
+        pgl_list *pos, *tmp, *gp, *gt;
+        pgl_list_foreach(pos, tmp, &px->pools)
+        {
+            pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+            if (pool->fetch_op != NULL) {
+                pgl_vault_cancel(pool->fetch_op);
+                pool->fetch_op = NULL;
+            }
+            pgl_list_foreach(gp, gt, &pool->generations)
+            {
+                cancel_renewal(pgl_container_of(gp, pgl_generation, node));
+            }
+        }
+        if (pgl_vault_pending(old) > 0)
+            pgl_log_warning(NULL, "vault: %d request(s) of the previous Vault login dropped "
+                                  "(revocations among them expire with their leases)",
+                            pgl_vault_pending(old));
+        pgl_vault_free(old);
+        px->vault = NULL;
+    }
+    use_vault(px, v);
+    /* Credentials of the old login live only as long as its token: every
+     * Vault pool takes a credential of the new one, drained as a rotation. */
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        if (vault_pool(pool))
-            pool->creds = &hooks;
+        if (pool->creds != NULL && !pool->removed && pgl_pool_generation(pool) != NULL) {
+            pool->refetch_at = 0;
+            fetch(pool);
+        }
     }
-    pgl_vault_start(px->vault);
-    uv_timer_init(&px->main.uv, &px->creds_timer);
-    px->creds_timer.data = px;
-    uv_timer_start(&px->creds_timer, on_tick, 0, TICK_MS);
-    return 0;
 }
 
 static void on_stop_wait(uv_timer_t *t)

@@ -8,6 +8,13 @@
 #include <openssl/err.h>
 #include <uv.h>
 
+/* A broken connection; notes whether the peer reset it. */
+static ssize_t broken(pgl_io *io, int err)
+{
+    io->reset = err == ECONNRESET || err == EPIPE;
+    return PGL_IO_ERROR;
+}
+
 static ssize_t plain_read(pgl_io *io, void *buf, size_t len, int *want)
 {
     for (;;) {
@@ -20,7 +27,7 @@ static ssize_t plain_read(pgl_io *io, void *buf, size_t len, int *want)
             *want = UV_READABLE;
             return PGL_IO_AGAIN;
         }
-        return PGL_IO_ERROR;
+        return broken(io, errno);
     }
 }
 
@@ -37,7 +44,7 @@ static ssize_t plain_write(pgl_io *io, const void *buf, size_t len, int *want)
             *want = UV_WRITABLE;
             return PGL_IO_AGAIN;
         }
-        return PGL_IO_ERROR;
+        return broken(io, errno);
     }
 }
 
@@ -72,7 +79,7 @@ static ssize_t tls_failure(pgl_io *io, bool reading, int *want)
             *want = reading ? UV_READABLE : UV_WRITABLE;
             return PGL_IO_AGAIN;
         }
-        return PGL_IO_ERROR;
+        return broken(io, saved_errno);
     default:
         return PGL_IO_ERROR;
     }

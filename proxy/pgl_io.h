@@ -30,7 +30,8 @@ typedef struct {
 
 struct pgl_io {
     int fd;
-    SSL *ssl; /* NULL for plain */
+    int reset; /* the last PGL_IO_ERROR was the peer's reset (ECONNRESET, EPIPE) */
+    SSL *ssl;  /* NULL for plain */
     const pgl_io_ops *ops;
 };
 

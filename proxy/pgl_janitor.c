@@ -41,7 +41,9 @@ static void on_janitor(uv_timer_t *t)
     }
     pgl_list_foreach(it, tmp, &px->pools)
     {
-        pgl_pool_janitor(pgl_container_of(it, pgl_pool, node), now);
+        pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
+        pgl_stats_tick(&pool->stats, now, px->conf->stats_period);
+        pgl_pool_janitor(pool, now);
     }
 }
 

@@ -1,5 +1,7 @@
 #include "pgl_log.h"
 
+#include "pgl_conf.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,12 +10,40 @@
 static _Atomic bool log_json;
 _Atomic int pgl_log_threshold = PGL_LOG_INFO;
 
+/* Set once -v has been seen (pgl_log_configure): reloads keep debug on. */
+static _Atomic bool log_verbose;
+
 static const char *const level_names[] = {"DEBUG", "INFO", "WARNING", "ERROR", "FATAL"};
 
 void pgl_log_setup(bool json, pgl_log_level min_level)
 {
     atomic_store(&log_json, json);
     atomic_store(&pgl_log_threshold, (int)min_level);
+}
+
+/* The threshold log_level names; -v (now or before) means debug. */
+static pgl_log_level level_of(const pgl_conf *conf, bool verbose)
+{
+    if (verbose || atomic_load(&log_verbose))
+        return PGL_LOG_DEBUG;
+    switch (conf->log_level) {
+    case PGL_CONF_LOG_ERROR:
+        return PGL_LOG_ERROR;
+    case PGL_CONF_LOG_WARNING:
+        return PGL_LOG_WARNING;
+    case PGL_CONF_LOG_INFO:
+        return PGL_LOG_INFO;
+    case PGL_CONF_LOG_DEBUG:
+        return PGL_LOG_DEBUG;
+    }
+    return PGL_LOG_INFO;
+}
+
+void pgl_log_configure(const pgl_conf *conf, bool verbose)
+{
+    if (verbose)
+        atomic_store(&log_verbose, true);
+    pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON, level_of(conf, verbose));
 }
 
 /* Appends `s` to out as a JSON string body (no quotes). */

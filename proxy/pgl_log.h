@@ -29,6 +29,15 @@ typedef enum {
  */
 void pgl_log_setup(bool json, pgl_log_level min_level);
 
+struct pgl_conf;
+
+/*
+ * Applies a configuration's log_format and log_level (at start-up and on
+ * each reload). `verbose` is the command line's -v: it forces debug, and is
+ * remembered, so a later call with false (a reload) keeps debug on.
+ */
+void pgl_log_configure(const struct pgl_conf *conf, bool verbose);
+
 /* Lines below this level are dropped; read by the macros so that their
  * arguments (a formatted context, say) cost nothing when not logged. */
 extern _Atomic int pgl_log_threshold;

@@ -51,7 +51,9 @@ uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
 
 const pgl_conf_database *pgl_pool_db(pgl_pool *pool)
 {
-    if (pool->db_conf != pool->px->conf) {
+    /* A removed database keeps the entry of the snapshot it was removed
+     * from (kept_conf). */
+    if (pool->db_conf != pool->px->conf && !pool->removed) {
         pool->db = pgl_conf_database_find(pool->px->conf, pool->name);
         pool->db_conf = pool->px->conf;
         assert(pool->db != NULL); /* a reload that drops a database closes its pool first */
@@ -118,6 +120,34 @@ static void close_all(pgl_clist *list, const char *why)
     pgl_list *p;
     while ((p = pgl_clist_first(list)) != NULL)
         pgl_server_close(server_at(p), why);
+}
+
+void pgl_pool_drop_dead_idle(pgl_pool *pool)
+{
+    pgl_list *gp = pool->generations.next;
+    while (gp != &pool->generations) {
+        pgl_generation *g = generation_at(gp);
+        /* A close may kick the pool, which hands idle servers out: scan
+         * afresh after each. The hold keeps `g` while its last goes. */
+        pgl_generation_hold(g);
+        bool again = true;
+        while (again) {
+            again = false;
+            pgl_list *pos, *tmp;
+            pgl_clist_foreach(pos, tmp, &g->idle)
+            {
+                pgl_server *s = server_at(pos);
+                if (pgl_conn_input_waiting(&s->conn)) {
+                    pgl_server_close(s, "an idle server said something or closed while its "
+                                        "Postgres was terminating connections");
+                    again = true;
+                    break;
+                }
+            }
+        }
+        gp = gp->next;
+        pgl_generation_unhold(g);
+    }
 }
 
 /* Starts retiring `g` (draining or dead): its logins in progress are of no
@@ -213,6 +243,10 @@ static bool make_room(pgl_pool *pool, pgl_generation *gen)
 
 const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *s)
 {
+    if (s->id <= pool->reconnect_upto)
+        return "RECONNECT on the admin console";
+    if (pool->removed)
+        return "its database was removed from the configuration";
     if (s->gen->state == PGL_GEN_ACTIVE) {
         if (!pool->room_wanted)
             return NULL;
@@ -333,6 +367,11 @@ static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
     return 0;
 }
 
+int pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db)
+{
+    return pool_create(px, db) == 0 ? 0 : -ENOMEM;
+}
+
 int pgl_pools_init(pgl_proxy *px)
 {
     pgl_list_init(&px->pools);
@@ -370,6 +409,26 @@ void pgl_pools_close_servers(pgl_proxy *px)
     }
 }
 
+/* Frees a pool whose servers are all closed. */
+static void pool_free(pgl_pool *pool)
+{
+    pgl_list_remove(&pool->node);
+    while (!pgl_list_empty(&pool->generations))
+        pgl_generation_free(generation_at(pool->generations.next));
+    for (size_t i = 0; i < pool->nparams; i++) {
+        free(pool->params[i].name);
+        free(pool->params[i].value);
+    }
+    free(pool->params);
+    pgl_varcache_clear(&pool->defaults);
+    /* Every client and server let go of its statements when it closed. */
+    tdestroy(pool->stmts.root, free);
+    if (pool->kept_conf != NULL)
+        pgl_conf_ref_drop(pool->kept_conf);
+    free(pool->name);
+    free(pool);
+}
+
 void pgl_pools_free(pgl_proxy *px)
 {
     /* Servers first: they point at their generation. Vault requests were
@@ -378,21 +437,93 @@ void pgl_pools_free(pgl_proxy *px)
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &px->pools)
     {
-        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        while (!pgl_list_empty(&pool->generations))
-            pgl_generation_free(generation_at(pool->generations.next));
-        for (size_t i = 0; i < pool->nparams; i++) {
-            free(pool->params[i].name);
-            free(pool->params[i].value);
-        }
-        free(pool->params);
-        pgl_varcache_clear(&pool->defaults);
-        /* Every client and server let go of its statements when it closed. */
-        tdestroy(pool->stmts.root, free);
-        free(pool->name);
-        free(pool);
+        pool_free(pgl_container_of(pos, pgl_pool, node));
     }
     pgl_list_init(&px->pools);
+}
+
+/* ---- reload ------------------------------------------------------------------------ */
+
+/* Clients of a removed database that are between transactions go now. */
+static void tell_removed(pgl_pool *pool, pgl_clist *list)
+{
+    pgl_list *p;
+    while ((p = pgl_clist_first(list)) != NULL)
+        pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", "57P01",
+                        "terminating connection: database \"%s\" was removed from the "
+                        "configuration",
+                        pool->name);
+}
+
+void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
+{
+    (void)pgl_pool_db(pool); /* resolved in the snapshot `kept` holds */
+    pool->removed = true;
+    pool->removed_at = pgl_now_ms(pool->px);
+    pool->kept_conf = kept;
+    kept->refs++;
+    pgl_log_info(pool->name, "removed from the configuration: %zu client(s) between "
+                             "transactions disconnected, %zu finish their transaction first",
+                 pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->waiting) +
+                     pgl_clist_count(&pool->login_wait),
+                 pgl_clist_count(&pool->active));
+    tell_removed(pool, &pool->idle);
+    tell_removed(pool, &pool->waiting);
+    tell_removed(pool, &pool->login_wait);
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        pgl_generation *g = generation_at(pos);
+        if (g->state == PGL_GEN_ACTIVE || g->state == PGL_GEN_WARMING)
+            pgl_generation_set_state(g, PGL_GEN_DRAINING, pool->removed_at);
+        /* Nothing will replace them: idle servers and logins go now. */
+        pgl_generation_hold(g);
+        close_all(&g->idle, "its database was removed from the configuration");
+        close_all(&g->login, "its database was removed from the configuration");
+        pgl_generation_unhold(g); /* may free g */
+    }
+}
+
+/* The janitor's part for a removed pool: cut what outlived drain_timeout,
+ * free the pool once nothing is left. true when it was freed. */
+static bool removed_upkeep(pgl_pool *pool, uint64_t now)
+{
+    const pgl_conf *conf = pool->px->conf;
+    /* Clients that were logging in when it went. */
+    tell_removed(pool, &pool->idle);
+    tell_removed(pool, &pool->waiting);
+    tell_removed(pool, &pool->login_wait);
+    if (conf->drain_timeout > 0 && now - pool->removed_at >= (uint64_t)conf->drain_timeout * 1000)
+        tell_removed(pool, &pool->active);
+    if (!pgl_clist_empty(&pool->active) || pool->nservers > 0 || pool->fetch_op != NULL ||
+        pool->verify_up != NULL)
+        return false;
+    pgl_log_info(pool->name, "removed database drained: pool closed");
+    pool_free(pool);
+    return true;
+}
+
+void pgl_pool_new_upstream(pgl_pool *pool)
+{
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    if (db->creds_kind != PGL_CONF_CREDS_CONNINFO)
+        return; /* Vault pools fetch a credential from the new path (pgl_reload.c) */
+    pgl_generation *current = pgl_pool_generation(pool);
+    pgl_generation *g = pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
+                                                pgl_conf_database_param(db, "password"),
+                                                current != NULL ? PGL_GEN_WARMING
+                                                                : PGL_GEN_ACTIVE);
+    if (g == NULL) {
+        pgl_log_error(pool->name, "out of memory starting a generation for the new upstream");
+        return;
+    }
+    pgl_log_info(pool->name, "upstream changed by a reload: generation %llu replaces the "
+                             "current servers as they finish their transactions",
+                 (unsigned long long)g->id);
+    if (g->state == PGL_GEN_WARMING)
+        pgl_pool_warm(pool, g);
+    else
+        pgl_pool_kick(pool);
 }
 
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
@@ -401,7 +532,7 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        if (strcmp(pool->name, name) == 0)
+        if (!pool->removed && strcmp(pool->name, name) == 0)
             return pool;
     }
     return NULL;
@@ -477,7 +608,7 @@ static pgl_server *next_idle(pgl_pool *pool)
 void pgl_pool_serve(pgl_pool *pool)
 {
     pgl_server *s;
-    while (!pgl_clist_empty(&pool->waiting) && !pool->px->paused &&
+    while (!pgl_clist_empty(&pool->waiting) && !pool->px->paused && !pool->paused &&
            (s = next_idle(pool)) != NULL) {
         pgl_client *c = pgl_container_of(pgl_clist_first(&pool->waiting), pgl_client, pool_node);
         pgl_server_assign(s, c);
@@ -487,6 +618,8 @@ void pgl_pool_serve(pgl_pool *pool)
 void pgl_pool_kick(pgl_pool *pool)
 {
     pgl_pool_serve(pool);
+    if (pool->paused)
+        return; /* console PAUSE/KILL: nothing new opens either */
     maybe_connect(pool, clients_waiting(pool));
 }
 
@@ -673,6 +806,10 @@ static const char *idle_expired(pgl_pool *pool, const pgl_server *s, uint64_t no
 
 void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
 {
+    if (pool->removed) {
+        removed_upkeep(pool, now);
+        return;
+    }
     pgl_list *gp, *gt;
     pgl_list_foreach(gp, gt, &pool->generations)
     {
@@ -694,8 +831,10 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
         }
         pgl_generation_unhold(g);
     }
-    /* Keep min_pool_size warm; retry logins clients are waiting for. */
+    /* Keep min_pool_size warm; retry logins clients are waiting for. A
+     * console PAUSE/KILL opens nothing until RESUME. */
     int want = pgl_pool_min_size(pool) - pool->nservers;
     int waiting = clients_waiting(pool);
-    maybe_connect(pool, waiting > want ? waiting : want);
+    if (!pool->paused)
+        maybe_connect(pool, waiting > want ? waiting : want);
 }

@@ -19,6 +19,7 @@
 #include "pgl_conf.h"
 #include "pgl_generation.h"
 #include "pgl_list.h"
+#include "pgl_stats.h"
 #include "pgl_stmt.h"
 #include "pgl_varcache.h"
 
@@ -86,8 +87,17 @@ struct pgl_pool {
     struct pgl_upstream *verify_up;
     pgl_generation *verify_gen; /* held while the test runs */
     uint64_t verify_after;
-    /* Counters for SHOW STATS. */
-    uint64_t total_xact, total_query, total_wait_us;
+    /* Counters for SHOW STATS and /metrics (pgl_stats.h). */
+    pgl_stats stats;
+    /* A reload removed its database: it drains, then goes (pgl_pool_remove).
+     * `db` stays valid: `kept_conf` holds the snapshot it points into. */
+    bool removed;
+    uint64_t removed_at; /* ms */
+    struct pgl_conf_ref *kept_conf;
+    /* Console PAUSE/KILL: no server is handed out or opened until RESUME. */
+    bool paused;
+    /* Console RECONNECT: servers with an id up to this close when released. */
+    uint64_t reconnect_upto;
 };
 
 /* min_ms doubled per failure after the first, capped at max_ms: the
@@ -95,9 +105,24 @@ struct pgl_pool {
 uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures);
 
 int pgl_pools_init(pgl_proxy *px) __attribute__((warn_unused_result));
+/* A pool for a database a reload added. 0 or -ENOMEM. */
+int pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db) __attribute__((warn_unused_result));
+/*
+ * A reload removed the pool's database, from the snapshot `kept` holds (a
+ * reference taken here): new clients no longer find it; clients between
+ * transactions are told so (57P01) now, the others when their transaction
+ * ends, every one after drain_timeout; its generations retire (leases
+ * revoked as after a rotation), and the janitor frees the pool once
+ * nothing is left.
+ */
+void pgl_pool_remove(pgl_pool *pool, struct pgl_conf_ref *kept);
+/* A reload changed the database's upstream (conninfo or creds=): servers
+ * of a new generation replace the current ones, as in a rotation. */
+void pgl_pool_new_upstream(pgl_pool *pool);
 void pgl_pools_free(pgl_proxy *px);
 /* Closes every server connection of every pool (shutdown). */
 void pgl_pools_close_servers(pgl_proxy *px);
+/* The pool clients of `name` get (removed ones are not found). */
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
 
 /* The pool's database in the current config snapshot. */
@@ -130,6 +155,9 @@ void pgl_pool_kick(pgl_pool *pool);
 /* Hands idle servers to waiting clients, oldest waiter first: a server
  * became idle, or a new one logged in. */
 void pgl_pool_serve(pgl_pool *pool);
+/* Closes idle servers that have something to say or have closed (a
+ * terminated Postgres's FATAL not read yet), before one is handed out. */
+void pgl_pool_drop_dead_idle(pgl_pool *pool);
 /* A server's client let go of it: why it must close, or NULL to keep it. */
 const char *pgl_pool_server_released(pgl_pool *pool, pgl_server *server);
 /* A login succeeded: a warming generation takes over; learn the

@@ -9,9 +9,12 @@
 #include "pgl_admin.h"
 #include "pgl_client.h"
 #include "pgl_creds.h"
+#include "pgl_http.h"
 #include "pgl_listener.h"
 #include "pgl_log.h"
+#include "pgl_notify.h"
 #include "pgl_pool.h"
+#include "pgl_secenv.h"
 #include "pgl_upstream.h"
 #include "pgl_version.h"
 
@@ -97,6 +100,7 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
             px->shutdown_deadline = now + grace;
     } else {
         px->shutting_down = true;
+        pgl_notify_stopping();
         px->shutdown_deadline = now + grace;
         pgl_listeners_pause(px->main.listeners, true);
         pgl_janitor_shutdown(&px->main);
@@ -104,6 +108,11 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
     pgl_log_info(NULL, "%s shutdown: %d clients, waiting up to %llu ms for transactions",
                  fast ? "fast" : "graceful", px->main.nclients, (unsigned long long)grace);
     pgl_loop_reap_later(&px->main); /* with no client left, that stops it */
+}
+
+void pgl_proxy_shutdown(pgl_proxy *px, bool fast)
+{
+    begin_shutdown(px, fast);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -116,11 +125,11 @@ static void on_signal(uv_signal_t *h, int signum)
     case SIGINT:
         begin_shutdown(px, true);
         break;
-    case SIGHUP:
-        /* Reload arrives with its own issue; until then say so. */
-        pgl_log_warning(NULL, "SIGHUP: configuration reload is not supported yet; "
-                              "restart to apply changes");
+    case SIGHUP: {
+        char err[PGL_CONF_ERRLEN];
+        pgl_proxy_reload(px, "SIGHUP", err, sizeof err); /* logged either way */
         break;
+    }
     case SIGUSR1:
         pgl_log_info(NULL, "SIGUSR1: pausing (no new server work)");
         px->paused = true;
@@ -232,6 +241,11 @@ static bool start(pgl_proxy *px)
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
         return false;
     }
+    if ((rc = pgl_http_start(px, err, sizeof err)) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
+        return false;
+    }
+    px->started_ms = pgl_now_ms(px);
     pgl_janitor_start(&px->main);
     /* With Vault, ready only once every database has a credential: the
      * credentials module says so (or why not). */
@@ -240,30 +254,36 @@ static bool start(pgl_proxy *px)
                  PGL_VERSION, px->ready ? "ready" : "started, waiting for credentials",
                  conf->ndatabases, pgl_conf_pool_mode_name(conf->pool_mode),
                  pgl_conf_auth_type_name(conf->auth_type));
+    if (px->ready)
+        pgl_notify_ready();
     /* The first "not ready" line 2 s in, then every 10 s (pgl_creds.c);
      * unsigned arithmetic makes the difference right. */
     px->not_ready_logged = pgl_now_ms(px) - 8000;
     return true;
 }
 
-int pgl_proxy_run(pgl_conf *conf, bool verbose)
+int pgl_proxy_run(pgl_conf *conf, char **env, bool verbose)
 {
     signal(SIGPIPE, SIG_IGN);
     pgl_proxy px_storage, *px = &px_storage;
     memset(px, 0, sizeof *px);
     pgl_list_init(&px->pools);
-    pgl_log_setup(conf->log_format == PGL_CONF_LOG_JSON, verbose ? PGL_LOG_DEBUG : PGL_LOG_INFO);
+    px->env = env;
+    px->verbose = verbose;
+    pgl_log_configure(conf, verbose);
     char err[512];
     px->console = &pgl_admin_console;
     int rc = pgl_loop_init(&px->main, px, on_reaped);
     if (rc != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "cannot set up the event loop: %s", pgl_strerror(rc));
         pgl_conf_free(conf);
+        pgl_secenv_conf_env_free(env);
         return 1;
     }
     if (pgl_proxy_apply_conf(px, conf, err, sizeof err) != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err); /* no pool yet: cannot happen */
         (void)pgl_loop_close(&px->main);
+        pgl_secenv_conf_env_free(env);
         return 1;
     }
     int exit_code = 1;
@@ -278,13 +298,16 @@ int pgl_proxy_run(pgl_conf *conf, bool verbose)
     if (px->pidfile != NULL && unlink(px->pidfile) != 0)
         pgl_log_warning(NULL, "pidfile %s: %s", px->pidfile, pgl_strerror(-errno));
     free(px->pidfile);
+    pgl_http_stop(px);
     rc = pgl_loop_close(&px->main);
     if (rc != 0)
         pgl_log_warning(NULL, "event loop closed with handles open: %s", pgl_strerror(rc));
+    pgl_http_free(px);
     pgl_userlist_free(px->users);
     if (px->tls_ctx)
         SSL_CTX_free(px->tls_ctx);
     pgl_conf_free(px->conf);
+    pgl_secenv_conf_env_free(px->env);
     OPENSSL_cleanse(px->scram_mock_key, sizeof px->scram_mock_key);
     return exit_code;
 }

@@ -23,6 +23,7 @@
 #include "pgl_list.h"
 #include "pgl_loop.h"
 #include "pgl_pgwire_scram.h"
+#include "pgl_stats.h"
 #include "pgl_tls.h"
 #include "pgl_userlist.h"
 
@@ -33,6 +34,23 @@
 #include <uv.h>
 
 typedef struct pgl_proxy pgl_proxy;
+
+/* A snapshot a reload replaced, kept while pools of databases it removed
+ * drain (their entries point into it). */
+typedef struct pgl_conf_ref {
+    pgl_conf *conf;
+    int refs;
+} pgl_conf_ref;
+void pgl_conf_ref_drop(pgl_conf_ref *ref);
+
+/* A console command that completes later (pgl_admin.c). */
+#define PGL_ADMIN_WAITS 8
+typedef struct {
+    pgl_client *client; /* NULL: free slot; checked against the loop's clients */
+    uint64_t client_id;
+    char db[128];       /* "" for every database */
+    char rest[1024];    /* the statements of the query string after this one */
+} pgl_admin_wait;
 
 struct pgl_proxy {
     /* The current snapshot. Swapped only by pgl_proxy_apply_conf; nothing
@@ -60,6 +78,20 @@ struct pgl_proxy {
     bool paused;
     uint64_t shutdown_deadline; /* ms */
     char *pidfile;              /* written at start, removed at exit */
+    char **env;                 /* what the configuration read from the environment
+                                   at start (pgl_secenv_conf_env): a reload reads it again */
+    bool verbose;               /* -v */
+    /* Observability (pgl_stats.h, pgl_metrics.c): Vault request outcomes,
+     * and reloads (the reload increments these). */
+    pgl_stats_vault vault_stats;
+    uint64_t reloads_ok, reloads_failed;
+    uint64_t started_ms; /* loop clock at start, for uptime */
+    /* Console commands waiting to complete (a PAUSE waits for busy
+     * servers), polled by admin_timer; both set up on first use. */
+    pgl_admin_wait admin_waits[PGL_ADMIN_WAITS];
+    uv_timer_t admin_timer;
+    bool admin_timer_ready;
+    struct pgl_http *http;   /* the HTTP endpoint, NULL when off (pgl_http.c) */
     pgl_loop main;              /* the loop everything runs on */
 };
 
@@ -80,8 +112,22 @@ static inline uint64_t pgl_now_ms(const pgl_proxy *px)
 int pgl_proxy_apply_conf(pgl_proxy *px, pgl_conf *next, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Runs the proxy with `conf` (taken) until shutdown; returns the process
- * exit code. */
-int pgl_proxy_run(pgl_conf *conf, bool verbose);
+/* Starts a shutdown: `fast` as SIGINT (clients closed at once), else as
+ * SIGTERM (transactions may finish within shutdown_timeout). */
+void pgl_proxy_shutdown(pgl_proxy *px, bool fast);
+
+/*
+ * SIGHUP and the console's RELOAD (pgl_reload.c): reads the file and the
+ * start-time environment again, validates everything, and only then
+ * applies the difference live; on any error the running configuration
+ * stays untouched and `err` says why (file, line, key). `why` names the
+ * trigger for the log. 0 or a negative error.
+ */
+int pgl_proxy_reload(pgl_proxy *px, const char *why, char *err, size_t errlen);
+
+/* Runs the proxy with `conf` (taken) until shutdown; `env` (taken) is what
+ * the configuration read from the environment. Returns the process exit
+ * code. */
+int pgl_proxy_run(pgl_conf *conf, char **env, bool verbose);
 
 #endif

@@ -83,3 +83,48 @@ void pgl_secenv_forget(const char *name)
         kept[i] = NULL;
     }
 }
+
+/* ---- the environment a reload reads --------------------------------------------------- */
+
+static bool conf_reads(const char *entry)
+{
+    static const char *const fallbacks[] = {"VAULT_ADDR=", "VAULT_NAMESPACE=", "VAULT_CACERT="};
+    if (strncmp(entry, "PGLEASE_", 8) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof fallbacks / sizeof fallbacks[0]; i++)
+        if (strncmp(entry, fallbacks[i], strlen(fallbacks[i])) == 0)
+            return true;
+    return false;
+}
+
+char **pgl_secenv_conf_env(char *const *env)
+{
+    size_t n = 0;
+    for (char *const *e = env; e != NULL && *e != NULL; e++)
+        n++;
+    char **copy = calloc(n + 2, sizeof *copy);
+    if (copy == NULL)
+        return NULL;
+    size_t k = 0;
+    for (char *const *e = env; e != NULL && *e != NULL; e++) {
+        const char *entry = conf_reads(*e) ? *e
+                            : strncmp(*e, "VAULT_TOKEN=", 12) == 0 ? "VAULT_TOKEN="
+                                                                   : NULL;
+        if (entry != NULL && (copy[k++] = strdup(entry)) == NULL) {
+            pgl_secenv_conf_env_free(copy);
+            return NULL;
+        }
+    }
+    return copy;
+}
+
+void pgl_secenv_conf_env_free(char **copy)
+{
+    if (copy == NULL)
+        return;
+    for (char **e = copy; *e != NULL; e++) {
+        OPENSSL_cleanse(*e, strlen(*e));
+        free(*e);
+    }
+    free(copy);
+}

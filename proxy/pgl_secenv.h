@@ -38,4 +38,15 @@ const char *pgl_secenv_get(const char *name);
 /* Wipes (OPENSSL_cleanse) and frees the kept copy of `name`. NULL: all. */
 void pgl_secenv_forget(const char *name);
 
+/*
+ * A private copy of what pgl_conf_load() reads from `env`: PGLEASE_*
+ * overrides and the VAULT_ADDR / VAULT_NAMESPACE / VAULT_CACERT fallbacks,
+ * so a reload sees the overrides the process started with after
+ * pgl_secenv_take() wiped the secret ones. VAULT_TOKEN is recorded as set
+ * with an empty value (its value is pgl_secenv_get's). NULL-terminated;
+ * NULL when out of memory. Free with pgl_secenv_conf_env_free (wipes).
+ */
+char **pgl_secenv_conf_env(char *const *env);
+void pgl_secenv_conf_env_free(char **copy);
+
 #endif

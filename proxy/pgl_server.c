@@ -234,8 +234,8 @@ static void internal_done(pgl_server *s)
         }
         s->needs_reset = true;
         if (s->pool->px->conf->track_session_state == PGL_CONF_TRACK_RESET) {
-            pgl_log_info(s->log_ctx, "resetting the session a transaction left %s in",
-                         s->query_result);
+            pgl_log_debug(s->log_ctx, "resetting the session a transaction left %s in",
+                          s->query_result);
             pgl_server_release(s);
             return;
         }
@@ -256,6 +256,7 @@ void pgl_server_assign(pgl_server *s, pgl_client *client)
     s->link = client;
     s->last_used = pgl_loop_now(s->lp);
     s->expected_rfq = 0;
+    s->query_start_us = s->xact_start_us = 0;
     s->state_suspect = false;
     s->track_state = pgl_pool_mode(pool) == PGL_CONF_POOL_TRANSACTION &&
                      pool->px->conf->track_session_state != PGL_CONF_TRACK_OFF;
@@ -303,7 +304,6 @@ void pgl_server_release(pgl_server *s)
     s->link = NULL;
     pgl_conn_set_peer(&s->conn, NULL);
     s->last_used = pgl_loop_now(s->lp);
-    pool->total_xact++;
     if (client != NULL)
         pgl_client_unlinked(client);
     if (s->state == PGL_SERVER_CLOSED)
@@ -382,6 +382,19 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
     pgl_server *s = server_of(conn);
     if (s->state != PGL_SERVER_ACTIVE)
         return PGL_CONN_INSPECT;
+    /* The first answer to a request kept for running again: read if it
+     * may say the server was terminated, else the request is done with. */
+    if (s->link != NULL && s->link->replay != PGL_REPLAY_OFF) {
+        if (type == 'E' && len <= 4096)
+            return PGL_CONN_PEEK;
+        /* Parse, Bind and Describe answer before anything runs, and rows
+         * come before the statement commits: dropped with the server if a
+         * FATAL follows before any of them was written. CommandComplete
+         * or anything else ends the chance. */
+        if (type != '1' && type != '2' && type != 'n' && type != 't' && type != 'T' &&
+            type != 'D')
+            pgl_client_replay_off(s->link);
+    }
     /* ReadyForQuery, ParameterStatus and (when session state or statements
      * are tracked) CommandComplete are only noted on their way through, so
      * they go out in the same write as the rows before. Tags are short; a
@@ -389,10 +402,13 @@ static pgl_conn_action server_decide(pgl_conn *conn, uint8_t type, uint32_t len)
     if (type == 'Z' || type == 'S' ||
         (type == 'C' && (s->track_state || s->track_stmts) && len <= 256))
         return PGL_CONN_PEEK;
-    /* An error from a server whose credential Vault may revoke is read:
-     * a permission error may mean the credential is gone. */
-    if (type == 'E' && s->pool->creds != NULL && len <= 4096)
+    /* An error is read on its way: its SQLSTATE class is counted, and for
+     * a credential Vault may revoke a permission error may mean it is
+     * gone. Only errors pay for this. */
+    if (type == 'E' && len <= 4096)
         return PGL_CONN_PEEK;
+    if (type == 'E')
+        pgl_stats_error(&s->pool->stats, NULL); /* too long to hold: class unknown */
     if (s->stmts.owed_n > 0) {
         /* An answer to a Parse or Close: passed on here, dropped or
          * retyped in server_inspect (pgl_stmt.h). */
@@ -491,6 +507,24 @@ void pgl_server_note_suspect(pgl_server *s)
     "THEN 'a role change' END), "                                                                   \
     "(SELECT pg_catalog.json_object_agg(name, setting) " STATE_CHECK_SETTINGS ")"
 
+/* SHOW STATS: a ReadyForQuery ends a query, and with 'I' a transaction
+ * (PgBouncer counts the same way). */
+static void count_rfq(pgl_server *s)
+{
+    pgl_stats_counters *t = &s->pool->stats.total;
+    uint64_t now_us = uv_hrtime() / 1000;
+    t->query_count++;
+    if (s->query_start_us != 0) {
+        t->query_time_us += now_us - s->query_start_us;
+        s->query_start_us = 0;
+    }
+    if (s->rfq_status == 'I' && s->xact_start_us != 0) {
+        t->xact_count++;
+        t->xact_time_us += now_us - s->xact_start_us;
+        s->xact_start_us = 0;
+    }
+}
+
 static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_t *body,
                                       uint32_t len)
 {
@@ -504,9 +538,17 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
             return PGL_CONN_FORWARD;
         }
         if (type == 'E') {
+            if (s->link != NULL && s->link->replay != PGL_REPLAY_OFF &&
+                pgl_client_replay_wanted(s->link, body, len)) {
+                pgl_server_close(s, "terminated (57P01) before answering; its request runs "
+                                    "again on another server");
+                return PGL_CONN_STOP;
+            }
             pgl_stmt_cache_error(&s->stmts);
             pgl_pgwire_error e;
-            if (pgl_pgwire_parse_error(body, len, &e) == 0 && e.sqlstate != NULL &&
+            bool parsed = pgl_pgwire_parse_error(body, len, &e) == 0;
+            pgl_stats_error(&s->pool->stats, parsed ? e.sqlstate : NULL);
+            if (parsed && s->pool->creds != NULL && e.sqlstate != NULL &&
                 (strcmp(e.sqlstate, "42501") == 0 || strncmp(e.sqlstate, "28", 2) == 0))
                 pgl_pool_credential_suspect(s->pool, s->gen);
             return PGL_CONN_FORWARD;
@@ -525,7 +567,7 @@ static pgl_conn_action server_inspect(pgl_conn *conn, uint8_t type, const uint8_
             pgl_stmt_cache_synced(&s->stmts);
             if (s->expected_rfq > 0)
                 s->expected_rfq--;
-            s->pool->total_query++;
+            count_rfq(s);
             /* Transaction pooling: give the server back once the client
              * has the ReadyForQuery and nothing else is outstanding. */
             if (s->rfq_status == 'I' && s->expected_rfq == 0 &&
@@ -601,6 +643,11 @@ static void server_failed(pgl_conn *conn, pgl_conn_failure why)
         [PGL_CONN_BAD_LENGTH] = "invalid message from server",
         [PGL_CONN_NO_MEMORY] = "out of memory",
     };
+    if (why == PGL_CONN_IO_ERROR && conn->io.reset && s->link != NULL &&
+        pgl_client_replay_reset(s->link)) {
+        pgl_server_close(s, "reset before it answered; its request runs again on another server");
+        return;
+    }
     pgl_server_close(s, reasons[why]);
 }
 
@@ -630,6 +677,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
         pgl_server_close(s, "cannot watch the server socket");
         return;
     }
+    s->conn.fwd_count = &pool->stats.total.bytes_sent;
     for (int v = 0; v < PGL_VAR_COUNT; v++) {
         const char *value = PQparameterStatus(s->pg, pgl_varcache_name((pgl_var)v));
         if (value != NULL && pgl_varcache_set(&s->vars, (pgl_var)v, value, strlen(value)) != 0) {

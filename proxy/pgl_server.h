@@ -70,6 +70,7 @@ struct pgl_server {
     bool track_stmts;
     uint32_t expected_rfq; /* Query/Sync/FunctionCall sent and not yet answered */
     uint32_t syncs_since_execute; /* Syncs after the last Execute (ignored if it starts a COPY) */
+    uint64_t query_start_us, xact_start_us; /* SHOW STATS clocks (pgl_stats.h); 0: none */
     uint64_t last_used;    /* ms */
     uint64_t created;      /* ms */
     uint64_t id;

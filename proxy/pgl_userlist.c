@@ -201,3 +201,8 @@ size_t pgl_userlist_count(const pgl_userlist *ul)
 {
     return ul->n;
 }
+
+const pgl_user *pgl_userlist_at(const pgl_userlist *ul, size_t i)
+{
+    return ul != NULL && i < ul->n ? &ul->users[i] : NULL;
+}

@@ -46,4 +46,7 @@ const pgl_user *pgl_userlist_find(const pgl_userlist *ul, const char *name);
 
 size_t pgl_userlist_count(const pgl_userlist *ul);
 
+/* The i-th user by name (SHOW USERS), NULL past the end. */
+const pgl_user *pgl_userlist_at(const pgl_userlist *ul, size_t i);
+
 #endif

@@ -22,20 +22,45 @@ class PgLease:
     def __init__(self, databases, users=None, settings=None, extra_sections=""):
         self.dir = Path(tempfile.mkdtemp(prefix="pglease-"))
         self.port = free_port()
-        self.users = users or {"alice": "secret", "admin": "adminpw"}
+        self.config = self.dir / "pglease.ini"
+        self.log_path = self.dir / "pglease.log"
+        self.proc = None
+        self.write_config(databases, users or {"alice": "secret", "admin": "adminpw"},
+                          settings, extra_sections)
+
+    def write_config(self, databases, users, settings=None, extra_sections=""):
+        """(Re)writes the config and userlist (a reload reads them again)."""
+        self.databases, self.users = dict(databases), dict(users)
+        self.settings, self.extra_sections = dict(settings or {}), extra_sections
         userlist = self.dir / "userlist.txt"
         userlist.write_text("".join(f'"{u}" "{p}"\n' for u, p in self.users.items()))
         userlist.chmod(0o600)  # a secret: pglease warns about a readable one
         keys = {"listen_addr": "127.0.0.1", "listen_port": self.port,
-                "unix_socket_dir": self.dir, "auth_file": userlist, "admin_users": "admin"}
-        keys.update(settings or {})
+                "unix_socket_dir": self.dir, "auth_file": userlist, "admin_users": "admin",
+                # Off unless a test asks: the default port would be shared by
+                # every pglease a test run starts at once.
+                "http_listen": ""}
+        keys.update(self.settings)
         lines = ["[pglease]"] + [f"{k} = {v}" for k, v in keys.items()]
         lines += ["", "[databases]"]
-        lines += [f"{name} = {conninfo}" for name, conninfo in databases.items()]
-        self.config = self.dir / "pglease.ini"
+        lines += [f"{name} = {conninfo}" for name, conninfo in self.databases.items()]
         self.config.write_text("\n".join(lines) + "\n" + extra_sections)
-        self.log_path = self.dir / "pglease.log"
-        self.proc = None
+
+    def reload(self, databases=None, users=None, settings=None, extra_sections=None,
+               expect="reload (SIGHUP)"):
+        """Rewrites what is given, sends SIGHUP, waits for the reload's log
+        line (`expect`, counted past the ones already there)."""
+        before = self.log().count(expect)
+        self.write_config(self.databases if databases is None else databases,
+                          self.users if users is None else users,
+                          self.settings if settings is None else settings,
+                          self.extra_sections if extra_sections is None else extra_sections)
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.log().count(expect) <= before:
+            assert time.monotonic() < deadline, self.log()[-3000:]
+            time.sleep(0.05)
+        return self.log()
 
     def start(self, *args, wait=True, env=None, wrapper=()):
         """`wrapper`: a command to run pglease under (e.g. prlimit ... --)."""

@@ -293,7 +293,8 @@ def pinned_clients(p):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     rows = [line.split("|") for line in r.stdout.splitlines()]
-    return [row for row in rows if row[2] == DB and row[9] == "yes"]
+    # database, pinned (pglease's column after PgBouncer's 18)
+    return [row for row in rows if row[2] == DB and row[19] == "yes"]
 
 
 def test_load_asyncpg_60_clients_20_servers(pgl_txn):

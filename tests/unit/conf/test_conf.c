@@ -288,6 +288,22 @@ static const bad_case bad_cases[] = {
     {"", "", "appdb = host=h user=u host=other", "connection option \"host\" given twice", 8,
      -EINVAL},
     {"", "", "", "[databases]: missing: define at least one database", 0, -EINVAL},
+    {"workers = 2", "", NULL, "[pglease] workers: workers = 2: only 1 is supported in this version",
+     3, -EINVAL},
+    {"workers = 0", "", NULL, "[pglease] workers: 0 is out of range", 3, -EINVAL},
+    {"log_level = verbose", "", NULL,
+     "[pglease] log_level: \"verbose\" is not one of error, warning, info, debug", 3, -EINVAL},
+    /* Continuation lines: only [databases] entries may span lines; an
+     * indented key elsewhere is refused, not silently joined. */
+    {"listen_port = 1\n  listen_addr = *", "", NULL,
+     "[pglease] listen_port: this indented line continues the value of line 3", 4, -EINVAL},
+    /* An entry's errors name its first line, whichever line is to blame. */
+    {"", "", "appdb = host=h\n  dbname=x\n  bogus=1 user=u",
+     "appdb: bogus: unknown connection option", 8, -EINVAL},
+    {"", "", "appdb = host=h\n  dbname=x", "missing creds= (Vault) or user=", 8, -EINVAL},
+    /* A duplicate on its own line is still a duplicate, after continuations too. */
+    {"", "", "appdb = host=h\n  user=u\nappdb = host=h2 user=u",
+     "[databases] appdb: duplicate database (first at line 8)", 10, -EINVAL},
     {"", "", "appdb = host=h user=u\n[extra]\n", "[extra]: unknown section", 9,
      -EINVAL},
     {"", "", "appdb = host=h user=u\n[broken\n", "malformed section header", 9,
@@ -373,6 +389,109 @@ static void test_long_line(void **state)
     assert_non_null(strstr(err, ":8: line longer than"));
 }
 
+/* libinih (Debian's build: INI_ALLOW_MULTILINE) passes an indented line
+ * as another value of the previous key; a [databases] entry joins them with
+ * one space, so a conninfo longer than one line can be written. */
+static void test_multiline_database(void **state)
+{
+    char text[4096], err[PGL_CONF_ERRLEN], path[64], dbs[2048], app[160];
+    snprintf(app, sizeof app, "%0150d", 7);
+    snprintf(dbs, sizeof dbs,
+             "appdb = host=h port=5433\n"
+             "    dbname=app\n"
+             "\n"
+             "\t; a comment between continuation lines\n"
+             "\tapplication_name=%s ; inline comment\n"
+             "    sslmode=require\n"
+             "    creds=database/creds/app-rw pool_size=7\n"
+             "other = host=h2 user=u\n"
+             "third = host=h3\n"
+             "  user=v",
+             app);
+    base_config(text, sizeof text, "", "", dbs);
+    pgl_conf *c;
+    int rc = load_text(text, NULL, &c, err, path);
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c->ndatabases, 3);
+    const pgl_conf_database *db = pgl_conf_database_find(c, "appdb");
+    assert_non_null(db);
+    assert_int_equal(db->line, 8);
+    assert_string_equal(pgl_conf_database_param(db, "host"), "h");
+    assert_string_equal(pgl_conf_database_param(db, "port"), "5433");
+    assert_string_equal(pgl_conf_database_param(db, "dbname"), "app");
+    assert_string_equal(pgl_conf_database_param(db, "application_name"), app);
+    assert_string_equal(pgl_conf_database_param(db, "sslmode"), "require");
+    assert_string_equal(db->creds_path, "database/creds/app-rw");
+    assert_int_equal(db->pool_size, 7);
+    db = pgl_conf_database_find(c, "other");
+    assert_non_null(db);
+    assert_int_equal(db->line, 15);
+    assert_string_equal(pgl_conf_database_param(db, "user"), "u");
+    db = pgl_conf_database_find(c, "third");
+    assert_non_null(db);
+    assert_int_equal(db->line, 16);
+    assert_string_equal(pgl_conf_database_param(db, "user"), "v");
+    pgl_conf_free(c);
+
+    /* A quoted value may not span lines: the join is a plain space. */
+    base_config(text, sizeof text, "", "", "appdb = host=h user=u password='a\n  b'");
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    db = pgl_conf_database_find(c, "appdb");
+    assert_string_equal(pgl_conf_database_param(db, "password"), "a b");
+    pgl_conf_free(c);
+
+    /* A section header ends an entry: an indented first key is a plain key. */
+    snprintf(text, sizeof text,
+             "[pglease]\nauth_file = %s\n[vault]\n  role_id = 1\n[databases]\n"
+             "appdb = host=h\n  creds=database/creds/x\n[pglease]\n  listen_port = 7000\n",
+             userlist);
+    rc = load_text(text, NULL, &c, err, path);
+    if (rc != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c->vault.role_id, "1");
+    assert_int_equal(c->listen_port, 7000);
+    assert_string_equal(pgl_conf_database_find(c, "appdb")->creds_path, "database/creds/x");
+    pgl_conf_free(c);
+}
+
+static void test_log_level_and_workers(void **state)
+{
+    char text[2048], err[PGL_CONF_ERRLEN], path[64];
+    pgl_conf *c;
+    base_config(text, sizeof text, "", "", NULL);
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_int_equal(c->log_level, PGL_CONF_LOG_INFO);
+    assert_int_equal(c->workers, 1);
+    pgl_conf_free(c);
+
+    static const struct {
+        const char *text;
+        pgl_conf_log_level level;
+    } levels[] = {{"error", PGL_CONF_LOG_ERROR},
+                  {"warning", PGL_CONF_LOG_WARNING},
+                  {"info", PGL_CONF_LOG_INFO},
+                  {"DEBUG", PGL_CONF_LOG_DEBUG}};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "log_level = %s\nworkers = 1", levels[i].text);
+        base_config(text, sizeof text, line, "", NULL);
+        assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+        assert_int_equal(c->log_level, levels[i].level);
+        pgl_conf_free(c);
+    }
+
+    /* The environment is held to the same rule, and named. */
+    base_config(text, sizeof text, "", "", NULL);
+    char *env[] = {"PGLEASE_PGLEASE_WORKERS=4", NULL};
+    assert_int_equal(load_text(text, env, &c, err, path), -EINVAL);
+    assert_non_null(strstr(err, "[pglease] workers: workers = 4: only 1 is supported"));
+    char *env2[] = {"PGLEASE_PGLEASE_LOG_LEVEL=warning", NULL};
+    assert_int_equal(load_text(text, env2, &c, err, path), 0);
+    assert_int_equal(c->log_level, PGL_CONF_LOG_WARNING);
+    pgl_conf_free(c);
+}
+
 static void test_secrets_not_in_errors(void **state)
 {
     char text[2048], err[PGL_CONF_ERRLEN], path[64];
@@ -452,6 +571,8 @@ int main(void)
         cmocka_unit_test(test_missing_auth_file),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_multiline_database),
+        cmocka_unit_test(test_log_level_and_workers),
         cmocka_unit_test(test_secrets_not_in_errors),
         cmocka_unit_test(test_io_error),
         cmocka_unit_test(test_foreach),

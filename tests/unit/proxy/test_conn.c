@@ -188,6 +188,169 @@ static void test_explicit_flush(void **state)
     assert_int_equal(sends, 1);
 }
 
+/* ---- keeping forwarded bytes and sending them again ---- */
+
+static bool keep_next;
+
+static pgl_conn_action keeping_decide(pgl_conn *c, uint8_t type, uint32_t len)
+{
+    (void)type, (void)len;
+    if (keep_next) {
+        pgl_conn_keep(c);
+        keep_next = false;
+    }
+    return PGL_CONN_FORWARD;
+}
+
+static const pgl_conn_ops keeping_ops = {keeping_decide, inspect, flushed, failed};
+
+typedef struct {
+    uv_loop_t loop;
+    pgl_conn_loop cl;
+    pgl_conn src, dst1, dst2;
+    int s[2], d1[2], d2[2];
+} fwd_fixture;
+
+static int fwd_setup(void **state)
+{
+    static fwd_fixture f;
+    memset(&f, 0, sizeof f);
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    pgl_conn_loop_init(&f.cl, &f.loop, 4096);
+    int *pairs[] = {f.s, f.d1, f.d2};
+    pgl_conn *conns[] = {&f.src, &f.dst1, &f.dst2};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, pairs[i]), 0);
+        assert_int_equal(pgl_conn_init(conns[i], &f.cl, pairs[i][0], NULL, &keeping_ops, 1u << 20),
+                         0);
+    }
+    keep_next = false;
+    sends = failures = 0;
+    *state = &f;
+    return 0;
+}
+
+static int fwd_teardown(void **state)
+{
+    fwd_fixture *f = *state;
+    int *pairs[] = {f->s, f->d1, f->d2};
+    pgl_conn *conns[] = {&f->src, &f->dst1, &f->dst2};
+    for (int i = 0; i < 3; i++) {
+        pgl_conn_close(conns[i]);
+        close(pairs[i][0]);
+        close(pairs[i][1]);
+    }
+    pgl_conn_loop_close(&f->cl);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    pgl_conn_loop_free_buffers(&f->cl);
+    assert_int_equal(f->cl.bufs.in_use, 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    return 0;
+}
+
+/* A Query message "Q<len><sql>\0" into buf; its size. */
+static size_t query_msg(uint8_t *buf, const char *sql)
+{
+    size_t n = strlen(sql) + 1;
+    buf[0] = 'Q';
+    uint32_t len = (uint32_t)(4 + n);
+    buf[1] = (uint8_t)(len >> 24), buf[2] = (uint8_t)(len >> 16), buf[3] = (uint8_t)(len >> 8);
+    buf[4] = (uint8_t)len;
+    memcpy(buf + 5, sql, n);
+    return 5 + n;
+}
+
+static void test_kept_request_goes_again_to_another_peer(void **state)
+{
+    fwd_fixture *f = *state;
+    uint8_t q1[64], q2[64], got[256];
+    size_t n1 = query_msg(q1, "select 1"), n2 = query_msg(q2, "select 2");
+
+    /* The first request is kept while it goes to dst1. */
+    pgl_conn_set_peer(&f->src, &f->dst1);
+    keep_next = true;
+    assert_int_equal(write(f->s[1], q1, n1), (ssize_t)n1);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), (ssize_t)n1);
+    assert_memory_equal(got, q1, n1);
+    assert_int_equal(pgl_conn_kept(&f->src), n1);
+    /* Kept bytes keep their buffer. */
+    assert_non_null(f->src.buf);
+
+    /* dst1 dies; meanwhile the client sent its next request. */
+    pgl_conn_pause(&f->src);
+    assert_int_equal(write(f->s[1], q2, n2), (ssize_t)n2);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(pgl_conn_rewind(&f->src), 0);
+    assert_int_equal(pgl_conn_kept(&f->src), 0);
+    pgl_conn_set_peer(&f->src, &f->dst2);
+    pgl_conn_resume(&f->src);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    /* dst2 gets both, in order, once. */
+    assert_int_equal(recv(f->d2[1], got, sizeof got, 0), (ssize_t)(n1 + n2));
+    assert_memory_equal(got, q1, n1);
+    assert_memory_equal(got + n1, q2, n2);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), -1);
+    /* Nothing kept any more: the buffer went back to the pool. */
+    assert_null(f->src.buf);
+    assert_int_equal(failures, 0);
+}
+
+static void test_unkeep_lets_the_buffer_go(void **state)
+{
+    fwd_fixture *f = *state;
+    uint8_t q[64], got[64];
+    size_t n = query_msg(q, "select 3");
+    pgl_conn_set_peer(&f->src, &f->dst1);
+    keep_next = true;
+    assert_int_equal(write(f->s[1], q, n), (ssize_t)n);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), (ssize_t)n);
+    assert_non_null(f->src.buf);
+    /* Rewinding needs something kept. */
+    pgl_conn_unkeep(&f->src);
+    assert_null(f->src.buf);
+    assert_int_equal(pgl_conn_rewind(&f->src), -EINVAL);
+}
+
+static void test_kept_bytes_survive_compaction(void **state)
+{
+    fwd_fixture *f = *state;
+    /* Fill most of the 4096-byte buffer with a forwarded message, keep the
+     * next one, then let more input arrive than fits at the end: the
+     * buffer compacts down to the kept start, not past it. */
+    static uint8_t big[3000], q[64], more[2000], got[8192];
+    char sql[2994];
+    memset(sql, 'x', sizeof sql - 1);
+    sql[sizeof sql - 1] = '\0';
+    size_t nb = query_msg(big, sql), nq = query_msg(q, "select 4");
+    char sql2[1994];
+    memset(sql2, 'y', sizeof sql2 - 1);
+    sql2[sizeof sql2 - 1] = '\0';
+    size_t nm = query_msg(more, sql2);
+    pgl_conn_set_peer(&f->src, &f->dst1);
+    assert_int_equal(write(f->s[1], big, nb), (ssize_t)nb);
+    keep_next = false;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), (ssize_t)nb);
+    keep_next = true;
+    assert_int_equal(write(f->s[1], q, nq), (ssize_t)nq);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), (ssize_t)nq);
+    assert_int_equal(write(f->s[1], more, nm), (ssize_t)nm);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d1[1], got, sizeof got, 0), (ssize_t)nm);
+    assert_int_equal(pgl_conn_kept(&f->src), nq + nm);
+    assert_int_equal(pgl_conn_rewind(&f->src), 0);
+    pgl_conn_set_peer(&f->src, &f->dst2);
+    pgl_conn_resume(&f->src);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(recv(f->d2[1], got, sizeof got, 0), (ssize_t)(nq + nm));
+    assert_memory_equal(got, q, nq);
+    assert_memory_equal(got + nq, more, nm);
+    assert_int_equal(failures, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +360,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_close_writes_what_is_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_explicit_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_request_goes_again_to_another_peer, fwd_setup,
+                                        fwd_teardown),
+        cmocka_unit_test_setup_teardown(test_unkeep_lets_the_buffer_go, fwd_setup, fwd_teardown),
+        cmocka_unit_test_setup_teardown(test_kept_bytes_survive_compaction, fwd_setup,
+                                        fwd_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
