@@ -66,7 +66,8 @@ void pgl_client_replay_header(pgl_client *c, uint8_t type, uint32_t len)
     uint32_t total = len + 1;
     switch ((pgl_replay)c->replay) {
     case PGL_REPLAY_OFF:
-        if (total > REPLAY_MAX || !starts_transaction(c))
+        /* Cheapest tests first: this runs for every message. */
+        if ((type != 'Q' && type != 'P') || total > REPLAY_MAX || !starts_transaction(c))
             return;
         if (type == 'Q') {
             c->replay = PGL_REPLAY_SENT;
