@@ -8,6 +8,9 @@ hook in harness.py).
     vault     function  the same as vaultsim (older name)
     build_dir session   Path of the pglease build (PGLEASE_BUILD_DIR, default
                         <repo>/build); fails, never skips, if pglease is missing
+    vdb       module    the database Vault's roles are made for ("vdb", with
+                        pgbench tables), made fresh and dropped after; modules
+                        that need it for every test define their own
 """
 import os
 import sys
@@ -51,6 +54,14 @@ def vaultsim(pg, request):
 @pytest.fixture
 def vault(pg, request):
     yield from _vaultsim(pg, request)
+
+
+@pytest.fixture(scope="module")
+def vdb(pg):
+    from test_vault_rotation import DB
+    pg.fresh_database(DB, pgbench=True)
+    yield DB
+    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,16 @@ class PgCluster:
         return (f"host=127.0.0.1 port={self.port} dbname={dbnames[0]} user={role} "
                 f"password={password}")
 
+    def fresh_database(self, name, pgbench=False):
+        """Drops `name` if a previous run left it, makes it again (owned by
+        postgres), optionally with pgbench's tables (scale 1)."""
+        self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.sql(f"CREATE DATABASE {name}")
+        if pgbench:
+            subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", str(self.socket_dir), "-p",
+                            str(self.port), "-U", "postgres", name], check=True,
+                           capture_output=True, timeout=120)
+
     def sql(self, query, *args, dbname=None):
         """Runs one statement as postgres; rows (list of tuples) or None.
         Parameters: sql(q, (a, b)), sql(q, {"k": v}) or sql(q, a, b)."""

@@ -339,14 +339,6 @@ def test_shutdown_stops_pglease(proxy):
 
 # -- Vault: SHOW LEASES and ROTATE -----------------------------------------------
 
-@pytest.fixture(scope="module")
-def vdb(pg):
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg.sql(f"CREATE DATABASE {DB}")
-    yield
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-
-
 def test_show_leases_and_rotate(pg, vault, vdb, tmp_path):
     p = start_proxy(pg, vault, tmp_path, ttl="1h", max_ttl="2h",
                     settings={"stats_users": "alice"})

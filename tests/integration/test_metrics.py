@@ -181,14 +181,6 @@ def test_silent_and_oversized_scrapers_do_not_hold_the_proxy(proxy):
 
 # -- readiness through a Vault outage ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def vdb(pg):
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg.sql(f"CREATE DATABASE {DB}")
-    yield
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-
-
 def wait_status(p, path, want, timeout):
     deadline = time.monotonic() + timeout
     while True:

@@ -218,18 +218,6 @@ def test_a_port_taken_keeps_the_old_listeners(pg, dbs):
 
 # ---- Vault: a changed creds= and a changed [vault] section ---------------------------
 
-@pytest.fixture
-def vdb(pg):
-    from test_vault_rotation import DB
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg.sql(f"CREATE DATABASE {DB}")
-    subprocess.run(["pgbench", "-i", "-s", "1", "-q", "-h", str(pg.socket_dir), "-p",
-                    str(pg.port), "-U", "postgres", DB], check=True, capture_output=True,
-                   timeout=120)
-    yield DB
-    pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-
-
 def vault_users(pg, db):
     return {r[0] for r in pg.sql("SELECT DISTINCT usename FROM pg_stat_activity WHERE "
                                  "datname = %s AND usename LIKE 'v-%%'", (db,))}
