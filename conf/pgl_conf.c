@@ -527,6 +527,18 @@ static void free_database(pgl_conf_database *db)
 /* Splits "<mount>/creds/<role>" or "<mount>/static-creds/<role>". */
 static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t whylen)
 {
+    if (strncmp(v, "file:", 5) == 0) {
+        if (v[5] != '/') {
+            snprintf(why, whylen, "\"%s\": file: needs an absolute path", v);
+            return -EINVAL;
+        }
+        db->creds_kind = PGL_CONF_CREDS_FILE;
+        if ((db->creds_path = strdup(v + 5)) == NULL) {
+            snprintf(why, whylen, "out of memory");
+            return -ENOMEM;
+        }
+        return 0;
+    }
     static const struct {
         const char *sep;
         pgl_conf_creds_kind kind;
@@ -643,7 +655,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO) {
         if (user != NULL || pgl_conf_database_param(db, "password") != NULL) {
             fail(ps, -EINVAL,
-                 "%s: [databases] %s: user and password come from Vault when creds= is given; "
+                 "%s: [databases] %s: user and password come from creds= when it is given; "
                  "remove them from the conninfo",
                  where, db->name);
             return ps->rc;
@@ -1030,7 +1042,8 @@ static int validate(parse_state *ps)
                  db->line, db->name, min, max);
             return ps->rc;
         }
-        c->vault_needed |= db->creds_kind != PGL_CONF_CREDS_CONNINFO;
+        c->vault_needed |= db->creds_kind == PGL_CONF_CREDS_DYNAMIC ||
+                           db->creds_kind == PGL_CONF_CREDS_STATIC;
     }
 
     if (!c->vault_needed)

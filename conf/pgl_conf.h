@@ -82,6 +82,8 @@ typedef enum {
     PGL_CONF_CREDS_CONNINFO = 0, /* user=/password= written in the conninfo */
     PGL_CONF_CREDS_DYNAMIC,      /* creds=<mount>/creds/<role>: a Vault lease */
     PGL_CONF_CREDS_STATIC,       /* creds=<mount>/static-creds/<role> */
+    PGL_CONF_CREDS_FILE,         /* creds=file:<absolute path>: a JSON file something else
+                                    writes (Vault Agent, a CSI driver); not Vault */
 } pgl_conf_creds_kind;
 
 /* One libpq connection keyword and its value, as written in the conninfo. */
@@ -98,7 +100,7 @@ typedef struct {
     pgl_conf_kv *params;
     size_t nparams;
     pgl_conf_creds_kind creds_kind;
-    char *creds_path;  /* "<mount>/creds/<role>", NULL for CONNINFO */
+    char *creds_path;  /* "<mount>/creds/<role>", the file for FILE, NULL for CONNINFO */
     char *creds_mount; /* "<mount>" (may contain '/') */
     char *creds_role;  /* "<role>" */
     int pool_size;     /* per-database override, -1 = default_pool_size */

@@ -51,7 +51,8 @@
 
 static bool vault_pool(pgl_pool *pool)
 {
-    return pgl_pool_db(pool)->creds_kind != PGL_CONF_CREDS_CONNINFO;
+    pgl_conf_creds_kind k = pgl_pool_db(pool)->creds_kind;
+    return k == PGL_CONF_CREDS_DYNAMIC || k == PGL_CONF_CREDS_STATIC;
 }
 
 static int rotate_before(const pgl_pool *pool)

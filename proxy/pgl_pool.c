@@ -20,6 +20,7 @@
 #include "pgl_pool.h"
 
 #include "pgl_client.h"
+#include "pgl_filecreds.h"
 #include "pgl_log.h"
 #include "pgl_proxy.h"
 #include "pgl_server.h"
@@ -364,6 +365,8 @@ static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
                                 pgl_conf_database_param(db, "password"),
                                 PGL_GEN_ACTIVE) == NULL)
         return -1;
+    if (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0)
+        return -1;
     return 0;
 }
 
@@ -412,6 +415,7 @@ void pgl_pools_close_servers(pgl_proxy *px)
 /* Frees a pool whose servers are all closed. */
 static void pool_free(pgl_pool *pool)
 {
+    pgl_filecreds_stop(pool);
     pgl_list_remove(&pool->node);
     while (!pgl_list_empty(&pool->generations))
         pgl_generation_free(generation_at(pool->generations.next));
@@ -458,6 +462,7 @@ static void tell_removed(pgl_pool *pool, pgl_clist *list)
 void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
 {
     (void)pgl_pool_db(pool); /* resolved in the snapshot `kept` holds */
+    pgl_filecreds_stop(pool); /* no new credential for what drains */
     pool->removed = true;
     pool->removed_at = pgl_now_ms(pool->px);
     pool->kept_conf = kept;
@@ -506,6 +511,15 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
 void pgl_pool_new_upstream(pgl_pool *pool)
 {
     const pgl_conf_database *db = pgl_pool_db(pool);
+    if (db->creds_kind == PGL_CONF_CREDS_FILE || pool->filecreds != NULL) {
+        /* Another file (or none any more): its credential is a generation
+         * like any other new one. */
+        pgl_filecreds_stop(pool);
+        if (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0)
+            pgl_log_error(pool->name, "out of memory following the credential file");
+        if (db->creds_kind == PGL_CONF_CREDS_FILE)
+            return;
+    }
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO)
         return; /* Vault pools fetch a credential from the new path (pgl_reload.c) */
     pgl_generation *current = pgl_pool_generation(pool);

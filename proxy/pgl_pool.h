@@ -93,6 +93,8 @@ struct pgl_pool {
      * `db` stays valid: `kept_conf` holds the snapshot it points into. */
     bool removed;
     uint64_t removed_at; /* ms */
+    /* creds=file: the file being followed (pgl_filecreds.h), else NULL. */
+    struct pgl_filecreds *filecreds;
     struct pgl_conf_ref *kept_conf;
     /* Console PAUSE/KILL: no server is handed out or opened until RESUME. */
     bool paused;

@@ -342,9 +342,11 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
             continue;
         n->changed++;
         pgl_creds_attach(pool);
-        if (db->creds_kind == PGL_CONF_CREDS_CONNINFO) {
+        if (db->creds_kind == PGL_CONF_CREDS_CONNINFO || db->creds_kind == PGL_CONF_CREDS_FILE ||
+            pool->filecreds != NULL) {
             pgl_pool_new_upstream(pool);
-            continue;
+            if (db->creds_kind == PGL_CONF_CREDS_CONNINFO || db->creds_kind == PGL_CONF_CREDS_FILE)
+                continue;
         }
         /* A read of the old path in flight would bring the old role. */
         if (pool->fetch_op != NULL) {
