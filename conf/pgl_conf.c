@@ -94,6 +94,7 @@ static const key_desc keys[] = {
     {PG(client_tls_key_file), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {PG(http_listen), K_HOSTPORT, "127.0.0.1:9127", 0, 0, NULL, NULL, 0},
     {PG(rotate_before), K_SECS, NULL, 1, 365 * DAY, NULL, NULL, F_UNSET_OK},
+    {PG(exec_timeout), K_SECS, "30", 1, 3600, NULL, NULL, 0},
     {PG(drain_timeout), K_SECS, "30", 0, DAY, NULL, NULL, 0},
     {PG(revoke_on_drain), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
     {PG(revoke_on_shutdown), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
@@ -527,6 +528,19 @@ static void free_database(pgl_conf_database *db)
 /* Splits "<mount>/creds/<role>" or "<mount>/static-creds/<role>". */
 static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t whylen)
 {
+    if (strncmp(v, "exec:", 5) == 0) {
+        /* Run without a shell: the words are the program and its arguments. */
+        if (v[5] != '/') {
+            snprintf(why, whylen, "\"%s\": exec: needs the helper's absolute path", v);
+            return -EINVAL;
+        }
+        db->creds_kind = PGL_CONF_CREDS_EXEC;
+        if ((db->creds_path = strdup(v + 5)) == NULL) {
+            snprintf(why, whylen, "out of memory");
+            return -ENOMEM;
+        }
+        return 0;
+    }
     if (strncmp(v, "file:", 5) == 0) {
         if (v[5] != '/') {
             snprintf(why, whylen, "\"%s\": file: needs an absolute path", v);

@@ -84,6 +84,8 @@ typedef enum {
     PGL_CONF_CREDS_STATIC,       /* creds=<mount>/static-creds/<role> */
     PGL_CONF_CREDS_FILE,         /* creds=file:<absolute path>: a JSON file something else
                                     writes (Vault Agent, a CSI driver); not Vault */
+    PGL_CONF_CREDS_EXEC,         /* creds=exec:<absolute path> [args]: a helper that prints
+                                    the JSON (cloud IAM tokens); not Vault */
 } pgl_conf_creds_kind;
 
 /* One libpq connection keyword and its value, as written in the conninfo. */
@@ -159,6 +161,7 @@ typedef struct pgl_conf {
     char *client_tls_key_file;
     char *http_listen; /* NULL = off; otherwise validated host:port */
     int rotate_before; /* seconds; -1 = default (1/3 of each credential's life) */
+    int exec_timeout;  /* seconds a creds=exec: helper may run */
     int drain_timeout;
     bool revoke_on_drain;
     bool revoke_on_shutdown;

@@ -3,6 +3,7 @@
  */
 #include "pgl_filecreds.h"
 
+#include "pgl_credjson.h"
 #include "pgl_log.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
@@ -16,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <uv.h>
 
@@ -42,49 +42,8 @@ struct pgl_filecreds {
 
 /* ---- reading ----------------------------------------------------------------------- */
 
-static void wipe_free(char *s)
-{
-    if (s != NULL) {
-        OPENSSL_cleanse(s, strlen(s));
-        free(s);
-    }
-}
-
-/* "2026-12-03T10:00:00Z", with optional fraction and a Z or ±hh:mm zone:
- * seconds since the epoch, or -1. */
-static long long parse_rfc3339(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (p == NULL)
-        return -1;
-    if (*p == '.')
-        while (*++p >= '0' && *p <= '9')
-            ;
-    long long t = (long long)timegm(&tm);
-    if (*p == 'Z' && p[1] == '\0')
-        return t;
-    int hh, mm;
-    if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2 && strlen(p) == 6)
-        return *p == '+' ? t - (hh * 3600 + mm * 60) : t + (hh * 3600 + mm * 60);
-    return -1;
-}
-
-typedef struct {
-    char *username, *password;
-    long duration_s; /* 0: no end known */
-} file_secret;
-
-static void secret_clear(file_secret *fs)
-{
-    wipe_free(fs->username);
-    wipe_free(fs->password);
-    fs->username = fs->password = NULL;
-}
-
 /* Reads and parses the file. 0, or -1 with `why` (never a secret). */
-static int read_secret(pgl_filecreds *fc, file_secret *out, struct stat *st, char *why,
+static int read_secret(pgl_filecreds *fc, pgl_credjson *out, struct stat *st, char *why,
                        size_t whylen)
 {
     memset(out, 0, sizeof *out);
@@ -109,70 +68,18 @@ static int read_secret(pgl_filecreds *fc, file_secret *out, struct stat *st, cha
     while (len < cap - 1 && (n = read(fd, buf + len, cap - 1 - len)) > 0)
         len += (size_t)n;
     close(fd);
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, 0, &jerr);
+    int rc = pgl_credjson_parse(buf, len, st->st_mtim.tv_sec, fc->path, out, why, whylen);
     OPENSSL_cleanse(buf, cap);
     free(buf);
-    if (root == NULL) {
-        /* jerr.text may quote the content: give only where it broke. */
-        snprintf(why, whylen, "%s is not valid JSON (line %d, column %d)", fc->path, jerr.line,
-                 jerr.column);
-        return -1;
-    }
-    const json_t *from = root;
-    if (json_is_object(json_object_get(root, "data")))
-        from = json_object_get(root, "data"); /* a Vault secret rendered whole */
-    const char *user = json_string_value(json_object_get(from, "username"));
-    const char *pass = json_string_value(json_object_get(from, "password"));
-    int rc = 0;
-    if (user == NULL || pass == NULL || *user == '\0') {
-        snprintf(why, whylen, "%s has no \"username\" and \"password\" strings", fc->path);
-        rc = -1;
-    }
-    const char *exp = json_string_value(json_object_get(root, "expires_at"));
-    json_int_t lease = json_integer_value(json_object_get(root, "lease_duration"));
-    if (rc == 0 && exp != NULL) {
-        long long end = parse_rfc3339(exp);
-        if (end < 0) {
-            snprintf(why, whylen, "%s: expires_at \"%.40s\" is not an RFC 3339 time", fc->path,
-                     exp);
-            rc = -1;
-        } else {
-            long long left = end - (long long)time(NULL);
-            out->duration_s = left > 0 ? (long)left : -1;
-        }
-    } else if (rc == 0 && lease > 0) {
-        /* Counted from when the file was written. */
-        long long left = (long long)st->st_mtim.tv_sec + lease - (long long)time(NULL);
-        out->duration_s = left > 0 ? (long)left : -1;
-    }
-    if (rc == 0 && out->duration_s < 0) {
-        snprintf(why, whylen, "the credential in %s has expired", fc->path);
-        rc = -1;
-    }
-    if (rc == 0 && ((out->username = strdup(user)) == NULL ||
-                    (out->password = strdup(pass)) == NULL)) {
-        snprintf(why, whylen, "out of memory");
-        rc = -1;
-    }
-    if (rc != 0)
-        secret_clear(out);
-    json_decref(root); /* jansson wipes nothing: the password was in its strings */
     return rc;
 }
 
 /* ---- following -------------------------------------------------------------------- */
 
-static bool same_credential(const pgl_generation *g, const file_secret *fs)
-{
-    return g != NULL && g->user != NULL && strcmp(g->user, fs->username) == 0 &&
-           g->password != NULL && strcmp(g->password, fs->password) == 0;
-}
-
 static void load(pgl_filecreds *fc)
 {
     pgl_pool *pool = fc->pool;
-    file_secret fs;
+    pgl_credjson fs;
     struct stat st;
     char why[sizeof fc->last_error];
     if (read_secret(fc, &fs, &st, why, sizeof why) != 0) {
@@ -187,34 +94,8 @@ static void load(pgl_filecreds *fc)
     fc->last_error[0] = '\0';
     fc->mtime = st.st_mtim;
     fc->size = st.st_size;
-    pgl_generation *current = pgl_pool_generation(pool);
-    pgl_generation *newest = pool->generations.next != &pool->generations
-                                 ? pgl_container_of(pool->generations.next, pgl_generation, node)
-                                 : NULL;
-    /* Unchanged, or already warming. */
-    if (same_credential(current, &fs) ||
-        (newest != NULL && newest->state == PGL_GEN_WARMING && same_credential(newest, &fs))) {
-        secret_clear(&fs);
-        return;
-    }
-    pgl_generation *g = pgl_pool_add_generation(pool, fs.username, fs.password,
-                                                current != NULL ? PGL_GEN_WARMING
-                                                                : PGL_GEN_ACTIVE);
-    secret_clear(&fs);
-    if (g == NULL) {
-        pgl_log_error(pool->name, "credential file: out of memory for a new generation");
-        return;
-    }
-    uint64_t now = pgl_now_ms(pool->px);
-    if (fs.duration_s > 0)
-        pgl_generation_issued(g, now, fs.duration_s, false, false, 0,
-                              pool->px->conf->rotate_before);
-    pgl_log_info(pool->name, "credential file: generation %llu: user %s%s",
-                 (unsigned long long)g->id, g->user, fs.duration_s > 0 ? ", expires" : "");
-    if (g->state == PGL_GEN_WARMING)
-        pgl_pool_warm(pool, g);
-    else
-        pgl_pool_kick(pool);
+    pgl_pool_offer_credential(pool, fs.username, fs.password, fs.duration_s, "credential file");
+    pgl_credjson_clear(&fs);
 }
 
 static void on_settled(uv_timer_t *t)

@@ -20,6 +20,7 @@
 #include "pgl_pool.h"
 
 #include "pgl_client.h"
+#include "pgl_execcreds.h"
 #include "pgl_filecreds.h"
 #include "pgl_log.h"
 #include "pgl_proxy.h"
@@ -367,6 +368,8 @@ static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
         return -1;
     if (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0)
         return -1;
+    if (db->creds_kind == PGL_CONF_CREDS_EXEC && pgl_execcreds_start(pool) != 0)
+        return -1;
     return 0;
 }
 
@@ -416,6 +419,7 @@ void pgl_pools_close_servers(pgl_proxy *px)
 static void pool_free(pgl_pool *pool)
 {
     pgl_filecreds_stop(pool);
+    pgl_execcreds_stop(pool);
     pgl_list_remove(&pool->node);
     while (!pgl_list_empty(&pool->generations))
         pgl_generation_free(generation_at(pool->generations.next));
@@ -463,6 +467,7 @@ void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
 {
     (void)pgl_pool_db(pool); /* resolved in the snapshot `kept` holds */
     pgl_filecreds_stop(pool); /* no new credential for what drains */
+    pgl_execcreds_stop(pool);
     pool->removed = true;
     pool->removed_at = pgl_now_ms(pool->px);
     pool->kept_conf = kept;
@@ -508,16 +513,56 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
     return true;
 }
 
+static bool same_credential(const pgl_generation *g, const char *user, const char *password)
+{
+    return g != NULL && g->user != NULL && strcmp(g->user, user) == 0 && g->password != NULL &&
+           strcmp(g->password, password) == 0;
+}
+
+void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *password,
+                               long duration_s, const char *source)
+{
+    pgl_generation *current = pgl_pool_generation(pool);
+    pgl_generation *newest = pgl_list_empty(&pool->generations)
+                                 ? NULL
+                                 : generation_at(pool->generations.next);
+    if (same_credential(current, user, password) ||
+        (newest != NULL && newest->state == PGL_GEN_WARMING &&
+         same_credential(newest, user, password)))
+        return;
+    pgl_generation *g = pgl_pool_add_generation(pool, user, password,
+                                                current != NULL ? PGL_GEN_WARMING
+                                                                : PGL_GEN_ACTIVE);
+    if (g == NULL) {
+        pgl_log_error(pool->name, "%s: out of memory for a new generation", source);
+        return;
+    }
+    if (duration_s > 0)
+        pgl_generation_issued(g, pgl_now_ms(pool->px), duration_s, false, false, 0,
+                              pool->px->conf->rotate_before);
+    pgl_log_info(pool->name, "%s: generation %llu: user %s%s", source,
+                 (unsigned long long)g->id, g->user, duration_s > 0 ? ", expires" : "");
+    if (g->state == PGL_GEN_WARMING)
+        pgl_pool_warm(pool, g);
+    else
+        pgl_pool_kick(pool);
+}
+
 void pgl_pool_new_upstream(pgl_pool *pool)
 {
     const pgl_conf_database *db = pgl_pool_db(pool);
-    if (db->creds_kind == PGL_CONF_CREDS_FILE || pool->filecreds != NULL) {
-        /* Another file (or none any more): its credential is a generation
-         * like any other new one. */
+    if (db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC ||
+        pool->filecreds != NULL || pool->execcreds != NULL) {
+        /* Another file or helper (or none any more): its credential is a
+         * generation like any other new one. */
         pgl_filecreds_stop(pool);
-        if (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0)
-            pgl_log_error(pool->name, "out of memory following the credential file");
-        if (db->creds_kind == PGL_CONF_CREDS_FILE)
+        pgl_execcreds_stop(pool);
+        int rc = db->creds_kind == PGL_CONF_CREDS_FILE   ? pgl_filecreds_start(pool)
+                 : db->creds_kind == PGL_CONF_CREDS_EXEC ? pgl_execcreds_start(pool)
+                                                         : 0;
+        if (rc != 0)
+            pgl_log_error(pool->name, "out of memory following the new credential source");
+        if (db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC)
             return;
     }
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO)

@@ -95,6 +95,8 @@ struct pgl_pool {
     uint64_t removed_at; /* ms */
     /* creds=file: the file being followed (pgl_filecreds.h), else NULL. */
     struct pgl_filecreds *filecreds;
+    /* creds=exec: the helper's schedule (pgl_execcreds.h), else NULL. */
+    struct pgl_execcreds *execcreds;
     struct pgl_conf_ref *kept_conf;
     /* Console PAUSE/KILL: no server is handed out or opened until RESUME. */
     bool paused;
@@ -118,6 +120,12 @@ int pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db) __attribute__((warn
  * nothing is left.
  */
 void pgl_pool_remove(pgl_pool *pool, struct pgl_conf_ref *kept);
+/* A credential from a file or a helper (`source` names it in the log):
+ * unless it is the one in use or warming, a new generation that warms,
+ * takes over and drains the current one as a rotation; `duration_s` > 0 is
+ * its lifetime (a deadline like a lease's end). */
+void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *password,
+                               long duration_s, const char *source);
 /* A reload changed the database's upstream (conninfo or creds=): servers
  * of a new generation replace the current ones, as in a rotation. */
 void pgl_pool_new_upstream(pgl_pool *pool);

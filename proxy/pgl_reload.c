@@ -342,10 +342,11 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
             continue;
         n->changed++;
         pgl_creds_attach(pool);
-        if (db->creds_kind == PGL_CONF_CREDS_CONNINFO || db->creds_kind == PGL_CONF_CREDS_FILE ||
-            pool->filecreds != NULL) {
+        bool local = db->creds_kind == PGL_CONF_CREDS_CONNINFO ||
+                     db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC;
+        if (local || pool->filecreds != NULL || pool->execcreds != NULL) {
             pgl_pool_new_upstream(pool);
-            if (db->creds_kind == PGL_CONF_CREDS_CONNINFO || db->creds_kind == PGL_CONF_CREDS_FILE)
+            if (local)
                 continue;
         }
         /* A read of the old path in flight would bring the old role. */
