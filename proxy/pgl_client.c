@@ -371,6 +371,10 @@ static pgl_conn_action client_decide(pgl_conn *conn, uint8_t type, uint32_t len)
         c->last_activity = pgl_loop_now(c->lp);
         if (type == 'X' || c->admin)
             return PGL_CONN_INSPECT;
+        if (c->doomed != NULL) {
+            pgl_client_fail(c, "FATAL", "57P01", "%s", c->doomed);
+            return PGL_CONN_WAIT;
+        }
         /* Anything else needs a server: wait here until the pool links one. */
         c->wait_since = c->last_activity;
         pgl_client_set_state(c, PGL_CLIENT_WAITING);
@@ -527,6 +531,17 @@ void pgl_client_go(pgl_client *c)
     pgl_conn_resume(&c->conn);
 }
 
+void pgl_client_doom(pgl_client *c, const char *why)
+{
+    if (c->state == PGL_CLIENT_CLOSING)
+        return;
+    c->doomed = why;
+    /* The server goes back (or closes, its generation retiring) and the
+     * client waits idle for its next message. */
+    if (c->link != NULL)
+        pgl_server_release(c->link);
+}
+
 void pgl_client_pin(pgl_client *c, const char *what)
 {
     if (!c->pinned) {
@@ -546,13 +561,8 @@ void pgl_client_unlinked(pgl_client *c)
     pgl_conn_set_peer(&c->conn, NULL);
     pgl_client_set_state(c, PGL_CLIENT_IDLE);
     c->last_activity = pgl_loop_now(c->lp);
-    if (c->pool->removed) {
-        pgl_client_fail(c, "FATAL", "57P01",
-                        "terminating connection: database \"%s\" was removed from the "
-                        "configuration",
-                        c->pool->name);
-        return;
-    }
+    if (c->pool->removed && c->doomed == NULL)
+        c->doomed = PGL_CLIENT_DB_REMOVED;
     pgl_conn_resume(&c->conn);
 }
 

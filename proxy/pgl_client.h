@@ -92,6 +92,12 @@ struct pgl_client {
     const char *database;
     pgl_varcache *vars; /* what the client set itself; NULL while nothing */
     pgl_stmt_names *stmts; /* transaction mode: its named statements; NULL while none */
+    /* Set when the client must go but is idle (a rotation asks a session to
+     * reconnect, its database was removed): the FATAL answers its next
+     * message, so the client reads it as that query's error rather than as
+     * a message arriving while idle, which libpq only hands to its notice
+     * processor. A static string. */
+    const char *doomed;
 
     /* Authentication in progress. */
     pgl_pgwire_scram_server *scram;
@@ -148,6 +154,13 @@ void pgl_client_fail(pgl_client *client, const char *severity, const char *sqlst
 void pgl_client_close(pgl_client *client);
 /* The linked server went away while the client needed it. */
 void pgl_client_server_lost(pgl_client *client, const char *why);
+
+/* The client must go (`why`, static): it gives its server back now (the
+ * caller checked it is between transactions) and gets FATAL 57P01 `why` at
+ * its next message. */
+void pgl_client_doom(pgl_client *c, const char *why);
+#define PGL_CLIENT_DB_REMOVED                                                                      \
+    "terminating connection: its database was removed from the configuration"
 
 /* ---- replay (pgl_client_replay.c) ---- */
 

@@ -297,7 +297,7 @@ static void ask_sessions_to_reconnect(pgl_generation *g)
         {
             pgl_server *s = server_at(pos);
             if (pgl_server_between_transactions(s)) {
-                pgl_client_fail(s->link, "FATAL", "57P01",
+                pgl_client_doom(s->link,
                                 "terminating connection: credentials rotated, please reconnect");
                 again = true; /* the list changed: scan afresh */
                 break;
@@ -452,15 +452,23 @@ void pgl_pools_free(pgl_proxy *px)
 
 /* ---- reload ------------------------------------------------------------------------ */
 
-/* Clients of a removed database that are between transactions go now. */
-static void tell_removed(pgl_pool *pool, pgl_clist *list)
+/* Clients of a removed database that wait for something are told now. */
+static void tell_removed(pgl_clist *list)
 {
     pgl_list *p;
     while ((p = pgl_clist_first(list)) != NULL)
-        pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", "57P01",
-                        "terminating connection: database \"%s\" was removed from the "
-                        "configuration",
-                        pool->name);
+        pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", "57P01", "%s",
+                        PGL_CLIENT_DB_REMOVED);
+}
+
+/* Idle ones at their next message (pgl_client_doom). */
+static void doom_idle(pgl_pool *pool)
+{
+    pgl_list *pos, *tmp;
+    pgl_clist_foreach(pos, tmp, &pool->idle)
+    {
+        pgl_container_of(pos, pgl_client, pool_node)->doomed = PGL_CLIENT_DB_REMOVED;
+    }
 }
 
 void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
@@ -473,13 +481,14 @@ void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
     pool->kept_conf = kept;
     kept->refs++;
     pgl_log_info(pool->name, "removed from the configuration: %zu client(s) between "
-                             "transactions disconnected, %zu finish their transaction first",
+                             "transactions are told at their next message, %zu finish their "
+                             "transaction first",
                  pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->waiting) +
                      pgl_clist_count(&pool->login_wait),
                  pgl_clist_count(&pool->active));
-    tell_removed(pool, &pool->idle);
-    tell_removed(pool, &pool->waiting);
-    tell_removed(pool, &pool->login_wait);
+    doom_idle(pool);
+    tell_removed(&pool->waiting);
+    tell_removed(&pool->login_wait);
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &pool->generations)
     {
@@ -500,13 +509,17 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
 {
     const pgl_conf *conf = pool->px->conf;
     /* Clients that were logging in when it went. */
-    tell_removed(pool, &pool->idle);
-    tell_removed(pool, &pool->waiting);
-    tell_removed(pool, &pool->login_wait);
-    if (conf->drain_timeout > 0 && now - pool->removed_at >= (uint64_t)conf->drain_timeout * 1000)
-        tell_removed(pool, &pool->active);
-    if (!pgl_clist_empty(&pool->active) || pool->nservers > 0 || pool->fetch_op != NULL ||
-        pool->verify_up != NULL)
+    doom_idle(pool);
+    tell_removed(&pool->waiting);
+    tell_removed(&pool->login_wait);
+    /* After drain_timeout, whoever is left goes now: the pool can only be
+     * freed without clients. */
+    if (conf->drain_timeout > 0 && now - pool->removed_at >= (uint64_t)conf->drain_timeout * 1000) {
+        tell_removed(&pool->active);
+        tell_removed(&pool->idle);
+    }
+    if (!pgl_clist_empty(&pool->active) || !pgl_clist_empty(&pool->idle) || pool->nservers > 0 ||
+        pool->fetch_op != NULL || pool->verify_up != NULL)
         return false;
     pgl_log_info(pool->name, "removed database drained: pool closed");
     pool_free(pool);

@@ -142,20 +142,16 @@ def test_a_removed_database_drains_then_goes(pg, dbs):
         busy.execute("select 1")  # a transaction is open
         other = psycopg.connect(p.dsn(), autocommit=True)
         p.reload(databases={"app": app})
-        # The open transaction finishes; then its client is told. The FATAL
-        # comes while the client is idle, as Postgres's own would: libpq
-        # hands such a message to the notice processor when it reads it
-        # before the next query's answer, so the client may see only the
-        # end of the connection; the log says why.
+        # The open transaction finishes; then its client is told, as the
+        # answer to its next query (a FATAL sent while the client is idle
+        # would reach libpq's notice processor, not the application).
         assert busy.execute("select 2").fetchone()[0] == 2
         busy.commit()
-        removed = "was removed from the configuration|server closed the connection"
+        removed = "its database was removed from the configuration"
         with pytest.raises(psycopg.OperationalError, match=removed):
             busy.execute("select 3")
         with pytest.raises(psycopg.OperationalError, match=removed):
             idle.execute("select 4")
-        assert p.log().count('FATAL 57P01: terminating connection: database "app2" was '
-                             'removed from the configuration') == 2, p.log()[-2000:]
         with pytest.raises(psycopg.OperationalError, match="does not exist"):
             psycopg.connect(p.dsn(dbname="app2")).close()
         # Clients of the database that stays never noticed.
