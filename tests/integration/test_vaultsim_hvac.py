@@ -883,3 +883,65 @@ def test_default_revocation_drops_role_but_not_its_sessions(vaultsim, pg):
         pg.sql("DROP TABLE IF EXISTS owned_t")
         pg.sql("DROP SCHEMA IF EXISTS rpt CASCADE")
         pg.sql("DROP TABLE IF EXISTS pub_t")
+
+
+def jwt_mount(vaultsim, key, **role):
+    root = vaultsim.client()
+    root.sys.enable_auth_method("jwt")
+    root.auth.jwt.configure(jwt_validation_pubkeys=[key.public_pem],
+                            bound_issuer="https://idp.example")
+    fields = dict(role_type="jwt", user_claim="sub", bound_audiences=["vault"],
+                  token_policies=["default"], token_ttl="1h")
+    fields.update(role)
+    root.auth.jwt.create_role("app", allowed_redirect_uris=None, **fields)
+    return root
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_jwt_login(vaultsim, alg):
+    from jwtkeys import KeyPair
+    key = KeyPair(alg)
+    jwt_mount(vaultsim, key, bound_subject="system:serviceaccount:prod:app",
+              bound_claims={"team": ["db", "ops"]})
+    login = hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("app", key.sign(team="db"))
+    assert login["auth"]["lease_duration"] == 3600
+    assert "default" in login["auth"]["policies"]
+    assert login["auth"]["metadata"]["role"] == "app"
+    # Within Vault's leeway (60 s skew + 150 s) an expired token still works.
+    hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login(
+        "app", key.sign(team="db", now=time.time() - 300, ttl=200))
+
+    def rejected(token, text, role="app"):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+            hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login(role, token)
+        assert text in str(e.value), str(e.value)
+
+    rejected(KeyPair(alg).sign(team="db"), "no known key successfully validated")
+    rejected(key.sign(team="db", now=time.time() - 600, ttl=300), "token is expired")
+    rejected(key.sign(team="db", aud="other"), "audience claim does not match")
+    rejected(key.sign(team="db", iss="https://evil.example"), "invalid issuer")
+    rejected(key.sign(team="db", sub="system:serviceaccount:dev:app"),
+             "sub claim does not match bound subject")
+    rejected(key.sign(team="web"), "claim \"team\" does not match")
+    rejected(key.sign(team="db", nbf=int(time.time() + 600)), "not yet valid")
+    rejected(key.sign(team="db"), "role \"nope\" could not be found", role="nope")
+    rejected("", "missing token")
+    # The role reads back with its lists (comma strings accepted too).
+    root = vaultsim.client()
+    root.write("auth/jwt/role/csv", role_type="jwt", user_claim="sub",
+               bound_audiences="a, vault", token_policies="default,p2")
+    role = root.read("auth/jwt/role/csv")["data"]
+    assert role["bound_audiences"] == ["a", "vault"]
+    assert role["token_policies"] == ["default", "p2"]
+    hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("csv", key.sign())
+
+
+def test_jwt_config_refused(vaultsim):
+    root = vaultsim.client()
+    root.sys.enable_auth_method("jwt")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="not supported"):
+        root.auth.jwt.configure(jwks_url="https://idp.example/keys")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="could not load configuration"):
+        hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("app", "x.y.z")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="bound constraint"):
+        root.write("auth/jwt/role/loose", role_type="jwt", user_claim="sub")

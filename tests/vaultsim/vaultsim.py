@@ -1114,6 +1114,174 @@ def handle_kubernetes(mount_path, m, rest, method, body):
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
+# Leeways of vault-plugin-auth-jwt's roles (clock_skew_leeway,
+# expiration_leeway, not_before_leeway defaults), in seconds.
+JWT_CLOCK_SKEW_LEEWAY = 60
+JWT_EXPIRATION_LEEWAY = 150
+JWT_NOT_BEFORE_LEEWAY = 150
+
+
+def jwt_verify(token, pubkeys):
+    """Claims of `token` once its signature checks against one of the PEM
+    public keys (RS256 or ES256), like jwt_validation_pubkeys. Time claims
+    are checked by the caller, with Vault's leeways."""
+    import jwt as pyjwt  # Debian's python3-jwt (PyJWT)
+    try:
+        header = pyjwt.get_unverified_header(token)
+    except pyjwt.PyJWTError:
+        raise VaultError(400, "error validating token: malformed JWT")
+    if header.get("alg") not in ("RS256", "ES256"):
+        raise VaultError(400, f"error validating token: unsupported signing algorithm "
+                              f"\"{header.get('alg')}\"")
+    for pem in pubkeys:
+        try:
+            return pyjwt.decode(token, pem, algorithms=[header["alg"]],
+                                options={"verify_exp": False, "verify_nbf": False,
+                                         "verify_iat": False, "verify_aud": False,
+                                         "verify_iss": False})
+        except pyjwt.InvalidSignatureError:
+            continue
+        except (pyjwt.PyJWTError, ValueError, TypeError):
+            continue
+    raise VaultError(400, "error validating token: error verifying token signature: "
+                          "no known key successfully validated the token signature")
+
+
+def jwt_check_claims(claims, role, config):
+    now = time.time()
+    skew = role.get("clock_skew_leeway", JWT_CLOCK_SKEW_LEEWAY)
+    exp_leeway = role.get("expiration_leeway", JWT_EXPIRATION_LEEWAY)
+    nbf_leeway = role.get("not_before_leeway", JWT_NOT_BEFORE_LEEWAY)
+    if "exp" not in claims:
+        raise VaultError(400, "error validating token: exp claim is required")
+    if now > float(claims["exp"]) + skew + exp_leeway:
+        raise VaultError(400, "error validating token: invalid expiration time (exp) "
+                              "claim: token is expired")
+    if "nbf" in claims and now < float(claims["nbf"]) - skew - nbf_leeway:
+        raise VaultError(400, "error validating token: invalid not before (nbf) claim: "
+                              "token not yet valid")
+    if "iat" in claims and now < float(claims["iat"]) - skew:
+        raise VaultError(400, "error validating token: invalid issued at (iat) claim: "
+                              "token issued in the future")
+    iss = config.get("bound_issuer")
+    if iss and claims.get("iss") != iss:
+        raise VaultError(400, "error validating token: invalid issuer (iss) claim")
+    aud = claims.get("aud")
+    aud = [aud] if isinstance(aud, str) else (aud or [])
+    bound_aud = role.get("bound_audiences") or []
+    if bound_aud:
+        if not set(aud) & set(bound_aud):
+            raise VaultError(400, "error validating token: invalid audience (aud) claim: "
+                                  "audience claim does not match any expected audience")
+    elif aud:
+        raise VaultError(400, "error validating token: audience claim found in JWT but no "
+                              "audiences bound to the role")
+    if role.get("bound_subject") and claims.get("sub") != role["bound_subject"]:
+        raise VaultError(400, "error validating token: sub claim does not match bound "
+                              "subject")
+    for name, want in (role.get("bound_claims") or {}).items():
+        want = want if isinstance(want, list) else [want]
+        got = claims.get(name)
+        got = got if isinstance(got, list) else [got]
+        if not any(g in want for g in got):
+            raise VaultError(400, f"error validating claims: claim \"{name}\" does not match "
+                                  f"any associated bound claim values")
+
+
+def handle_jwt(mount_path, m, rest, method, body):
+    if rest == "config":
+        if method in ("POST", "PUT"):
+            if body.get("jwks_url") or body.get("oidc_discovery_url"):
+                # Fetching keys is out of the stand-in's reach (no network).
+                raise VaultError(400, "vaultsim: jwks_url and oidc_discovery_url are not "
+                                      "supported; use jwt_validation_pubkeys")
+            keys = comma_list(body.get("jwt_validation_pubkeys"))
+            if not keys:
+                raise VaultError(400, "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or "
+                                      "'oidc_discovery_url' must be set")
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+            for k in keys:
+                try:
+                    load_pem_public_key(k.encode())
+                except (ValueError, TypeError):
+                    raise VaultError(400, "error parsing public key: failed to parse PEM "
+                                          "public key")
+            m["config"] = {"jwt_validation_pubkeys": keys,
+                           "bound_issuer": body.get("bound_issuer", ""),
+                           "jwks_url": "", "oidc_discovery_url": "",
+                           "default_role": body.get("default_role", "")}
+            return 204, None
+        if method == "GET":
+            if not m.get("config"):
+                return 204, None
+            return 200, envelope(m["config"])
+    if rest == "login" and method in ("POST", "PUT"):
+        config = m.get("config")
+        if not config:
+            raise VaultError(400, "could not load configuration")
+        name = body.get("role") or config.get("default_role")
+        if not name:
+            raise VaultError(400, "missing role")
+        role = m["roles"].get(name)
+        if role is None:
+            raise VaultError(400, f"role \"{name}\" could not be found")
+        token = body.get("jwt")
+        if not token:
+            raise VaultError(400, "missing token")
+        claims = jwt_verify(token, config["jwt_validation_pubkeys"])
+        jwt_check_claims(claims, role, config)
+        user = claims.get(role["user_claim"])
+        if not isinstance(user, (str, int, float)) or user == "":
+            raise VaultError(400, f"claim \"{role['user_claim']}\" not found in token")
+        tok = token_from_role(role, f"{mount_path.rstrip('/')}-{user}", {"role": name})
+        return 200, envelope(auth=tok.auth_block())
+    parts = rest.split("/", 1)
+    if parts[0] == "role":
+        name = parts[1] if len(parts) > 1 else ""
+        if not name and method in ("LIST", "GET"):
+            return 200, envelope({"keys": sorted(m["roles"])})
+        if method in ("POST", "PUT"):
+            old = m["roles"].get(name) or {}
+            r = role_fields(body, old)
+            r["role_type"] = body.get("role_type", old.get("role_type", "oidc"))
+            if r["role_type"] not in ("jwt", "oidc"):
+                raise VaultError(400, "invalid 'role_type': " + str(r["role_type"]))
+            if r["role_type"] == "oidc":
+                raise VaultError(400, "vaultsim: only role_type \"jwt\" is supported")
+            r["user_claim"] = body.get("user_claim", old.get("user_claim", ""))
+            if not r["user_claim"]:
+                raise VaultError(400, "a user claim must be defined on the role")
+            r["bound_audiences"] = comma_list(body["bound_audiences"]) \
+                if "bound_audiences" in body else old.get("bound_audiences", [])
+            r["bound_subject"] = body.get("bound_subject", old.get("bound_subject", ""))
+            bc = body.get("bound_claims", old.get("bound_claims", {}))
+            if isinstance(bc, str):
+                try:
+                    bc = json.loads(bc) if bc else {}
+                except ValueError:
+                    raise VaultError(400, "error parsing bound_claims")
+            if not isinstance(bc, dict):
+                raise VaultError(400, "bound_claims must be a map")
+            r["bound_claims"] = bc
+            for k in ("clock_skew_leeway", "expiration_leeway", "not_before_leeway"):
+                if k in body:
+                    r[k] = parse_duration(body[k])
+            if not (r["bound_audiences"] or r["bound_subject"] or r["bound_claims"] or
+                    r.get("token_bound_cidrs")):
+                raise VaultError(400, "must have at least one bound constraint when creating/"
+                                      "updating a role")
+            m["roles"][name] = r
+            return 204, None
+        if method == "GET":
+            if name not in m["roles"]:
+                raise VaultError(404)
+            return 200, envelope(m["roles"][name])
+        if method == "DELETE":
+            m["roles"].pop(name, None)
+            return 204, None
+    raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
+
+
 def handle_token(rest, method, body, tok):
     if rest in ("create", "create-orphan") and method in ("POST", "PUT"):
         if tok is None:
@@ -1227,7 +1395,7 @@ def handle_sys(rest, method, body, tok, query):
             if path in STATE.auth:
                 raise VaultError(400, f"path is already in use at {path}")
             typ = body.get("type", "")
-            if typ not in ("approle", "kubernetes", "token"):
+            if typ not in ("approle", "kubernetes", "jwt", "token"):
                 raise VaultError(400, f"plugin not found in the catalog: {typ}")
             STATE.auth[path] = {"type": typ, "accessor": f"auth_{typ}_{rand_alnum(8)}",
                                 "roles": {}, "config": None}
@@ -1496,6 +1664,8 @@ def _route(method, path, body, token_id, query):
             return handle_approle(auth_mount, m, rest, method, body)
         if m["type"] == "kubernetes":
             return handle_kubernetes(auth_mount, m, rest, method, body)
+        if m["type"] == "jwt":
+            return handle_jwt(auth_mount, m, rest, method, body)
     if path.startswith("sys/"):
         return handle_sys(path[4:], method, body, tok, query)
     mpath, rest = mount_for(path, STATE.mounts)
