@@ -90,3 +90,68 @@ def test_jwt_auth_wrong_key(pg, vault, tmp_path):
         assert_no_secrets(p, vault, extra=[bad, bad.split(".")[2]])
     finally:
         assert p.stop() == 0
+
+
+@pytest.fixture
+def tls_vault(pg, tmp_path):
+    """The stand-in over https (its certificate from its own CA), and a CA
+    for client certificates."""
+    from harness import VaultSim, drop_vault_roles
+    from tlscerts import CA
+    server_ca = CA(tmp_path, "server")
+    cert, key = server_ca.issue("127.0.0.1", san="IP:127.0.0.1")
+    sim = VaultSim(tls=(cert, key, server_ca.cert))
+    try:
+        yield sim, server_ca, CA(tmp_path, "clients")
+    finally:
+        sim.stop()
+        drop_vault_roles(pg)
+
+
+def cert_section(vault, server_ca, cert, key, role="pglease"):
+    return (f"\n[vault]\naddr = {vault.addr}\nca_cert = {server_ca.cert}\n"
+            f"auth_method = cert\nclient_cert_file = {cert}\nclient_key_file = {key}\n"
+            + (f"cert_role = {role}\n" if role else ""))
+
+
+def cert_vault(vault, clients):
+    vault.api("POST", "sys/auth/cert", {"type": "cert"})
+    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+    vault.api("POST", "auth/cert/certs/pglease", {
+        "certificate": clients.cert.read_text(), "allowed_common_names": "pglease.example",
+        "token_policies": "pglease", "token_ttl": "1h"})
+
+
+@pytest.mark.parametrize("role", ["pglease", None])
+def test_cert_auth(pg, tmp_path, tls_vault, role):
+    vault, server_ca, clients = tls_vault
+    cert_vault(vault, clients)
+    cert, key = clients.issue("pglease.example", client=True)
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s",
+                    vault_section=cert_section(vault, server_ca, cert, key, role))
+    try:
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("select current_user").fetchone()[0].startswith("v-cert-")
+        assert "logged in (cert)" in p.log()
+        assert_no_secrets(p, vault, extra=[key.read_text().split("\n")[1]])
+    finally:
+        assert p.stop() == 0
+
+
+def test_cert_auth_other_ca(pg, tmp_path, tls_vault):
+    from tlscerts import CA
+    vault, server_ca, clients = tls_vault
+    cert_vault(vault, clients)
+    cert, key = CA(tmp_path, "stranger").issue("pglease.example", client=True)
+    p = start_proxy(pg, vault, tmp_path, "60s", "120s",
+                    settings={"query_wait_timeout": "2"},
+                    vault_section=cert_section(vault, server_ca, cert, key))
+    try:
+        with pytest.raises(pgraw.ServerError) as e:
+            pgraw.connect(p.port, "alice", "app", p.users["alice"]).close()
+        assert e.value.sqlstate == "08006", str(e.value)
+        assert "Vault" in str(e.value), str(e.value)
+        assert ("vault: cert login failed: HTTP 400: invalid certificate or no client "
+                "certificate supplied" in p.log()), p.log()[-3000:]
+    finally:
+        assert p.stop() == 0

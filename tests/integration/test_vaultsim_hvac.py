@@ -945,3 +945,45 @@ def test_jwt_config_refused(vaultsim):
         hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("app", "x.y.z")
     with pytest.raises(hvac.exceptions.InvalidRequest, match="bound constraint"):
         root.write("auth/jwt/role/loose", role_type="jwt", user_claim="sub")
+
+
+def test_cert_login(pg, tmp_path):
+    from harness import VaultSim
+    from tlscerts import CA
+    server_ca = CA(tmp_path, "server")
+    server_cert, server_key = server_ca.issue("127.0.0.1", san="IP:127.0.0.1")
+    clients = CA(tmp_path, "clients")
+    good = clients.issue("pglease.example", client=True)
+    other = clients.issue("intruder.example", client=True)
+    stranger = CA(tmp_path, "stranger").issue("pglease.example", client=True)
+    sim = VaultSim(tls=(server_cert, server_key, server_ca.cert))
+    try:
+        ca = str(server_ca.cert)
+        root = hvac.Client(url=sim.addr, token=sim.root_token, verify=ca)
+        root.sys.enable_auth_method("cert")
+        root.write("auth/cert/certs/pglease", certificate=clients.cert.read_text(),
+                   allowed_common_names="pglease.example, *.internal",
+                   token_policies="default", token_ttl="1h")
+        assert root.read("auth/cert/certs/pglease")["data"]["allowed_common_names"] == \
+            ["pglease.example", "*.internal"]
+
+        def login(cert, name=""):
+            c = hvac.Client(url=sim.addr, verify=ca, cert=tuple(map(str, cert)))
+            return c.write("auth/cert/login", **({"name": name} if name else {}))
+
+        auth = login(good)["auth"]
+        assert auth["lease_duration"] == 3600
+        assert auth["metadata"]["cert_name"] == "pglease"
+        assert auth["metadata"]["common_name"] == "pglease.example"
+        assert login(good, "pglease")["auth"]["client_token"]
+        # Vault's answers: the TLS handshake takes any certificate; the
+        # login checks it.
+        for cert, name in ((stranger, ""), (other, ""), (good, "nope")):
+            with pytest.raises(hvac.exceptions.InvalidRequest,
+                               match="invalid certificate or no client certificate supplied"):
+                login(cert, name)
+        with pytest.raises(hvac.exceptions.InvalidRequest,
+                           match="client certificate must be supplied"):
+            hvac.Client(url=sim.addr, verify=ca).write("auth/cert/login")
+    finally:
+        sim.stop()

@@ -1282,6 +1282,120 @@ def handle_jwt(mount_path, m, rest, method, body):
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
+# The request being handled (per thread): the TLS client certificate, DER,
+# or None. The cert auth method reads it; nothing else does.
+REQUEST = threading.local()
+
+
+def _load_ca(pem):
+    from cryptography import x509
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except (ValueError, TypeError):
+        raise VaultError(400, "failed to parse certificate")
+
+
+def _issued_by(cert, ca):
+    """The certificate is signed by `ca` (directly: the stand-in takes no
+    intermediates) and both are within their validity."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    if cert.issuer != ca.subject:
+        return False
+    key = ca.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                       cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes,
+                       ec.ECDSA(cert.signature_hash_algorithm))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    now = datetime.datetime.utcnow()
+    return all(c.not_valid_before <= now <= c.not_valid_after for c in (cert, ca))
+
+
+def _common_name(cert):
+    from cryptography.x509.oid import NameOID
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return cns[0].value if cns else ""
+
+
+def handle_cert(mount_path, m, rest, method, body):
+    if rest == "login" and method in ("POST", "PUT"):
+        der = getattr(REQUEST, "peer_cert", None)
+        if der is None:
+            raise VaultError(400, "client certificate must be supplied")
+        from cryptography import x509
+        client = x509.load_der_x509_certificate(der)
+        name = body.get("name") or ""
+        candidates = [name] if name else sorted(m["roles"])
+        cn = _common_name(client)
+        for n in candidates:
+            role = m["roles"].get(n)
+            if role is None or not _issued_by(client, _load_ca(role["certificate"])):
+                continue
+            allowed = role.get("allowed_common_names") or []
+            if allowed and not any(glob_match(a, cn) for a in allowed):
+                continue
+            tok = token_from_role(role, f"{mount_path.rstrip('/')}-{role['display_name'] or n}",
+                                  {"cert_name": n, "common_name": cn,
+                                   "serial_number": str(client.serial_number)})
+            return 200, envelope(auth=tok.auth_block())
+        raise VaultError(400, "invalid certificate or no client certificate supplied")
+    parts = rest.split("/", 1)
+    if parts[0] == "certs":
+        name = parts[1] if len(parts) > 1 else ""
+        if not name and method in ("LIST", "GET"):
+            return 200, envelope({"keys": sorted(m["roles"])})
+        if method in ("POST", "PUT"):
+            old = m["roles"].get(name) or {}
+            r = role_fields(body, old)
+            pem = body.get("certificate", old.get("certificate", ""))
+            if not pem:
+                raise VaultError(400, "missing certificate")
+            _load_ca(pem)
+            r["certificate"] = pem
+            r["display_name"] = body.get("display_name", old.get("display_name", ""))
+            r["allowed_common_names"] = comma_list(body["allowed_common_names"]) \
+                if "allowed_common_names" in body else old.get("allowed_common_names", [])
+            m["roles"][name] = r
+            return 204, None
+        if method == "GET":
+            if name not in m["roles"]:
+                raise VaultError(404)
+            return 200, envelope(m["roles"][name])
+        if method == "DELETE":
+            m["roles"].pop(name, None)
+            return 204, None
+    raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
+
+
+def request_any_client_cert(ctx):
+    """Asks TLS clients for a certificate and takes whatever they send, as
+    a Vault listener does (Go's tls.RequestClientCert): the cert auth
+    method checks it against its roles' CAs at login, so a certificate
+    from an unknown CA reaches the handler and gets Vault's 400 instead of
+    a failed handshake. Python's ssl verifies every presented certificate
+    and offers no verify callback, so one is set through ctypes on the
+    context's SSL_CTX (the pointer follows PyObject_HEAD in CPython's
+    PySSLContext)."""
+    import ctypes
+    import ssl
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_default_certs()  # CERT_OPTIONAL needs some trust store
+    libssl = ctypes.CDLL("libssl.so.3")
+    cb_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    accept_all = cb_type(lambda ok, store: 1)
+    ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    libssl.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, cb_type]
+    libssl.SSL_CTX_set_verify(ssl_ctx, 0x01, accept_all)  # SSL_VERIFY_PEER
+    ctx._pgl_accept_all = accept_all  # the callback must outlive the context
+
+
 def handle_token(rest, method, body, tok):
     if rest in ("create", "create-orphan") and method in ("POST", "PUT"):
         if tok is None:
@@ -1395,7 +1509,7 @@ def handle_sys(rest, method, body, tok, query):
             if path in STATE.auth:
                 raise VaultError(400, f"path is already in use at {path}")
             typ = body.get("type", "")
-            if typ not in ("approle", "kubernetes", "jwt", "token"):
+            if typ not in ("approle", "cert", "kubernetes", "jwt", "token"):
                 raise VaultError(400, f"plugin not found in the catalog: {typ}")
             STATE.auth[path] = {"type": typ, "accessor": f"auth_{typ}_{rand_alnum(8)}",
                                 "roles": {}, "config": None}
@@ -1666,6 +1780,8 @@ def _route(method, path, body, token_id, query):
             return handle_kubernetes(auth_mount, m, rest, method, body)
         if m["type"] == "jwt":
             return handle_jwt(auth_mount, m, rest, method, body)
+        if m["type"] == "cert":
+            return handle_cert(auth_mount, m, rest, method, body)
     if path.startswith("sys/"):
         return handle_sys(path[4:], method, body, tok, query)
     mpath, rest = mount_for(path, STATE.mounts)
@@ -1752,6 +1868,10 @@ class Handler(BaseHTTPRequestHandler):
                 latency = STATE.latency_ms if not test_only else 0
             if latency:
                 time.sleep(latency / 1000)
+            try:
+                REQUEST.peer_cert = self.connection.getpeercert(binary_form=True)
+            except (AttributeError, ValueError):
+                REQUEST.peer_cert = None  # plain http, or no certificate
             with LOCK:
                 status, obj = dispatch(method, path, body,
                                        self.headers.get("X-Vault-Token"), query)
@@ -1852,6 +1972,7 @@ def main(argv):
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(opts["tls-cert-file"], opts["tls-key-file"])
+        request_any_client_cert(ctx)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     threading.Thread(target=reaper, daemon=True).start()
