@@ -9,10 +9,24 @@ import pytest
 import pgraw
 
 from jwtkeys import KeyPair
-from test_vault_rotation import assert_no_secrets, start_proxy, vdb  # noqa: F401 (fixture)
+from test_vault_rotation import DB, assert_no_secrets, start_proxy
 
 POLICY = ('path "database/creds/app-rw" { capabilities = ["read"] }\n'
           'path "sys/leases/*" { capabilities = ["update"] }')
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vdb(pg):
+    """The database start_proxy serves. test_vault_rotation creates it for
+    itself in the same run: made here only when missing, and then dropped."""
+    made = not pg.sql("select 1 from pg_database where datname = %s", (DB,))
+    if made:
+        pg.sql(f"CREATE DATABASE {DB}")
+    try:
+        yield
+    finally:
+        if made:
+            pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def wait_for(pred, timeout, what):

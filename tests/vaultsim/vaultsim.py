@@ -1386,7 +1386,6 @@ def request_any_client_cert(ctx):
     import ctypes
     import ssl
     ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.load_default_certs()  # CERT_OPTIONAL needs some trust store
     libssl = ctypes.CDLL("libssl.so.3")
     cb_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
     accept_all = cb_type(lambda ok, store: 1)
