@@ -61,7 +61,8 @@ static const char *const track_names[] = {"pin", "reset", "off", NULL};
 static const char *const tls_names[] = {"disable", "allow", "require", NULL};
 static const char *const logfmt_names[] = {"text", "json", NULL};
 static const char *const loglevel_names[] = {"error", "warning", "info", "debug", NULL};
-static const char *const vault_auth_names[] = {"approle", "token", "kubernetes", NULL};
+static const char *const vault_auth_names[] = {"approle", "token", "kubernetes", "jwt",
+                                                "cert",    NULL};
 
 #define PG(field) "pglease", #field, offsetof(pgl_conf, field)
 #define VA(field) "vault", #field, offsetof(pgl_conf, vault.field)
@@ -118,6 +119,10 @@ static const key_desc keys[] = {
     {VA(kubernetes_role), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {VA(jwt_file), K_STR, "/var/run/secrets/kubernetes.io/serviceaccount/token", 0, 0, NULL,
      NULL, 0},
+    {VA(jwt_role), K_STR, NULL, 0, 0, NULL, NULL, 0},
+    {VA(client_cert_file), K_STR, NULL, 0, 0, NULL, NULL, 0},
+    {VA(client_key_file), K_STR, NULL, 0, 0, NULL, NULL, 0},
+    {VA(cert_role), K_STR, NULL, 0, 0, NULL, NULL, 0},
     {VA(request_timeout), K_SECS, "10", 1, 600, NULL, NULL, 0},
 };
 
@@ -1082,16 +1087,43 @@ static int validate(parse_state *ps)
         if (v->kubernetes_role == NULL)
             missing = "kubernetes_role";
         break;
+    case PGL_CONF_VAULT_JWT:
+        if (v->jwt_role == NULL)
+            missing = "jwt_role";
+        break;
+    case PGL_CONF_VAULT_CERT:
+        if (v->client_cert_file == NULL)
+            missing = "client_cert_file";
+        else if (v->client_key_file == NULL)
+            missing = "client_key_file";
+        break;
     }
     if (missing != NULL) {
-        fail(ps, -EINVAL, "%s: [vault] %s: missing required key (auth_method = %s)",
-             ps->path, missing, vault_auth_names[v->auth_method]);
+        /* Points at the auth_method line: the missing key has none. */
+        key_where(ps, "vault", "auth_method", w, sizeof w);
+        fail(ps, -EINVAL, "%s: [vault] %s: missing required key (auth_method = %s)", w,
+             missing, vault_auth_names[v->auth_method]);
+        return ps->rc;
+    }
+    if ((v->client_cert_file == NULL) != (v->client_key_file == NULL)) {
+        const char *set = v->client_cert_file ? "client_cert_file" : "client_key_file";
+        key_where(ps, "vault", set, w, sizeof w);
+        fail(ps, -EINVAL, "%s: [vault] %s: needs %s too", w, set,
+             v->client_cert_file ? "client_key_file" : "client_cert_file");
         return ps->rc;
     }
     if (strncmp(v->addr, "http://", 7) != 0 && strncmp(v->addr, "https://", 8) != 0) {
         key_where(ps, "vault", "addr", w, sizeof w);
         fail(ps, -EINVAL, "%s: [vault] addr: \"%s\" is not an http:// or https:// URL", w,
              v->addr);
+        return ps->rc;
+    }
+    if (v->client_cert_file != NULL && strncmp(v->addr, "https://", 8) != 0) {
+        /* A client certificate only travels over TLS: over http the cert
+         * login would fail at Vault with a less helpful message. */
+        key_where(ps, "vault", "client_cert_file", w, sizeof w);
+        fail(ps, -EINVAL, "%s: [vault] client_cert_file: needs an https:// addr (addr is \"%s\")",
+             w, v->addr);
         return ps->rc;
     }
     return 0;

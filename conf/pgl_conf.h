@@ -75,6 +75,8 @@ typedef enum {
     PGL_CONF_VAULT_APPROLE = 0,
     PGL_CONF_VAULT_TOKEN,
     PGL_CONF_VAULT_KUBERNETES,
+    PGL_CONF_VAULT_JWT,  /* a JWT from jwt_file, checked by Vault's jwt auth method */
+    PGL_CONF_VAULT_CERT, /* the TLS client certificate (cert auth method) */
 } pgl_conf_vault_auth;
 
 /* Where a database's upstream user and password come from. */
@@ -122,7 +124,11 @@ typedef struct {
     char *secret_id_file;
     bool secret_id_wrapped;
     char *kubernetes_role;
-    char *jwt_file;
+    char *jwt_file;         /* kubernetes and jwt: re-read at each login */
+    char *jwt_role;         /* jwt: the role to log in as */
+    char *client_cert_file; /* TLS client certificate on every request to Vault */
+    char *client_key_file;  /* its private key (a secret) */
+    char *cert_role;        /* cert: the "name" of the login, NULL = any matching role */
     int request_timeout; /* seconds, bound on one HTTP request */
 } pgl_conf_vault;
 

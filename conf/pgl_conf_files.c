@@ -53,7 +53,7 @@ static int check_one(const pgl_conf *conf, const named_file *f, pgl_conf_warn_fn
 int pgl_conf_check_files(const pgl_conf *conf, pgl_conf_warn_fn warn, void *arg, char *err,
                          size_t errlen)
 {
-    named_file files[8];
+    named_file files[10];
     size_t n = 0;
     if (conf->auth_file != NULL)
         files[n++] = (named_file){"pglease", "auth_file", conf->auth_file, true};
@@ -79,10 +79,19 @@ int pgl_conf_check_files(const pgl_conf *conf, pgl_conf_warn_fn warn, void *arg,
                 files[n++] = (named_file){"vault", "secret_id_file", v->secret_id_file, true};
             break;
         case PGL_CONF_VAULT_KUBERNETES:
+        case PGL_CONF_VAULT_JWT:
+            /* Projected service account tokens are mounted 0644 unless told
+             * otherwise: short-lived and audience-bound, not warned about. */
             if (v->jwt_file != NULL)
                 files[n++] = (named_file){"vault", "jwt_file", v->jwt_file, false};
             break;
+        case PGL_CONF_VAULT_CERT:
+            break; /* the client certificate, below, is the credential */
         }
+        if (v->client_cert_file != NULL)
+            files[n++] = (named_file){"vault", "client_cert_file", v->client_cert_file, false};
+        if (v->client_key_file != NULL)
+            files[n++] = (named_file){"vault", "client_key_file", v->client_key_file, true};
     }
     for (size_t i = 0; i < n; i++) {
         int rc = check_one(conf, &files[i], warn, arg, err, errlen);

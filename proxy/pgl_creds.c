@@ -347,6 +347,18 @@ int pgl_creds_rotate(pgl_pool *pool)
 
 /* ---- setup and shutdown ------------------------------------------------------------------ */
 
+static pgl_vault_auth_method vault_method(pgl_conf_vault_auth m)
+{
+    switch (m) {
+    case PGL_CONF_VAULT_APPROLE: return PGL_VAULT_AUTH_APPROLE;
+    case PGL_CONF_VAULT_TOKEN: return PGL_VAULT_AUTH_TOKEN;
+    case PGL_CONF_VAULT_KUBERNETES: return PGL_VAULT_AUTH_KUBERNETES;
+    case PGL_CONF_VAULT_JWT: return PGL_VAULT_AUTH_JWT;
+    case PGL_CONF_VAULT_CERT: return PGL_VAULT_AUTH_CERT;
+    }
+    return PGL_VAULT_AUTH_APPROLE;
+}
+
 /* The Vault client's settings in `conf`. */
 static void vault_config(const pgl_conf *conf, pgl_vault_config *cfg)
 {
@@ -355,9 +367,7 @@ static void vault_config(const pgl_conf *conf, pgl_vault_config *cfg)
         .addr = vc->addr,
         .namespace = vc->namespace,
         .ca_cert = vc->ca_cert,
-        .method = vc->auth_method == PGL_CONF_VAULT_TOKEN        ? PGL_VAULT_AUTH_TOKEN
-                  : vc->auth_method == PGL_CONF_VAULT_KUBERNETES ? PGL_VAULT_AUTH_KUBERNETES
-                                                                 : PGL_VAULT_AUTH_APPROLE,
+        .method = vault_method(vc->auth_method),
         .auth_mount = vc->auth_mount,
         /* Kept (pgl_secenv) for as long as pglease runs: a reload that
          * changes [vault] logs in again with it. */
@@ -369,6 +379,10 @@ static void vault_config(const pgl_conf *conf, pgl_vault_config *cfg)
         .secret_id_wrapped = vc->secret_id_wrapped,
         .kubernetes_role = vc->kubernetes_role,
         .jwt_file = vc->jwt_file,
+        .jwt_role = vc->jwt_role,
+        .client_cert = vc->client_cert_file,
+        .client_key = vc->client_key_file,
+        .cert_role = vc->cert_role,
         .request_timeout_ms = (long)vc->request_timeout * 1000,
     };
 }

@@ -54,7 +54,7 @@ struct pgl_vault {
     pgl_vault_http *http;
     pgl_vault_auth_method method;
     char *auth_mount, *token_cfg, *token_file, *role_id, *role_id_file, *secret_id_file;
-    char *kubernetes_role, *jwt_file;
+    char *kubernetes_role, *jwt_file, *jwt_role, *cert_role;
     bool secret_id_wrapped;
     char *unwrapped_secret_id; /* kept after the one unwrap; wiped on free */
     pgl_vault_log_fn log;
@@ -268,6 +268,8 @@ static const char *method_name(pgl_vault_auth_method m)
     case PGL_VAULT_AUTH_TOKEN: return "token";
     case PGL_VAULT_AUTH_APPROLE: return "approle";
     case PGL_VAULT_AUTH_KUBERNETES: return "kubernetes";
+    case PGL_VAULT_AUTH_JWT: return "jwt";
+    case PGL_VAULT_AUTH_CERT: return "cert";
     }
     return "?";
 }
@@ -545,18 +547,41 @@ static void login(pgl_vault *v)
             wiping_free(text);
         break;
     }
-    case PGL_VAULT_AUTH_KUBERNETES: {
-        /* The kubelet rotates the token file: read it at each login. */
+    case PGL_VAULT_AUTH_KUBERNETES:
+    case PGL_VAULT_AUTH_JWT: {
+        /* The kubelet (or whatever issues workload identities) rotates the
+         * token file, and the tokens are short-lived: read it at each
+         * login, never keep it. */
         char *jwt = read_secret_file(v->jwt_file, err, sizeof err);
         if (jwt == NULL) {
-            vlog(v, PGL_VAULT_LOG_ERROR, "vault: no service account token: %s", err);
-            login_retry_later(v, "no service account token");
+            vlog(v, PGL_VAULT_LOG_ERROR, "vault: no %s: %s",
+                 v->method == PGL_VAULT_AUTH_JWT ? "JWT" : "service account token", err);
+            login_retry_later(v, v->method == PGL_VAULT_AUTH_JWT ? "no JWT"
+                                                                 : "no service account token");
             return;
         }
-        json_t *body = json_pack("{s:s, s:s}", "role", v->kubernetes_role, "jwt", jwt);
+        json_t *body = json_pack("{s:s, s:s}", "role",
+                                 v->method == PGL_VAULT_AUTH_JWT ? v->jwt_role
+                                                                 : v->kubernetes_role,
+                                 "jwt", jwt);
         char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
         json_decref(body);
         wipe_str(&jwt);
+        snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
+        rc = text ? pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
+                                           &v->login_req)
+                  : -ENOMEM;
+        if (text)
+            wiping_free(text);
+        break;
+    }
+    case PGL_VAULT_AUTH_CERT: {
+        /* The credential is the TLS client certificate libcurl presents
+         * (pgl_vault_http); the body only names the role, if one is set. */
+        json_t *body = v->cert_role ? json_pack("{s:s}", "name", v->cert_role)
+                                    : json_object();
+        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        json_decref(body);
         snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
         rc = text ? pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
                                            &v->login_req)
@@ -906,10 +931,18 @@ int pgl_vault_new(uv_loop_t *loop, const pgl_vault_config *cfg, pgl_vault_log_fn
     v->secret_id_wrapped = cfg->secret_id_wrapped;
     v->kubernetes_role = dup_opt(cfg->kubernetes_role);
     v->jwt_file = dup_opt(cfg->jwt_file);
+    v->jwt_role = dup_opt(cfg->jwt_role);
+    v->cert_role = dup_opt(cfg->cert_role);
     v->token_expire = 0;
     v->token_final = UINT64_MAX;
-    pgl_vault_http_config hc = {cfg->addr, cfg->namespace, cfg->ca_cert,
-                                cfg->request_timeout_ms};
+    pgl_vault_http_config hc = {
+        .addr = cfg->addr,
+        .namespace = cfg->namespace,
+        .ca_cert = cfg->ca_cert,
+        .client_cert = cfg->client_cert,
+        .client_key = cfg->client_key,
+        .timeout_ms = cfg->request_timeout_ms,
+    };
     int rc = pgl_vault_http_new(loop, &hc, &v->http, err, errlen);
     if (rc != 0) {
         pgl_vault_free(v);
@@ -962,5 +995,7 @@ void pgl_vault_free(pgl_vault *v)
     free(v->secret_id_file);
     free(v->kubernetes_role);
     free(v->jwt_file);
+    free(v->jwt_role);
+    free(v->cert_role);
     free(v);
 }

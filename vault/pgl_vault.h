@@ -1,6 +1,6 @@
 /*
  * pgl_vault — the Vault client pglease needs: log in (token, AppRole,
- * Kubernetes), keep the token alive, read secrets, renew and revoke leases.
+ * Kubernetes, JWT, TLS certificate), keep the token alive, read secrets, renew and revoke leases.
  *
  * Everything runs on the caller's libuv loop through pgl_vault_http. Calls
  * that fail for reasons that may pass (transport errors, 412, 429, 5xx,
@@ -27,6 +27,8 @@ typedef enum {
     PGL_VAULT_AUTH_APPROLE = 0,
     PGL_VAULT_AUTH_TOKEN,
     PGL_VAULT_AUTH_KUBERNETES,
+    PGL_VAULT_AUTH_JWT,  /* role jwt_role, the JWT read from jwt_file at each login */
+    PGL_VAULT_AUTH_CERT, /* the client certificate; cert_role names the login's role */
 } pgl_vault_auth_method;
 
 typedef struct {
@@ -38,6 +40,9 @@ typedef struct {
     const char *role_id, *role_id_file, *secret_id_file;
     bool secret_id_wrapped;
     const char *kubernetes_role, *jwt_file;
+    const char *jwt_role;
+    const char *client_cert, *client_key; /* PEM files, sent on every request */
+    const char *cert_role;                /* NULL: Vault picks a matching role */
     long request_timeout_ms;
 } pgl_vault_config;
 

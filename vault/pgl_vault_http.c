@@ -20,7 +20,7 @@ struct pgl_vault_http {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    char *addr, *namespace, *ca_cert;
+    char *addr, *namespace, *ca_cert, *client_cert, *client_key;
     long timeout_ms;
     pgl_vault_http_req *reqs; /* in flight, doubly linked */
     bool freeing;
@@ -244,9 +244,12 @@ int pgl_vault_http_new(uv_loop_t *loop, const pgl_vault_http_config *cfg, pgl_va
     h->addr = strdup(cfg->addr);
     h->namespace = dup_or_null(cfg->namespace);
     h->ca_cert = dup_or_null(cfg->ca_cert);
+    h->client_cert = dup_or_null(cfg->client_cert);
+    h->client_key = dup_or_null(cfg->client_key);
     h->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
     h->multi = curl_multi_init();
-    if (h->addr == NULL || h->multi == NULL) {
+    if (h->addr == NULL || h->multi == NULL || (cfg->client_cert && !h->client_cert) ||
+        (cfg->client_key && !h->client_key)) {
         snprintf(err, errlen, "out of memory");
         pgl_vault_http_free(h);
         return -ENOMEM;
@@ -339,6 +342,13 @@ int pgl_vault_http_request(pgl_vault_http *h, const char *method, const char *pa
 #endif
     if (h->ca_cert)
         curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_cert);
+    if (h->client_cert) {
+        /* Set on every request, logins and reads alike: the cert auth
+         * method checks it at login, and a listener with
+         * tls_require_and_verify_client_cert checks it on every request. */
+        curl_easy_setopt(e, CURLOPT_SSLCERT, h->client_cert);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, h->client_key);
+    }
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
         rc = -EIO;
         goto fail;
@@ -373,6 +383,8 @@ void pgl_vault_http_free(pgl_vault_http *h)
     free(h->addr);
     free(h->namespace);
     free(h->ca_cert);
+    free(h->client_cert);
+    free(h->client_key);
     if (h->timer.loop != NULL) {
         uv_timer_stop(&h->timer);
         uv_close((uv_handle_t *)&h->timer, on_timer_closed);

@@ -23,6 +23,10 @@ typedef struct {
     const char *addr;      /* http(s)://host:port, no trailing path */
     const char *namespace; /* X-Vault-Namespace, or NULL */
     const char *ca_cert;   /* CA bundle for https, or NULL for the system's */
+    /* TLS client certificate and key (PEM files) presented on every
+     * request, or NULL: the cert auth method, or a listener requiring
+     * mTLS. libcurl reads them itself, at each new connection. */
+    const char *client_cert, *client_key;
     long timeout_ms;       /* whole request */
 } pgl_vault_http_config;
 

@@ -68,6 +68,7 @@ def test_valid_private_files_pass_without_warning(d):
     ("role_id_file", "approle"),
     ("token_file", "token"),
     ("jwt_file", "kubernetes"),
+    ("jwt_file", "jwt"),
 ])
 def test_missing_vault_file_fails_check_and_start(d, key, vault):
     if vault == "approle":
@@ -77,6 +78,8 @@ def test_missing_vault_file_fails_check_and_start(d, key, vault):
                 secret(d / k.replace("_file", "").replace("_", "-"))
     elif vault == "token":
         section = f"auth_method = token\ntoken_file = {d / 'token'}\n"
+    elif vault == "jwt":
+        section = f"auth_method = jwt\njwt_role = app\njwt_file = {d / 'jwt'}\n"
     else:
         section = (f"auth_method = kubernetes\nkubernetes_role = app\n"
                    f"jwt_file = {d / 'jwt'}\n")
@@ -89,6 +92,26 @@ def test_missing_vault_file_fails_check_and_start(d, key, vault):
     r = run("-c", str(conf), timeout=15)
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"[vault] {key}: cannot read" in r.stderr
+
+
+def test_vault_client_key_checked(d):
+    """auth_method = cert: the key is a secret (warned about when others may
+    read it) and must be there; the certificate is public."""
+    cert = secret(d / "vault-client.pem", "not parsed by --check", 0o644)
+    key = secret(d / "vault-client.key", mode=0o640)
+    section = (f"auth_method = cert\nclient_cert_file = {cert}\n"
+               f"client_key_file = {key}\n")
+    conf = write_conf(d, section)
+    conf.write_text(conf.read_text().replace("addr = http://127.0.0.1:1",
+                                             "addr = https://127.0.0.1:1"))
+    r = run("--check", "-c", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert "[vault] client_key_file" in r.stderr and "group-readable (mode 0640)" in r.stderr
+    assert "client_cert_file" not in r.stderr
+    key.unlink()
+    r = run("--check", "-c", str(conf))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{conf}: [vault] client_key_file: cannot read" in r.stderr
 
 
 def test_missing_tls_key_fails(d):

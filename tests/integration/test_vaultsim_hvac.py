@@ -883,3 +883,107 @@ def test_default_revocation_drops_role_but_not_its_sessions(vaultsim, pg):
         pg.sql("DROP TABLE IF EXISTS owned_t")
         pg.sql("DROP SCHEMA IF EXISTS rpt CASCADE")
         pg.sql("DROP TABLE IF EXISTS pub_t")
+
+
+def jwt_mount(vaultsim, key, **role):
+    root = vaultsim.client()
+    root.sys.enable_auth_method("jwt")
+    root.auth.jwt.configure(jwt_validation_pubkeys=[key.public_pem],
+                            bound_issuer="https://idp.example")
+    fields = dict(role_type="jwt", user_claim="sub", bound_audiences=["vault"],
+                  token_policies=["default"], token_ttl="1h")
+    fields.update(role)
+    root.auth.jwt.create_role("app", allowed_redirect_uris=None, **fields)
+    return root
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_jwt_login(vaultsim, alg):
+    from jwtkeys import KeyPair
+    key = KeyPair(alg)
+    jwt_mount(vaultsim, key, bound_subject="system:serviceaccount:prod:app",
+              bound_claims={"team": ["db", "ops"]})
+    login = hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("app", key.sign(team="db"))
+    assert login["auth"]["lease_duration"] == 3600
+    assert "default" in login["auth"]["policies"]
+    assert login["auth"]["metadata"]["role"] == "app"
+    # Within Vault's leeway (60 s skew + 150 s) an expired token still works.
+    hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login(
+        "app", key.sign(team="db", now=time.time() - 300, ttl=200))
+
+    def rejected(token, text, role="app"):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+            hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login(role, token)
+        assert text in str(e.value), str(e.value)
+
+    rejected(KeyPair(alg).sign(team="db"), "no known key successfully validated")
+    rejected(key.sign(team="db", now=time.time() - 600, ttl=300), "token is expired")
+    rejected(key.sign(team="db", aud="other"), "audience claim does not match")
+    rejected(key.sign(team="db", iss="https://evil.example"), "invalid issuer")
+    rejected(key.sign(team="db", sub="system:serviceaccount:dev:app"),
+             "sub claim does not match bound subject")
+    rejected(key.sign(team="web"), "claim \"team\" does not match")
+    rejected(key.sign(team="db", nbf=int(time.time() + 600)), "not yet valid")
+    rejected(key.sign(team="db"), "role \"nope\" could not be found", role="nope")
+    rejected("", "missing token")
+    # The role reads back with its lists (comma strings accepted too).
+    root = vaultsim.client()
+    root.write("auth/jwt/role/csv", role_type="jwt", user_claim="sub",
+               bound_audiences="a, vault", token_policies="default,p2")
+    role = root.read("auth/jwt/role/csv")["data"]
+    assert role["bound_audiences"] == ["a", "vault"]
+    assert role["token_policies"] == ["default", "p2"]
+    hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("csv", key.sign())
+
+
+def test_jwt_config_refused(vaultsim):
+    root = vaultsim.client()
+    root.sys.enable_auth_method("jwt")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="not supported"):
+        root.auth.jwt.configure(jwks_url="https://idp.example/keys")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="could not load configuration"):
+        hvac.Client(url=vaultsim.addr).auth.jwt.jwt_login("app", "x.y.z")
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="bound constraint"):
+        root.write("auth/jwt/role/loose", role_type="jwt", user_claim="sub")
+
+
+def test_cert_login(pg, tmp_path):
+    from harness import VaultSim
+    from tlscerts import CA
+    server_ca = CA(tmp_path, "server")
+    server_cert, server_key = server_ca.issue("127.0.0.1", san="IP:127.0.0.1")
+    clients = CA(tmp_path, "clients")
+    good = clients.issue("pglease.example", client=True)
+    other = clients.issue("intruder.example", client=True)
+    stranger = CA(tmp_path, "stranger").issue("pglease.example", client=True)
+    sim = VaultSim(tls=(server_cert, server_key, server_ca.cert))
+    try:
+        ca = str(server_ca.cert)
+        root = hvac.Client(url=sim.addr, token=sim.root_token, verify=ca)
+        root.sys.enable_auth_method("cert")
+        root.write("auth/cert/certs/pglease", certificate=clients.cert.read_text(),
+                   allowed_common_names="pglease.example, *.internal",
+                   token_policies="default", token_ttl="1h")
+        assert root.read("auth/cert/certs/pglease")["data"]["allowed_common_names"] == \
+            ["pglease.example", "*.internal"]
+
+        def login(cert, name=""):
+            c = hvac.Client(url=sim.addr, verify=ca, cert=tuple(map(str, cert)))
+            return c.write("auth/cert/login", **({"name": name} if name else {}))
+
+        auth = login(good)["auth"]
+        assert auth["lease_duration"] == 3600
+        assert auth["metadata"]["cert_name"] == "pglease"
+        assert auth["metadata"]["common_name"] == "pglease.example"
+        assert login(good, "pglease")["auth"]["client_token"]
+        # Vault's answers: the TLS handshake takes any certificate; the
+        # login checks it.
+        for cert, name in ((stranger, ""), (other, ""), (good, "nope")):
+            with pytest.raises(hvac.exceptions.InvalidRequest,
+                               match="invalid certificate or no client certificate supplied"):
+                login(cert, name)
+        with pytest.raises(hvac.exceptions.InvalidRequest,
+                           match="client certificate must be supplied"):
+            hvac.Client(url=sim.addr, verify=ca).write("auth/cert/login")
+    finally:
+        sim.stop()

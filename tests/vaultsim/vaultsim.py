@@ -1114,6 +1114,287 @@ def handle_kubernetes(mount_path, m, rest, method, body):
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
+# Leeways of vault-plugin-auth-jwt's roles (clock_skew_leeway,
+# expiration_leeway, not_before_leeway defaults), in seconds.
+JWT_CLOCK_SKEW_LEEWAY = 60
+JWT_EXPIRATION_LEEWAY = 150
+JWT_NOT_BEFORE_LEEWAY = 150
+
+
+def jwt_verify(token, pubkeys):
+    """Claims of `token` once its signature checks against one of the PEM
+    public keys (RS256 or ES256), like jwt_validation_pubkeys. Time claims
+    are checked by the caller, with Vault's leeways."""
+    import jwt as pyjwt  # Debian's python3-jwt (PyJWT)
+    try:
+        header = pyjwt.get_unverified_header(token)
+    except pyjwt.PyJWTError:
+        raise VaultError(400, "error validating token: malformed JWT")
+    if header.get("alg") not in ("RS256", "ES256"):
+        raise VaultError(400, f"error validating token: unsupported signing algorithm "
+                              f"\"{header.get('alg')}\"")
+    for pem in pubkeys:
+        try:
+            return pyjwt.decode(token, pem, algorithms=[header["alg"]],
+                                options={"verify_exp": False, "verify_nbf": False,
+                                         "verify_iat": False, "verify_aud": False,
+                                         "verify_iss": False})
+        except pyjwt.InvalidSignatureError:
+            continue
+        except (pyjwt.PyJWTError, ValueError, TypeError):
+            continue
+    raise VaultError(400, "error validating token: error verifying token signature: "
+                          "no known key successfully validated the token signature")
+
+
+def jwt_check_claims(claims, role, config):
+    now = time.time()
+    skew = role.get("clock_skew_leeway", JWT_CLOCK_SKEW_LEEWAY)
+    exp_leeway = role.get("expiration_leeway", JWT_EXPIRATION_LEEWAY)
+    nbf_leeway = role.get("not_before_leeway", JWT_NOT_BEFORE_LEEWAY)
+    if "exp" not in claims:
+        raise VaultError(400, "error validating token: exp claim is required")
+    if now > float(claims["exp"]) + skew + exp_leeway:
+        raise VaultError(400, "error validating token: invalid expiration time (exp) "
+                              "claim: token is expired")
+    if "nbf" in claims and now < float(claims["nbf"]) - skew - nbf_leeway:
+        raise VaultError(400, "error validating token: invalid not before (nbf) claim: "
+                              "token not yet valid")
+    if "iat" in claims and now < float(claims["iat"]) - skew:
+        raise VaultError(400, "error validating token: invalid issued at (iat) claim: "
+                              "token issued in the future")
+    iss = config.get("bound_issuer")
+    if iss and claims.get("iss") != iss:
+        raise VaultError(400, "error validating token: invalid issuer (iss) claim")
+    aud = claims.get("aud")
+    aud = [aud] if isinstance(aud, str) else (aud or [])
+    bound_aud = role.get("bound_audiences") or []
+    if bound_aud:
+        if not set(aud) & set(bound_aud):
+            raise VaultError(400, "error validating token: invalid audience (aud) claim: "
+                                  "audience claim does not match any expected audience")
+    elif aud:
+        raise VaultError(400, "error validating token: audience claim found in JWT but no "
+                              "audiences bound to the role")
+    if role.get("bound_subject") and claims.get("sub") != role["bound_subject"]:
+        raise VaultError(400, "error validating token: sub claim does not match bound "
+                              "subject")
+    for name, want in (role.get("bound_claims") or {}).items():
+        want = want if isinstance(want, list) else [want]
+        got = claims.get(name)
+        got = got if isinstance(got, list) else [got]
+        if not any(g in want for g in got):
+            raise VaultError(400, f"error validating claims: claim \"{name}\" does not match "
+                                  f"any associated bound claim values")
+
+
+def handle_jwt(mount_path, m, rest, method, body):
+    if rest == "config":
+        if method in ("POST", "PUT"):
+            if body.get("jwks_url") or body.get("oidc_discovery_url"):
+                # Fetching keys is out of the stand-in's reach (no network).
+                raise VaultError(400, "vaultsim: jwks_url and oidc_discovery_url are not "
+                                      "supported; use jwt_validation_pubkeys")
+            keys = comma_list(body.get("jwt_validation_pubkeys"))
+            if not keys:
+                raise VaultError(400, "exactly one of 'jwt_validation_pubkeys', 'jwks_url' or "
+                                      "'oidc_discovery_url' must be set")
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+            for k in keys:
+                try:
+                    load_pem_public_key(k.encode())
+                except (ValueError, TypeError):
+                    raise VaultError(400, "error parsing public key: failed to parse PEM "
+                                          "public key")
+            m["config"] = {"jwt_validation_pubkeys": keys,
+                           "bound_issuer": body.get("bound_issuer", ""),
+                           "jwks_url": "", "oidc_discovery_url": "",
+                           "default_role": body.get("default_role", "")}
+            return 204, None
+        if method == "GET":
+            if not m.get("config"):
+                return 204, None
+            return 200, envelope(m["config"])
+    if rest == "login" and method in ("POST", "PUT"):
+        config = m.get("config")
+        if not config:
+            raise VaultError(400, "could not load configuration")
+        name = body.get("role") or config.get("default_role")
+        if not name:
+            raise VaultError(400, "missing role")
+        role = m["roles"].get(name)
+        if role is None:
+            raise VaultError(400, f"role \"{name}\" could not be found")
+        token = body.get("jwt")
+        if not token:
+            raise VaultError(400, "missing token")
+        claims = jwt_verify(token, config["jwt_validation_pubkeys"])
+        jwt_check_claims(claims, role, config)
+        user = claims.get(role["user_claim"])
+        if not isinstance(user, (str, int, float)) or user == "":
+            raise VaultError(400, f"claim \"{role['user_claim']}\" not found in token")
+        tok = token_from_role(role, f"{mount_path.rstrip('/')}-{user}", {"role": name})
+        return 200, envelope(auth=tok.auth_block())
+    parts = rest.split("/", 1)
+    if parts[0] == "role":
+        name = parts[1] if len(parts) > 1 else ""
+        if not name and method in ("LIST", "GET"):
+            return 200, envelope({"keys": sorted(m["roles"])})
+        if method in ("POST", "PUT"):
+            old = m["roles"].get(name) or {}
+            r = role_fields(body, old)
+            r["role_type"] = body.get("role_type", old.get("role_type", "oidc"))
+            if r["role_type"] not in ("jwt", "oidc"):
+                raise VaultError(400, "invalid 'role_type': " + str(r["role_type"]))
+            if r["role_type"] == "oidc":
+                raise VaultError(400, "vaultsim: only role_type \"jwt\" is supported")
+            r["user_claim"] = body.get("user_claim", old.get("user_claim", ""))
+            if not r["user_claim"]:
+                raise VaultError(400, "a user claim must be defined on the role")
+            r["bound_audiences"] = comma_list(body["bound_audiences"]) \
+                if "bound_audiences" in body else old.get("bound_audiences", [])
+            r["bound_subject"] = body.get("bound_subject", old.get("bound_subject", ""))
+            bc = body.get("bound_claims", old.get("bound_claims", {}))
+            if isinstance(bc, str):
+                try:
+                    bc = json.loads(bc) if bc else {}
+                except ValueError:
+                    raise VaultError(400, "error parsing bound_claims")
+            if not isinstance(bc, dict):
+                raise VaultError(400, "bound_claims must be a map")
+            r["bound_claims"] = bc
+            for k in ("clock_skew_leeway", "expiration_leeway", "not_before_leeway"):
+                if k in body:
+                    r[k] = parse_duration(body[k])
+            if not (r["bound_audiences"] or r["bound_subject"] or r["bound_claims"] or
+                    r.get("token_bound_cidrs")):
+                raise VaultError(400, "must have at least one bound constraint when creating/"
+                                      "updating a role")
+            m["roles"][name] = r
+            return 204, None
+        if method == "GET":
+            if name not in m["roles"]:
+                raise VaultError(404)
+            return 200, envelope(m["roles"][name])
+        if method == "DELETE":
+            m["roles"].pop(name, None)
+            return 204, None
+    raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
+
+
+# The request being handled (per thread): the TLS client certificate, DER,
+# or None. The cert auth method reads it; nothing else does.
+REQUEST = threading.local()
+
+
+def _load_ca(pem):
+    from cryptography import x509
+    try:
+        return x509.load_pem_x509_certificate(pem.encode())
+    except (ValueError, TypeError):
+        raise VaultError(400, "failed to parse certificate")
+
+
+def _issued_by(cert, ca):
+    """The certificate is signed by `ca` (directly: the stand-in takes no
+    intermediates) and both are within their validity."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    if cert.issuer != ca.subject:
+        return False
+    key = ca.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+                       cert.signature_hash_algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(cert.signature, cert.tbs_certificate_bytes,
+                       ec.ECDSA(cert.signature_hash_algorithm))
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    now = datetime.datetime.utcnow()
+    return all(c.not_valid_before <= now <= c.not_valid_after for c in (cert, ca))
+
+
+def _common_name(cert):
+    from cryptography.x509.oid import NameOID
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return cns[0].value if cns else ""
+
+
+def handle_cert(mount_path, m, rest, method, body):
+    if rest == "login" and method in ("POST", "PUT"):
+        der = getattr(REQUEST, "peer_cert", None)
+        if der is None:
+            raise VaultError(400, "client certificate must be supplied")
+        from cryptography import x509
+        client = x509.load_der_x509_certificate(der)
+        name = body.get("name") or ""
+        candidates = [name] if name else sorted(m["roles"])
+        cn = _common_name(client)
+        for n in candidates:
+            role = m["roles"].get(n)
+            if role is None or not _issued_by(client, _load_ca(role["certificate"])):
+                continue
+            allowed = role.get("allowed_common_names") or []
+            if allowed and not any(glob_match(a, cn) for a in allowed):
+                continue
+            tok = token_from_role(role, f"{mount_path.rstrip('/')}-{role['display_name'] or n}",
+                                  {"cert_name": n, "common_name": cn,
+                                   "serial_number": str(client.serial_number)})
+            return 200, envelope(auth=tok.auth_block())
+        raise VaultError(400, "invalid certificate or no client certificate supplied")
+    parts = rest.split("/", 1)
+    if parts[0] == "certs":
+        name = parts[1] if len(parts) > 1 else ""
+        if not name and method in ("LIST", "GET"):
+            return 200, envelope({"keys": sorted(m["roles"])})
+        if method in ("POST", "PUT"):
+            old = m["roles"].get(name) or {}
+            r = role_fields(body, old)
+            pem = body.get("certificate", old.get("certificate", ""))
+            if not pem:
+                raise VaultError(400, "missing certificate")
+            _load_ca(pem)
+            r["certificate"] = pem
+            r["display_name"] = body.get("display_name", old.get("display_name", ""))
+            r["allowed_common_names"] = comma_list(body["allowed_common_names"]) \
+                if "allowed_common_names" in body else old.get("allowed_common_names", [])
+            m["roles"][name] = r
+            return 204, None
+        if method == "GET":
+            if name not in m["roles"]:
+                raise VaultError(404)
+            return 200, envelope(m["roles"][name])
+        if method == "DELETE":
+            m["roles"].pop(name, None)
+            return 204, None
+    raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
+
+
+def request_any_client_cert(ctx):
+    """Asks TLS clients for a certificate and takes whatever they send, as
+    a Vault listener does (Go's tls.RequestClientCert): the cert auth
+    method checks it against its roles' CAs at login, so a certificate
+    from an unknown CA reaches the handler and gets Vault's 400 instead of
+    a failed handshake. Python's ssl verifies every presented certificate
+    and offers no verify callback, so one is set through ctypes on the
+    context's SSL_CTX (the pointer follows PyObject_HEAD in CPython's
+    PySSLContext)."""
+    import ctypes
+    import ssl
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    libssl = ctypes.CDLL("libssl.so.3")
+    cb_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    accept_all = cb_type(lambda ok, store: 1)
+    ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    libssl.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, cb_type]
+    libssl.SSL_CTX_set_verify(ssl_ctx, 0x01, accept_all)  # SSL_VERIFY_PEER
+    ctx._pgl_accept_all = accept_all  # the callback must outlive the context
+
+
 def handle_token(rest, method, body, tok):
     if rest in ("create", "create-orphan") and method in ("POST", "PUT"):
         if tok is None:
@@ -1227,7 +1508,7 @@ def handle_sys(rest, method, body, tok, query):
             if path in STATE.auth:
                 raise VaultError(400, f"path is already in use at {path}")
             typ = body.get("type", "")
-            if typ not in ("approle", "kubernetes", "token"):
+            if typ not in ("approle", "cert", "kubernetes", "jwt", "token"):
                 raise VaultError(400, f"plugin not found in the catalog: {typ}")
             STATE.auth[path] = {"type": typ, "accessor": f"auth_{typ}_{rand_alnum(8)}",
                                 "roles": {}, "config": None}
@@ -1496,6 +1777,10 @@ def _route(method, path, body, token_id, query):
             return handle_approle(auth_mount, m, rest, method, body)
         if m["type"] == "kubernetes":
             return handle_kubernetes(auth_mount, m, rest, method, body)
+        if m["type"] == "jwt":
+            return handle_jwt(auth_mount, m, rest, method, body)
+        if m["type"] == "cert":
+            return handle_cert(auth_mount, m, rest, method, body)
     if path.startswith("sys/"):
         return handle_sys(path[4:], method, body, tok, query)
     mpath, rest = mount_for(path, STATE.mounts)
@@ -1582,6 +1867,10 @@ class Handler(BaseHTTPRequestHandler):
                 latency = STATE.latency_ms if not test_only else 0
             if latency:
                 time.sleep(latency / 1000)
+            try:
+                REQUEST.peer_cert = self.connection.getpeercert(binary_form=True)
+            except (AttributeError, ValueError):
+                REQUEST.peer_cert = None  # plain http, or no certificate
             with LOCK:
                 status, obj = dispatch(method, path, body,
                                        self.headers.get("X-Vault-Token"), query)
@@ -1682,6 +1971,7 @@ def main(argv):
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(opts["tls-cert-file"], opts["tls-key-file"])
+        request_any_client_cert(ctx)
         server.socket = ctx.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     threading.Thread(target=reaper, daemon=True).start()

@@ -186,6 +186,34 @@ static void test_design_example(void **state)
     pgl_conf_free(c);
 }
 
+static void test_jwt_and_cert_methods(void **state)
+{
+    (void)state;
+    char text[2048], err[PGL_CONF_ERRLEN], path[64];
+    pgl_conf *c;
+    base_config(text, sizeof text, "",
+                "auth_method = jwt\njwt_role = app\njwt_file = /run/idp/token", NULL);
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_int_equal(c->vault.auth_method, PGL_CONF_VAULT_JWT);
+    assert_string_equal(c->vault.auth_mount, "jwt"); /* the method's name */
+    assert_string_equal(c->vault.jwt_role, "app");
+    assert_string_equal(c->vault.jwt_file, "/run/idp/token");
+    assert_null(c->vault.client_cert_file);
+    pgl_conf_free(c);
+
+    base_config(text, sizeof text, "",
+                "addr = https://vault:8200\nauth_method = cert\nclient_cert_file = /c.pem\n"
+                "client_key_file = /k.pem\ncert_role = pglease",
+                NULL);
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_int_equal(c->vault.auth_method, PGL_CONF_VAULT_CERT);
+    assert_string_equal(c->vault.auth_mount, "cert");
+    assert_string_equal(c->vault.client_cert_file, "/c.pem");
+    assert_string_equal(c->vault.client_key_file, "/k.pem");
+    assert_string_equal(c->vault.cert_role, "pglease");
+    pgl_conf_free(c);
+}
+
 static void test_env_overrides(void **state)
 {
     char text[2048], err[PGL_CONF_ERRLEN], path[64];
@@ -260,8 +288,19 @@ static const bad_case bad_cases[] = {
     {"", "auth_method = ldap", NULL, "[vault] auth_method: \"ldap\" is not one of", 6,
      -EINVAL},
     {"", "secret_idfile = x", NULL, "[vault] secret_idfile: unknown key", 6, -EINVAL},
-    {"", "auth_method = kubernetes", NULL, "[vault] kubernetes_role: missing required key", 0,
+    {"", "auth_method = kubernetes", NULL, "[vault] kubernetes_role: missing required key", 6,
      -EINVAL},
+    {"", "auth_method = jwt", NULL,
+     "[vault] jwt_role: missing required key (auth_method = jwt)", 6, -EINVAL},
+    {"", "addr = https://v:8200\nauth_method = cert", NULL,
+     "[vault] client_cert_file: missing required key (auth_method = cert)", 7, -EINVAL},
+    {"", "addr = https://v:8200\nauth_method = cert\nclient_cert_file = /c.pem", NULL,
+     "[vault] client_key_file: missing required key (auth_method = cert)", 7, -EINVAL},
+    {"", "addr = https://v:8200\nclient_key_file = /k.pem", NULL,
+     "[vault] client_key_file: needs client_cert_file too", 7, -EINVAL},
+    {"", "addr = http://v:8200\nauth_method = cert\nclient_cert_file = /c.pem\n"
+         "client_key_file = /k.pem",
+     NULL, "[vault] client_cert_file: needs an https:// addr", 8, -EINVAL},
     {"", "role_id_file = /x", NULL, "role_id_file: set role_id or role_id_file, not both", 6,
      -EINVAL},
     {"", "addr = ftp://x", NULL, "[vault] addr: \"ftp://x\" is not an http", 6, -EINVAL},
@@ -572,6 +611,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_design_example),
+        cmocka_unit_test(test_jwt_and_cert_methods),
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_missing_auth_file),

@@ -131,6 +131,33 @@ static void test_public_files_do_not_warn(void **state)
     assert_int_equal(nwarnings, 0);
 }
 
+static void test_vault_client_key_is_a_secret(void **state)
+{
+    (void)state;
+    /* cert auth: the certificate is public, its key warns when loose and
+     * fails the check when missing; a jwt method's token file is read. */
+    pgl_conf c = {.path = "pglease.ini", .vault_needed = true};
+    c.vault.auth_method = PGL_CONF_VAULT_CERT;
+    c.vault.client_cert_file = make_file("vault-crt", 0644);
+    c.vault.client_key_file = make_file("vault-key", 0640);
+    char err[PGL_CONF_ERRLEN] = "";
+    nwarnings = 0;
+    assert_int_equal(pgl_conf_check_files(&c, on_warn, NULL, err, sizeof err), 0);
+    assert_int_equal(nwarnings, 1);
+    assert_non_null(strstr(warnings[0], "[vault] client_key_file"));
+    assert_non_null(strstr(warnings[0], "group-readable (mode 0640)"));
+
+    c.vault.client_key_file = "/nonexistent/vault-key";
+    assert_int_equal(pgl_conf_check_files(&c, on_warn, NULL, err, sizeof err), -ENOENT);
+    assert_non_null(strstr(err, "[vault] client_key_file: cannot read \"/nonexistent/vault-key\""));
+
+    pgl_conf j = {.path = "pglease.ini", .vault_needed = true};
+    j.vault.auth_method = PGL_CONF_VAULT_JWT;
+    j.vault.jwt_file = "/nonexistent/jwt";
+    assert_int_equal(pgl_conf_check_files(&j, on_warn, NULL, err, sizeof err), -ENOENT);
+    assert_non_null(strstr(err, "[vault] jwt_file: cannot read"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -139,6 +166,7 @@ int main(void)
         cmocka_unit_test(test_directory_is_not_a_file),
         cmocka_unit_test(test_loose_secret_warns),
         cmocka_unit_test(test_public_files_do_not_warn),
+        cmocka_unit_test(test_vault_client_key_is_a_secret),
     };
     return cmocka_run_group_tests_name("conf_files", tests, setup, teardown);
 }
