@@ -15,18 +15,8 @@ POLICY = ('path "database/creds/app-rw" { capabilities = ["read"] }\n'
           'path "sys/leases/*" { capabilities = ["update"] }')
 
 
-@pytest.fixture(scope="module", autouse=True)
-def vdb(pg):
-    """The database start_proxy serves. test_vault_rotation creates it for
-    itself in the same run: made here only when missing, and then dropped."""
-    made = not pg.sql("select 1 from pg_database where datname = %s", (DB,))
-    if made:
-        pg.sql(f"CREATE DATABASE {DB}")
-    try:
-        yield
-    finally:
-        if made:
-            pg.sql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+# The database start_proxy serves (conftest.py).
+pytestmark = pytest.mark.usefixtures("vdb")
 
 
 def wait_for(pred, timeout, what):
