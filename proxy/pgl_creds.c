@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #define TICK_MS 200
 #define REFETCH_BACKOFF_MS 1000
 #define REFETCH_MAX_MS 30000
@@ -81,6 +83,15 @@ static const char *lease_hint(const char *lease_id, char *buf, size_t len)
     return buf;
 }
 
+/* Whether `s` is the credential `g` already uses (a static role read again
+ * before Vault rotated it). */
+static bool same_credential(const pgl_generation *g, const pgl_vault_secret *s)
+{
+    size_t n = strlen(s->password);
+    return strcmp(g->user, s->username) == 0 && g->password != NULL &&
+           strlen(g->password) == n && CRYPTO_memcmp(g->password, s->password, n) == 0;
+}
+
 /* ---- fetching ------------------------------------------------------------------ */
 
 static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *err)
@@ -107,6 +118,17 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
     pool->vault_error[0] = '\0';
     /* With a working generation, the new one proves itself first. */
     pgl_generation *current = pgl_pool_generation(pool);
+    if (current != NULL && db->creds_kind == PGL_CONF_CREDS_STATIC &&
+        same_credential(current, secret)) {
+        /* Vault has not rotated yet (its rotation runs a moment after the
+         * ttl, or a refused login raced it): keep the generation, read
+         * again after the ttl Vault gives now. */
+        pgl_generation_static_reread(current, now, secret->static_ttl);
+        pgl_log_debug(pool->name, "vault: static role password unchanged; next read in %lds",
+                      secret->static_ttl);
+        pgl_vault_secret_clear(secret);
+        return;
+    }
     pool->stats.creds.fetched++;
     if (current != NULL)
         pool->stats.creds.rotations++;
@@ -123,10 +145,16 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
                           rotate_before(pool));
     g->token_id = pgl_vault_token_id(px->vault);
     char hint[96];
-    pgl_log_info(pool->name,
-                 "vault: generation %llu: user %s, lease %s, %lds%s", (unsigned long long)g->id,
-                 g->user, g->lease_id ? lease_hint(g->lease_id, hint, sizeof hint) : "(none)",
-                 secret->lease_duration, g->renewable ? ", renewable" : "");
+    if (g->is_static)
+        pgl_log_info(pool->name,
+                     "vault: generation %llu: user %s, static role (no lease), Vault rotates "
+                     "its password in %lds", (unsigned long long)g->id, g->user,
+                     secret->static_ttl);
+    else
+        pgl_log_info(pool->name, "vault: generation %llu: user %s, lease %s, %lds%s",
+                     (unsigned long long)g->id, g->user,
+                     g->lease_id ? lease_hint(g->lease_id, hint, sizeof hint) : "(none)",
+                     secret->lease_duration, g->renewable ? ", renewable" : "");
     pgl_vault_secret_clear(secret);
     if (g->state == PGL_GEN_WARMING)
         pgl_pool_warm(pool, g);
@@ -152,6 +180,17 @@ static void cancel_renewal(pgl_generation *g)
     }
 }
 
+static bool has_warming(pgl_pool *pool)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        if (pgl_container_of(pos, pgl_generation, node)->state == PGL_GEN_WARMING)
+            return true;
+    }
+    return false;
+}
+
 /* ---- what the pool tells us ---------------------------------------------------- */
 
 static void on_rejected(pgl_pool *pool, pgl_generation *g, bool was_warming)
@@ -163,6 +202,19 @@ static void on_rejected(pgl_pool *pool, pgl_generation *g, bool was_warming)
     } else {
         fetch(pool);
     }
+}
+
+/* A static role's password was refused although its generation is
+ * current: Vault rotated it early (rotate-role). Its servers stay logged in
+ * (Postgres keeps sessions across a password change); the new password is
+ * read now, warms and takes over as at a scheduled rotation. */
+static void on_stale(pgl_pool *pool, pgl_generation *g)
+{
+    (void)g;
+    if (has_warming(pool))
+        return; /* its successor is already proving itself */
+    pool->refetch_at = 0;
+    fetch(pool);
 }
 
 /* What a revocation's answer needs: where to count it, what to log. */
@@ -207,7 +259,7 @@ static void on_retired(pgl_generation *g)
         revoke_lease(px, g->lease_id);
 }
 
-static const pgl_pool_creds_hooks hooks = {on_rejected, on_retired};
+static const pgl_pool_creds_hooks hooks = {on_rejected, on_stale, on_retired};
 
 /* ---- renewal -------------------------------------------------------------------------- */
 
@@ -330,14 +382,8 @@ int pgl_creds_rotate(pgl_pool *pool)
 {
     if (!vault_pool(pool) || pool->px->vault == NULL)
         return -EINVAL;
-    if (pool->fetch_op != NULL)
+    if (pool->fetch_op != NULL || has_warming(pool))
         return -EALREADY;
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->generations)
-    {
-        if (pgl_container_of(pos, pgl_generation, node)->state == PGL_GEN_WARMING)
-            return -EALREADY;
-    }
     pgl_log_info(pool->name, "vault: rotating now (admin console)");
     pool->refetch_at = 0;
     fetch(pool);

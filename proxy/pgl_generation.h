@@ -135,6 +135,11 @@ void pgl_generation_schedule_rotation(pgl_generation *g, int rotate_before_s);
 void pgl_generation_issued(pgl_generation *g, uint64_t now, long duration_s, bool renewable,
                            bool is_static, long static_ttl_s, int rotate_before_s);
 
+/* Static role: the next re-read of the password, just after Vault's next
+ * rotation `static_ttl_s` from `now` (< 0: unknown, a default period).
+ * Also for a re-read that found the password unchanged. */
+void pgl_generation_static_reread(pgl_generation *g, uint64_t now, long static_ttl_s);
+
 /* A renewal answered with `duration_s`; a shorter one than issued means
  * max_ttl caps it: the end is final. true when capped. */
 bool pgl_generation_renewed(pgl_generation *g, uint64_t now, long duration_s,

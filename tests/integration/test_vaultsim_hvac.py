@@ -238,6 +238,11 @@ def test_static_role_rotation(vaultsim, pg):
         assert status == 204
         first = root.secrets.database.get_static_credentials("reports")["data"]
         assert first["username"] == "static_app" and 3590 <= first["ttl"] <= 3600
+        # What pglease relies on: the ttl to the next rotation, the period,
+        # the time of the last rotation (RFC 3339), and no lease at all.
+        assert first["rotation_period"] == 3600 and first["last_vault_rotation"].endswith("Z")
+        raw = vaultsim.api("GET", "database/static-creds/reports")
+        assert raw["lease_id"] == "" and raw["lease_duration"] == 0 and not raw["renewable"]
 
         def login(pw):
             return psycopg.connect(host="127.0.0.1", port=pg.port, user="static_app",
@@ -248,6 +253,8 @@ def test_static_role_rotation(vaultsim, pg):
         vaultsim.api("POST", "database/rotate-role/reports")
         second = root.secrets.database.get_static_credentials("reports")["data"]
         assert second["password"] != first["password"]
+        assert second["ttl"] >= 3590
+        assert second["last_vault_rotation"] >= first["last_vault_rotation"]
         login(second["password"])
         with pytest.raises(psycopg.OperationalError):
             login(first["password"])

@@ -156,6 +156,16 @@ static void test_static_role_has_no_deadline(void **state)
     assert_true(g->rotate_at == 5000 + 120000 + 1000);
     assert_true(pgl_generation_deadline(g) == UINT64_MAX);
     assert_int_equal(pgl_generation_check(g, 999999999, 30), PGL_GEN_DUE_NOTHING);
+    /* Unchanged at the re-read: Vault's rotation is due (ttl 0) but not
+     * done, so ask again a second later, not a default period later. */
+    pgl_generation_static_reread(g, 126000, 0);
+    assert_true(g->rotate_at == 127000);
+    assert_false(pgl_generation_rotation_due(g, 126999));
+    assert_true(pgl_generation_rotation_due(g, 127000));
+    pgl_generation_static_reread(g, 127000, -1);
+    assert_true(g->rotate_at == 127000 + 60000 + 1000);
+    /* Nothing to renew: no lease. */
+    assert_false(pgl_generation_renew_due(g, 999999999));
     pgl_generation_free(g);
 }
 
