@@ -173,6 +173,11 @@ void pgl_generation_static_reread(pgl_generation *g, uint64_t now, long static_t
     g->rotate_at = now + (uint64_t)ttl * 1000 + STATIC_REREAD_AFTER_MS;
 }
 
+void pgl_generation_poll_after(pgl_generation *g, uint64_t now, long interval_s)
+{
+    g->rotate_at = now + (uint64_t)interval_s * 1000;
+}
+
 bool pgl_generation_renewed(pgl_generation *g, uint64_t now, long duration_s,
                             int rotate_before_s)
 {

@@ -693,8 +693,9 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
     return true;
 }
 
-/* A static role's login refused while its generation is current: the
- * password changed before the ttl said (a forced rotate-role). The
+/* A static role's (or KV secret's) login refused while its generation is
+ * current: the password changed before the ttl said (a forced
+ * rotate-role), or before the KV secret was written. The
  * generation keeps serving with the servers it has, new logins back off
  * while the new password is read (pgl_creds.c), then it drains as in a
  * scheduled rotation. */
@@ -704,8 +705,9 @@ static bool static_password_changed(pgl_pool *pool, pgl_generation *gen, const c
         strncmp(sqlstate, "28", 2) != 0)
         return false;
     pgl_log_warning(pool->name,
-                    "generation %llu (user %s): a login was refused (%s): the static role's "
-                    "password changed in Vault; reading it now, its servers serve on",
+                    "generation %llu (user %s): a login was refused (%s): its password "
+                    "changed (a static role rotated early, or a KV secret not updated yet); "
+                    "reading it again now, its servers serve on",
                     (unsigned long long)gen->id, gen->user, sqlstate);
     pool->creds->stale(pool, gen);
     return true;
