@@ -591,10 +591,19 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
     pgl_list_foreach(it, tmp, &c->lp->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
+        bool kv = pgl_pool_db(pool)->creds_kind == PGL_CONF_CREDS_KV;
         pgl_list_foreach(gp, gt, &pool->generations)
         {
             const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
             char b[4][24], hint[128], t1[32];
+            /* Lease-less credentials say where they come from instead. */
+            const char *lease = lease_prefix(g->lease_id, hint, sizeof hint);
+            if (lease == NULL && g->is_static && kv) {
+                snprintf(hint, sizeof hint, "(kv version %ld)", g->kv_version);
+                lease = hint;
+            } else if (lease == NULL && g->is_static) {
+                lease = "(static role)";
+            }
             bool ends = g->end != 0 && g->end != UINT64_MAX;
             /* The end may lie ahead: place it on the wall clock by hand. */
             char expires[32];
@@ -609,7 +618,7 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
             const char *v[] = {pool->name,
                                U64(b[0], g->id),
                                g->user,
-                               lease_prefix(g->lease_id, hint, sizeof hint),
+                               lease,
                                pgl_admin_time(t1, c, g->issued),
                                exp,
                                ends ? U64(b[1], g->end > now ? (g->end - now) / 1000 : 0) : NULL,

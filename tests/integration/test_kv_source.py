@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 from pglease_proc import PgLease
@@ -59,6 +60,15 @@ def write_secret(vault, data):
     return vault.api("POST", f"secret/data/{SECRET}", {"data": data})["data"]["version"]
 
 
+def show_leases(p):
+    """SHOW LEASES on the admin console, rows as dicts by column name."""
+    with psycopg.connect(p.dsn(user="admin", dbname="pglease"), autocommit=True,
+                         prepare_threshold=None) as c:
+        cur = c.execute("SHOW LEASES")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 def wait_for(p, what, count=1, timeout=30):
     """Waits (bounded) until the log holds `what` `count` times."""
     deadline = time.monotonic() + timeout
@@ -104,6 +114,9 @@ def test_new_versions_rotate_under_pgbench(pg, vault, tmp_path):
         assert write_secret(vault, {"user": "kv_one", "pass": pw[3]}) == 3
         wait_for(p, "generation 3 (user kv_one) takes over")
         wait_for(p, "generation 2 drained")
+        (lease,) = [l for l in show_leases(p) if l["state"] == "active"]
+        assert lease["username"] == "kv_one" and lease["lease_id"] == "(kv version 3)"
+        assert lease["expires"] is None and lease["ttl"] is None and not lease["renewable"]
         out, _ = bench.communicate(timeout=120)
         log = p.log()
         assert bench.returncode == 0, out + log[-4000:]

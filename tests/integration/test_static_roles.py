@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import time
 
+import psycopg
 import pytest
 
 from pglease_proc import PgLease
@@ -42,6 +43,15 @@ def approle(vault, tmp_path):
     (tmp_path / "secret-id").chmod(0o600)
     return (f"\n[vault]\naddr = {vault.addr}\nauth_method = approle\nrole_id = {role_id}\n"
             f"secret_id_file = {tmp_path / 'secret-id'}\n")
+
+
+def show_leases(p):
+    """SHOW LEASES on the admin console, rows as dicts by column name."""
+    with psycopg.connect(p.dsn(user="admin", dbname="pglease"), autocommit=True,
+                         prepare_threshold=None) as c:
+        cur = c.execute("SHOW LEASES")
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def wait_for(p, what, count=1, timeout=30):
@@ -87,6 +97,9 @@ def test_static_role_rotations_under_pgbench(pg, vault, tmp_path):
         after = vault.api("GET", "database/static-creds/app")["data"]
         assert after["password"] != before["password"]
         wait_for(p, f"(user {ROLE}) takes over", 3)
+        leases = [l for l in show_leases(p) if l["state"] == "active"]
+        assert [(l["username"], l["lease_id"], l["expires"], l["renewable"]) for l in leases] \
+            == [(ROLE, "(static role)", None, False)]
         out, _ = bench.communicate(timeout=120)
         log = p.log()
         assert bench.returncode == 0, out + log[-4000:]
