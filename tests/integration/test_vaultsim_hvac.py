@@ -154,6 +154,14 @@ def test_kv_v2_versions(vaultsim):
         c.secrets.kv.v2.create_or_update_secret(path="app/config", secret={"a": "3"}, cas=1)
     with pytest.raises(hvac.exceptions.InvalidPath):
         c.secrets.kv.v2.read_secret_version(path="app/none")
+    # What pglease's KV source relies on: data.metadata.version on a read,
+    # current_version in the metadata, 404 once the metadata is deleted.
+    read = c.secrets.kv.v2.read_secret_version(path="app/config")["data"]
+    assert read["metadata"]["version"] == 2
+    assert c.secrets.kv.v2.read_secret_metadata(path="app/config")["data"]["current_version"] == 2
+    c.secrets.kv.v2.delete_metadata_and_all_versions(path="app/config")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        c.secrets.kv.v2.read_secret_metadata(path="app/config")
 
 
 def test_wrong_secret_id_and_denied_path(vaultsim, pg):
