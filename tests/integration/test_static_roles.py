@@ -76,16 +76,17 @@ def test_static_role_rotations_under_pgbench(pg, vault, tmp_path):
     vault.api("POST", "database/static-roles/app", {
         "db_name": "pg", "username": ROLE, "rotation_period": "8s"})
     users = {"alice": "pw-" + secrets.token_hex(10), "admin": "pw-" + secrets.token_hex(10)}
-    # server_lifetime = 1: servers keep logging in again under load, so a
-    # password changed behind pglease's back shows at a login within a second.
+    # Two pgbench clients on a pool kept at 4 servers that live 1 s: idle
+    # servers keep closing and logging in again, so a password changed
+    # behind pglease's back shows at a login within a second or two.
     p = PgLease({"app": f"host=127.0.0.1 port={pg.port} dbname={DB} "
                         f"creds=database/static-creds/app"},
                 users=users, extra_sections=approle(vault, tmp_path),
                 settings={"pool_mode": "transaction", "default_pool_size": "4",
-                          "server_lifetime": "1"}).start()
+                          "min_pool_size": "4", "server_lifetime": "1"}).start()
     try:
         wait_for(p, "static role (no lease)")
-        bench = subprocess.Popen(["pgbench", "-n", "-S", "-c", "6", "-j", "2", "-T", "24",
+        bench = subprocess.Popen(["pgbench", "-n", "-S", "-c", "2", "-j", "2", "-T", "24",
                                   p.dsn()], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True)
         # 1. The rotation_period runs out: re-read after the ttl, new generation.
@@ -95,6 +96,7 @@ def test_static_role_rotations_under_pgbench(pg, vault, tmp_path):
         refused = p.log().count("its password changed")
         # 2. Forced, long before the ttl: a refused login says so.
         before = vault.api("GET", "database/static-creds/app")["data"]
+        mark = len(p.log())
         vault.api("POST", "database/rotate-role/app")
         after = vault.api("GET", "database/static-creds/app")["data"]
         assert after["password"] != before["password"]
@@ -114,7 +116,12 @@ def test_static_role_rotations_under_pgbench(pg, vault, tmp_path):
         # The forced rotation was noticed by a refused login, before the
         # ttl's re-read, and nothing killed the generation or its clients.
         assert log.count("its password changed") > refused, log[-4000:]
-        forced = log.rindex("its password changed")
+        # ... and that refusal, not the re-read at the old ttl, brought the
+        # next generation.
+        tail = log[mark:]
+        assert "its password changed" in tail, tail
+        assert tail.index("its password changed") < tail.index("vault: generation"), tail
+        forced = log.index("its password changed", mark)
         assert "28P01" in log[forced - 200:forced + 200]
         assert "no longer works" not in log
         assert "terminating connection" not in log
