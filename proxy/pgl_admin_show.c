@@ -454,6 +454,10 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
         const pgl_conf_database *db = pgl_pool_db(pool);
         const char *port = pgl_conf_database_param(db, "port");
         char b[3][24];
+        /* creds= as written: a KV secret keeps its "kv:". */
+        char creds[512];
+        snprintf(creds, sizeof creds, "%s%s", db->creds_kind == PGL_CONF_CREDS_KV ? "kv:" : "",
+                 db->creds_path ? db->creds_path : "conninfo");
         const char *v[] = {pool->name,
                            pgl_conf_database_param(db, "host"),
                            port && *port ? port : "5432",
@@ -467,7 +471,7 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
                            U64(b[2], (uint64_t)pool->nservers),
                            pool->paused || c->lp->px->paused ? "1" : "0",
                            "0",
-                           db->creds_path ? db->creds_path : "conninfo"};
+                           creds};
         pgl_admin_row(r, v);
     }
     pgl_admin_end(r, "SHOW");

@@ -117,6 +117,11 @@ def test_new_versions_rotate_under_pgbench(pg, vault, tmp_path):
         (lease,) = [l for l in show_leases(p) if l["state"] == "active"]
         assert lease["username"] == "kv_one" and lease["lease_id"] == "(kv version 3)"
         assert lease["expires"] is None and lease["ttl"] is None and not lease["renewable"]
+        with psycopg.connect(p.dsn(user="admin", dbname="pglease"), autocommit=True,
+                             prepare_threshold=None) as c:
+            cur = c.execute("SHOW DATABASES")
+            col = [d.name for d in cur.description].index("credentials")
+            assert [r[col] for r in cur.fetchall()] == [f"kv:secret/data/{SECRET}"]
         out, _ = bench.communicate(timeout=120)
         log = p.log()
         assert bench.returncode == 0, out + log[-4000:]
