@@ -97,6 +97,7 @@ static const key_desc keys[] = {
     {PG(rotate_before), K_SECS, NULL, 1, 365 * DAY, NULL, NULL, F_UNSET_OK},
     {PG(exec_timeout), K_SECS, "30", 1, 3600, NULL, NULL, 0},
     {PG(drain_timeout), K_SECS, "30", 0, DAY, NULL, NULL, 0},
+    {PG(kv_poll_interval), K_SECS, "30", 1, DAY, NULL, NULL, 0},
     {PG(revoke_on_drain), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
     {PG(revoke_on_shutdown), K_BOOL, "yes", 0, 0, NULL, NULL, 0},
     {PG(shutdown_timeout), K_SECS, "30", 0, DAY, NULL, NULL, 0},
@@ -141,7 +142,8 @@ _Static_assert(offsetof(pgl_conf, nignore_startup_parameters) ==
                "ignore_startup_parameters count must follow the array");
 
 /* pglease's own keys inside a [databases] conninfo; everything else is libpq's. */
-static const char *const db_own_keys[] = {"creds", "pool_size", "min_pool_size", "pool_mode",
+static const char *const db_own_keys[] = {"creds",     "pool_size",         "min_pool_size",
+                                          "pool_mode", "kv_username_field", "kv_password_field",
                                           NULL};
 
 /* Parse state shared by the line reader and the handler. */
@@ -527,10 +529,43 @@ static void free_database(pgl_conf_database *db)
     free(db->creds_path);
     free(db->creds_mount);
     free(db->creds_role);
+    free(db->kv_metadata_path);
+    free(db->kv_username_field);
+    free(db->kv_password_field);
     memset(db, 0, sizeof *db);
 }
 
-/* Splits "<mount>/creds/<role>" or "<mount>/static-creds/<role>". */
+#define KV_PREFIX "kv:"
+#define KV_FORM "kv:<mount>/data/<path>"
+
+/* Splits "kv:<mount>/data/<path>" (KV v2; the first "/data/": a secret's
+ * path may hold "data", a mount path rarely does). */
+static int parse_kv(pgl_conf_database *db, const char *v, char *why, size_t whylen)
+{
+    const char *path = v + strlen(KV_PREFIX);
+    const char *sep = strstr(path, "/data/");
+    const char *secret = sep ? sep + strlen("/data/") : NULL;
+    if (sep == NULL || sep == path || *path == '/' || *secret == '\0' ||
+        secret[strlen(secret) - 1] == '/') {
+        snprintf(why, whylen, "\"%s\" is not " KV_FORM, v);
+        return -EINVAL;
+    }
+    db->creds_kind = PGL_CONF_CREDS_KV;
+    db->creds_path = strdup(path);
+    db->creds_mount = strndup(path, (size_t)(sep - path));
+    db->creds_role = strdup(secret);
+    if (db->creds_path && db->creds_mount && db->creds_role &&
+        asprintf(&db->kv_metadata_path, "%s/metadata/%s", db->creds_mount, secret) < 0)
+        db->kv_metadata_path = NULL;
+    if (!db->creds_path || !db->creds_mount || !db->creds_role || !db->kv_metadata_path) {
+        snprintf(why, whylen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Splits "<mount>/creds/<role>" or "<mount>/static-creds/<role>", or a
+ * KV v2 secret "kv:<mount>/data/<path>". */
 static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t whylen)
 {
     if (strncmp(v, "exec:", 5) == 0) {
@@ -558,6 +593,8 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
         }
         return 0;
     }
+    if (strncmp(v, KV_PREFIX, strlen(KV_PREFIX)) == 0)
+        return parse_kv(db, v, why, whylen);
     static const struct {
         const char *sep;
         pgl_conf_creds_kind kind;
@@ -571,8 +608,8 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
             continue;
         const char *role = sep + strlen(forms[i].sep);
         if (sep == v || *v == '/' || *role == '\0' || strchr(role, '/') != NULL) {
-            snprintf(why, whylen, "\"%s\" is not <mount>/creds/<role> or <mount>/static-creds/<role>",
-                     v);
+            snprintf(why, whylen, "\"%s\" is not <mount>/creds/<role>, <mount>/static-creds/<role> or "
+                     KV_FORM, v);
             return -EINVAL;
         }
         db->creds_kind = forms[i].kind;
@@ -585,7 +622,8 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
         }
         return 0;
     }
-    snprintf(why, whylen, "\"%s\" is not <mount>/creds/<role> or <mount>/static-creds/<role>", v);
+    snprintf(why, whylen,
+             "\"%s\" is not <mount>/creds/<role>, <mount>/static-creds/<role> or " KV_FORM, v);
     return -EINVAL;
 }
 
@@ -637,6 +675,20 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
                 bad = parse_creds(db, v, why, sizeof why);
             }
             badkey = k;
+        } else if (strncmp(k, "kv_", 3) == 0) { /* kv_username_field, kv_password_field */
+            char **field = strcmp(k, "kv_username_field") == 0 ? &db->kv_username_field
+                                                                 : &db->kv_password_field;
+            if (*field != NULL) {
+                snprintf(why, sizeof why, "given twice");
+                bad = -EINVAL;
+            } else if (*v == '\0') {
+                snprintf(why, sizeof why, "empty field name");
+                bad = -EINVAL;
+            } else if ((*field = strdup(v)) == NULL) {
+                snprintf(why, sizeof why, "out of memory");
+                bad = -ENOMEM;
+            }
+            badkey = k;
         } else if (strcmp(k, "pool_mode") == 0) {
             int m = -1;
             for (int j = 0; pool_names[j]; j++)
@@ -670,6 +722,18 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
     if (bad)
         return ps->rc;
 
+    if (db->creds_kind != PGL_CONF_CREDS_KV &&
+        (db->kv_username_field != NULL || db->kv_password_field != NULL)) {
+        fail(ps, -EINVAL, "%s: [databases] %s: %s: only with creds=" KV_FORM, where, db->name,
+             db->kv_username_field != NULL ? "kv_username_field" : "kv_password_field");
+        return ps->rc;
+    }
+    if (db->creds_kind == PGL_CONF_CREDS_KV &&
+        ((db->kv_username_field == NULL && (db->kv_username_field = strdup("username")) == NULL) ||
+         (db->kv_password_field == NULL && (db->kv_password_field = strdup("password")) == NULL))) {
+        fail(ps, -ENOMEM, "out of memory");
+        return ps->rc;
+    }
     const char *user = pgl_conf_database_param(db, "user");
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO) {
         if (user != NULL || pgl_conf_database_param(db, "password") != NULL) {
@@ -1062,7 +1126,8 @@ static int validate(parse_state *ps)
             return ps->rc;
         }
         c->vault_needed |= db->creds_kind == PGL_CONF_CREDS_DYNAMIC ||
-                           db->creds_kind == PGL_CONF_CREDS_STATIC;
+                           db->creds_kind == PGL_CONF_CREDS_STATIC ||
+                           db->creds_kind == PGL_CONF_CREDS_KV;
     }
 
     if (!c->vault_needed)

@@ -88,6 +88,7 @@ typedef enum {
                                     writes (Vault Agent, a CSI driver); not Vault */
     PGL_CONF_CREDS_EXEC,         /* creds=exec:<absolute path> [args]: a helper that prints
                                     the JSON (cloud IAM tokens); not Vault */
+    PGL_CONF_CREDS_KV,           /* creds=kv:<mount>/data/<path>: a KV v2 secret */
 } pgl_conf_creds_kind;
 
 /* One libpq connection keyword and its value, as written in the conninfo. */
@@ -104,9 +105,18 @@ typedef struct {
     pgl_conf_kv *params;
     size_t nparams;
     pgl_conf_creds_kind creds_kind;
-    char *creds_path;  /* "<mount>/creds/<role>", the file for FILE, NULL for CONNINFO */
+    char *creds_path;  /* what is read: "<mount>/creds/<role>" ("<mount>/data/<path>" for
+                          KV, without "kv:"), the file for FILE, the command line for EXEC,
+                          NULL for CONNINFO */
     char *creds_mount; /* "<mount>" (may contain '/') */
-    char *creds_role;  /* "<role>" */
+    char *creds_role;  /* "<role>"; KV: the secret's "<path>" */
+    /* KV only (else NULL): "<mount>/metadata/<path>", polled for the
+     * secret's current version, and the fields holding the user and the
+     * password (kv_username_field / kv_password_field, defaults
+     * "username" / "password"). */
+    char *kv_metadata_path;
+    char *kv_username_field;
+    char *kv_password_field;
     int pool_size;     /* per-database override, -1 = default_pool_size */
     int min_pool_size; /* -1 = pglease.min_pool_size */
     int pool_mode;     /* -1 = pglease.pool_mode, else a pgl_conf_pool_mode */
@@ -169,6 +179,7 @@ typedef struct pgl_conf {
     int rotate_before; /* seconds; -1 = default (1/3 of each credential's life) */
     int exec_timeout;  /* seconds a creds=exec: helper may run */
     int drain_timeout;
+    int kv_poll_interval; /* seconds between version checks of creds=kv: secrets */
     bool revoke_on_drain;
     bool revoke_on_shutdown;
     int shutdown_timeout;

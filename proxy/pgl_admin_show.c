@@ -454,6 +454,16 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
         const pgl_conf_database *db = pgl_pool_db(pool);
         const char *port = pgl_conf_database_param(db, "port");
         char b[3][24];
+        /* creds= as written: a KV secret keeps its "kv:". */
+        char creds[512];
+        static const char *const prefix[] = {[PGL_CONF_CREDS_KV] = "kv:",
+                                             [PGL_CONF_CREDS_FILE] = "file:",
+                                             [PGL_CONF_CREDS_EXEC] = "exec:"};
+        const char *pre = (size_t)db->creds_kind < sizeof prefix / sizeof prefix[0] &&
+                                  prefix[db->creds_kind] != NULL
+                              ? prefix[db->creds_kind]
+                              : "";
+        snprintf(creds, sizeof creds, "%s%s", pre, db->creds_path ? db->creds_path : "conninfo");
         const char *v[] = {pool->name,
                            pgl_conf_database_param(db, "host"),
                            port && *port ? port : "5432",
@@ -467,7 +477,7 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
                            U64(b[2], (uint64_t)pool->nservers),
                            pool->paused || c->lp->px->paused ? "1" : "0",
                            "0",
-                           db->creds_path ? db->creds_path : "conninfo"};
+                           creds};
         pgl_admin_row(r, v);
     }
     pgl_admin_end(r, "SHOW");
@@ -591,10 +601,24 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
     pgl_list_foreach(it, tmp, &c->lp->px->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
+        pgl_conf_creds_kind kind = pgl_pool_db(pool)->creds_kind;
+        bool kv = kind == PGL_CONF_CREDS_KV;
         pgl_list_foreach(gp, gt, &pool->generations)
         {
             const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
             char b[4][24], hint[128], t1[32];
+            /* Lease-less credentials say where they come from instead. */
+            const char *lease = lease_prefix(g->lease_id, hint, sizeof hint);
+            if (lease == NULL && g->is_static && kv) {
+                snprintf(hint, sizeof hint, "(kv version %ld)", g->kv_version);
+                lease = hint;
+            } else if (lease == NULL && g->is_static) {
+                lease = "(static role)";
+            } else if (lease == NULL && kind == PGL_CONF_CREDS_FILE) {
+                lease = "(credential file)";
+            } else if (lease == NULL && kind == PGL_CONF_CREDS_EXEC) {
+                lease = "(credential helper)";
+            }
             bool ends = g->end != 0 && g->end != UINT64_MAX;
             /* The end may lie ahead: place it on the wall clock by hand. */
             char expires[32];
@@ -609,7 +633,7 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
             const char *v[] = {pool->name,
                                U64(b[0], g->id),
                                g->user,
-                               lease_prefix(g->lease_id, hint, sizeof hint),
+                               lease,
                                pgl_admin_time(t1, c, g->issued),
                                exp,
                                ends ? U64(b[1], g->end > now ? (g->end - now) / 1000 : 0) : NULL,

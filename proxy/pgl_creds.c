@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #define TICK_MS 200
 #define REFETCH_BACKOFF_MS 1000
 #define REFETCH_MAX_MS 30000
@@ -52,7 +54,7 @@
 static bool vault_pool(pgl_pool *pool)
 {
     pgl_conf_creds_kind k = pgl_pool_db(pool)->creds_kind;
-    return k == PGL_CONF_CREDS_DYNAMIC || k == PGL_CONF_CREDS_STATIC;
+    return k == PGL_CONF_CREDS_DYNAMIC || k == PGL_CONF_CREDS_STATIC || k == PGL_CONF_CREDS_KV;
 }
 
 static int rotate_before(const pgl_pool *pool)
@@ -82,7 +84,43 @@ static const char *lease_hint(const char *lease_id, char *buf, size_t len)
     return buf;
 }
 
+/* Whether `s` is the credential `g` already uses (a static role read again
+ * before Vault rotated it). */
+static bool same_credential(const pgl_generation *g, const pgl_vault_secret *s)
+{
+    size_t n = strlen(s->password);
+    return strcmp(g->user, s->username) == 0 && g->password != NULL &&
+           strlen(g->password) == n && CRYPTO_memcmp(g->password, s->password, n) == 0;
+}
+
 /* ---- fetching ------------------------------------------------------------------ */
+
+static bool kv_pool(pgl_pool *pool)
+{
+    return pgl_pool_db(pool)->creds_kind == PGL_CONF_CREDS_KV;
+}
+
+/* A Vault read (a secret, or a KV secret's version) failed: the current
+ * generation, if any, serves on; the read is tried again after a capped,
+ * fully jittered backoff (many pools, or pglease instances, must not
+ * hammer a Vault that is struggling). */
+static void read_failed(pgl_pool *pool, const char *path, int rc, const char *err, uint64_t now)
+{
+    pgl_proxy *px = pool->px;
+    pgl_stats_vault_error(&px->vault_stats, PGL_STATS_VAULT_READ, rc);
+    pool->fetch_failures++;
+    snprintf(pool->vault_error, sizeof pool->vault_error, "%s", err ? err : "failed");
+    uint64_t ceiling =
+        pgl_backoff_ceiling(REFETCH_BACKOFF_MS, REFETCH_MAX_MS, pool->fetch_failures);
+    pool->refetch_at = now + (uint64_t)random() % (ceiling + 1);
+    pgl_generation *current = pgl_pool_generation(pool);
+    if (current != NULL)
+        pgl_log_error(pool->name, "vault: cannot read %s: %s; generation %llu (user %s) "
+                                  "serves on", path, pool->vault_error,
+                      (unsigned long long)current->id, current->user);
+    else
+        pgl_log_error(pool->name, "vault: cannot read %s: %s", path, pool->vault_error);
+}
 
 static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *err)
 {
@@ -92,22 +130,39 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
     uint64_t now = pgl_now_ms(px);
     const pgl_conf_database *db = pgl_pool_db(pool);
     if (rc != 0) {
-        pgl_stats_vault_error(&px->vault_stats, PGL_STATS_VAULT_READ, rc);
-        pool->fetch_failures++;
-        snprintf(pool->vault_error, sizeof pool->vault_error, "%s", err ? err : "failed");
-        /* Exponential, capped, full jitter: many pools (or pglease
-         * instances) must not hammer a Vault that is struggling. */
-        uint64_t ceiling =
-            pgl_backoff_ceiling(REFETCH_BACKOFF_MS, REFETCH_MAX_MS, pool->fetch_failures);
-        pool->refetch_at = now + (uint64_t)random() % (ceiling + 1);
-        pgl_log_error(pool->name, "vault: cannot read %s: %s", db->creds_path,
-                      pool->vault_error);
+        /* A KV secret's version whose read failed is read again at the
+         * next good poll. */
+        pgl_generation *current = pgl_pool_generation(pool);
+        if (current != NULL && db->creds_kind == PGL_CONF_CREDS_KV)
+            current->kv_version = 0;
+        read_failed(pool, db->creds_path, rc, err, now);
         return;
     }
     pool->fetch_failures = 0;
     pool->vault_error[0] = '\0';
+    bool kv = db->creds_kind == PGL_CONF_CREDS_KV;
     /* With a working generation, the new one proves itself first. */
     pgl_generation *current = pgl_pool_generation(pool);
+    if (current != NULL && current->is_static && same_credential(current, secret)) {
+        if (kv) {
+            /* A new version with the same user and password (or the
+             * version after a failed poll): nothing to switch. */
+            current->kv_version = secret->kv_version;
+            pgl_generation_poll_after(current, now, px->conf->kv_poll_interval);
+            pgl_log_info(pool->name, "vault: %s version %ld has generation %llu's user and "
+                                     "password: kept", db->creds_path, secret->kv_version,
+                         (unsigned long long)current->id);
+        } else {
+            /* Vault has not rotated yet (its rotation runs a moment after
+             * the ttl, or a refused login raced it): keep the generation,
+             * read again after the ttl Vault gives now. */
+            pgl_generation_static_reread(current, now, secret->static_ttl);
+            pgl_log_debug(pool->name, "vault: static role password unchanged; next read in %lds",
+                          secret->static_ttl);
+        }
+        pgl_vault_secret_clear(secret);
+        return;
+    }
     pool->stats.creds.fetched++;
     if (current != NULL)
         pool->stats.creds.rotations++;
@@ -119,15 +174,29 @@ static void on_secret(void *arg, int rc, pgl_vault_secret *secret, const char *e
         return;
     }
     g->lease_id = secret->lease_id[0] ? strdup(secret->lease_id) : NULL;
+    /* No lease for static roles and KV secrets: nothing to renew or
+     * revoke, no deadline; they are read again instead. */
     pgl_generation_issued(g, now, secret->lease_duration, secret->renewable && g->lease_id,
-                          db->creds_kind == PGL_CONF_CREDS_STATIC, secret->static_ttl,
+                          db->creds_kind == PGL_CONF_CREDS_STATIC || kv, secret->static_ttl,
                           rotate_before(pool));
     g->token_id = pgl_vault_token_id(px->vault);
     char hint[96];
-    pgl_log_info(pool->name,
-                 "vault: generation %llu: user %s, lease %s, %lds%s", (unsigned long long)g->id,
-                 g->user, g->lease_id ? lease_hint(g->lease_id, hint, sizeof hint) : "(none)",
-                 secret->lease_duration, g->renewable ? ", renewable" : "");
+    if (kv) {
+        g->kv_version = secret->kv_version;
+        pgl_generation_poll_after(g, now, px->conf->kv_poll_interval);
+        pgl_log_info(pool->name, "vault: generation %llu: user %s, %s version %ld (no lease)",
+                     (unsigned long long)g->id, g->user, db->creds_path, secret->kv_version);
+    } else if (g->is_static) {
+        pgl_log_info(pool->name,
+                     "vault: generation %llu: user %s, static role (no lease), Vault rotates "
+                     "its password in %lds", (unsigned long long)g->id, g->user,
+                     secret->static_ttl);
+    } else {
+        pgl_log_info(pool->name, "vault: generation %llu: user %s, lease %s, %lds%s",
+                     (unsigned long long)g->id, g->user,
+                     g->lease_id ? lease_hint(g->lease_id, hint, sizeof hint) : "(none)",
+                     secret->lease_duration, g->renewable ? ", renewable" : "");
+    }
     pgl_vault_secret_clear(secret);
     if (g->state == PGL_GEN_WARMING)
         pgl_pool_warm(pool, g);
@@ -139,8 +208,46 @@ static void fetch(pgl_pool *pool)
 {
     if (pool->fetch_op != NULL)
         return;
+    const pgl_conf_database *db = pgl_pool_db(pool);
     pool->fetch_op =
-        pgl_vault_read_secret(pool->px->vault, pgl_pool_db(pool)->creds_path, on_secret, pool);
+        db->creds_kind == PGL_CONF_CREDS_KV
+            ? pgl_vault_read_kv(pool->px->vault, db->creds_path, db->kv_username_field,
+                                db->kv_password_field, on_secret, pool)
+            : pgl_vault_read_secret(pool->px->vault, db->creds_path, on_secret, pool);
+    if (pool->fetch_op == NULL)
+        pool->refetch_at = pgl_now_ms(pool->px) + REFETCH_BACKOFF_MS;
+}
+
+/* A KV secret's current version: a new one is read (and becomes a new
+ * generation); the same one is checked again after kv_poll_interval. */
+static void on_version(void *arg, int rc, long version, const char *err)
+{
+    pgl_pool *pool = arg;
+    pgl_proxy *px = pool->px;
+    pool->fetch_op = NULL;
+    uint64_t now = pgl_now_ms(px);
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    pgl_generation *current = pgl_pool_generation(pool);
+    if (rc != 0) {
+        if (current != NULL)
+            current->kv_version = 0;
+        read_failed(pool, db->kv_metadata_path, rc, err, now);
+        return;
+    }
+    pool->fetch_failures = 0;
+    pool->vault_error[0] = '\0';
+    if (current != NULL && current->kv_version == version) {
+        pgl_generation_poll_after(current, now, px->conf->kv_poll_interval);
+        return;
+    }
+    pgl_log_info(pool->name, "vault: %s is at version %ld: reading it", db->creds_path, version);
+    fetch(pool);
+}
+
+static void poll_version(pgl_pool *pool)
+{
+    pool->fetch_op = pgl_vault_kv_version(pool->px->vault, pgl_pool_db(pool)->kv_metadata_path,
+                                          on_version, pool);
     if (pool->fetch_op == NULL)
         pool->refetch_at = pgl_now_ms(pool->px) + REFETCH_BACKOFF_MS;
 }
@@ -151,6 +258,17 @@ static void cancel_renewal(pgl_generation *g)
         pgl_vault_cancel(g->renew_op);
         g->renew_op = NULL;
     }
+}
+
+static bool has_warming(pgl_pool *pool)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        if (pgl_container_of(pos, pgl_generation, node)->state == PGL_GEN_WARMING)
+            return true;
+    }
+    return false;
 }
 
 /* ---- what the pool tells us ---------------------------------------------------- */
@@ -164,6 +282,19 @@ static void on_rejected(pgl_pool *pool, pgl_generation *g, bool was_warming)
     } else {
         fetch(pool);
     }
+}
+
+/* A static role's password was refused although its generation is
+ * current: Vault rotated it early (rotate-role). Its servers stay logged in
+ * (Postgres keeps sessions across a password change); the new password is
+ * read now, warms and takes over as at a scheduled rotation. */
+static void on_stale(pgl_pool *pool, pgl_generation *g)
+{
+    (void)g;
+    if (has_warming(pool))
+        return; /* its successor is already proving itself */
+    pool->refetch_at = 0;
+    fetch(pool);
 }
 
 /* What a revocation's answer needs: where to count it, what to log. */
@@ -208,7 +339,7 @@ static void on_retired(pgl_generation *g)
         revoke_lease(px, g->lease_id);
 }
 
-static const pgl_pool_creds_hooks hooks = {on_rejected, on_retired};
+static const pgl_pool_creds_hooks hooks = {on_rejected, on_stale, on_retired};
 
 /* ---- renewal -------------------------------------------------------------------------- */
 
@@ -264,8 +395,13 @@ static void tick_pool(pgl_pool *pool, uint64_t now)
     pgl_generation *active = pgl_pool_generation(pool);
     /* A removed database only drains what it has. */
     bool due = !pool->removed && (active == NULL || pgl_generation_rotation_due(active, now));
-    if (due && !warming && pool->fetch_op == NULL && now >= pool->refetch_at)
-        fetch(pool);
+    if (due && !warming && pool->fetch_op == NULL && now >= pool->refetch_at) {
+        /* A KV secret is read only when its version moved. */
+        if (active != NULL && kv_pool(pool))
+            poll_version(pool);
+        else
+            fetch(pool);
+    }
     /* Nothing valid to serve with and Vault not delivering: clients wait
      * for the next credential, up to query_wait_timeout, and are then told
      * Vault's error (pgl_pool_wait_cause); a Vault that failed again and
@@ -331,14 +467,8 @@ int pgl_creds_rotate(pgl_pool *pool)
 {
     if (!vault_pool(pool) || pool->px->vault == NULL)
         return -EINVAL;
-    if (pool->fetch_op != NULL)
+    if (pool->fetch_op != NULL || has_warming(pool))
         return -EALREADY;
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->generations)
-    {
-        if (pgl_container_of(pos, pgl_generation, node)->state == PGL_GEN_WARMING)
-            return -EALREADY;
-    }
     pgl_log_info(pool->name, "vault: rotating now (admin console)");
     pool->refetch_at = 0;
     fetch(pool);

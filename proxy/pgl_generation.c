@@ -12,7 +12,11 @@
 /* Vault writes a role's VALID UNTIL with whole seconds: a margin under
  * one second could let a backend outlive it. */
 #define SAFETY_MIN_MS 1500
-#define DEADLINE_NEAR_MS 2000 /* old servers stop serving this long before they must go */
+#define DEADLINE_NEAR_MS 2000
+/* Static roles: how long after Vault's rotation time the password is read
+ * again, and the re-read period when Vault gave no ttl. */
+#define STATIC_REREAD_AFTER_MS 1000
+#define STATIC_TTL_UNKNOWN_S 60 /* old servers stop serving this long before they must go */
 
 static const char *const state_names[] = {"warming", "active", "draining", "dead", "retired"};
 
@@ -149,16 +153,29 @@ void pgl_generation_issued(pgl_generation *g, uint64_t now, long duration_s, boo
     g->renewable = renewable;
     g->lease_duration = duration_s;
     if (is_static) {
-        /* Re-read just after Vault's rotation; no deadline: the user stays
-         * and Postgres keeps existing sessions across a password change. */
-        long ttl = static_ttl_s > 0 ? static_ttl_s : 60;
-        g->rotate_at = now + (uint64_t)ttl * 1000 + 1000;
+        /* No deadline: the user stays and Postgres keeps existing sessions
+         * across a password change. */
+        pgl_generation_static_reread(g, now, static_ttl_s);
     } else if (duration_s > 0) {
         g->end = now + (uint64_t)duration_s * 1000;
         g->end_final = !renewable;
         g->renew_at = renewable ? now + (uint64_t)duration_s * 1000 * 2 / 3 : UINT64_MAX;
     }
     pgl_generation_schedule_rotation(g, rotate_before_s);
+}
+
+void pgl_generation_static_reread(pgl_generation *g, uint64_t now, long static_ttl_s)
+{
+    /* Re-read just after Vault's rotation. A ttl of 0 means the rotation is
+     * due and not done yet (Vault works through its rotation queue): ask
+     * again in a second, not after a whole default period. */
+    long ttl = static_ttl_s >= 0 ? static_ttl_s : STATIC_TTL_UNKNOWN_S;
+    g->rotate_at = now + (uint64_t)ttl * 1000 + STATIC_REREAD_AFTER_MS;
+}
+
+void pgl_generation_poll_after(pgl_generation *g, uint64_t now, long interval_s)
+{
+    g->rotate_at = now + (uint64_t)interval_s * 1000;
 }
 
 bool pgl_generation_renewed(pgl_generation *g, uint64_t now, long duration_s,

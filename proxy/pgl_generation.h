@@ -62,7 +62,8 @@ struct pgl_generation {
 
     /* Credential clock. Vault-issued only (lease_id NULL otherwise). */
     char *lease_id;
-    bool is_static;
+    bool is_static; /* no lease: a static role or a KV secret, read again at rotate_at */
+    long kv_version; /* KV: the secret's version it holds; 0 unknown (a poll failed since) */
     bool renewable;
     bool end_final;      /* `end` will not move: renewals are capped or over */
     long lease_duration; /* seconds, as issued: the renewal increment */
@@ -134,6 +135,14 @@ void pgl_generation_schedule_rotation(pgl_generation *g, int rotate_before_s);
  * after `static_ttl_s`. */
 void pgl_generation_issued(pgl_generation *g, uint64_t now, long duration_s, bool renewable,
                            bool is_static, long static_ttl_s, int rotate_before_s);
+
+/* Static role: the next re-read of the password, just after Vault's next
+ * rotation `static_ttl_s` from `now` (< 0: unknown, a default period).
+ * Also for a re-read that found the password unchanged. */
+void pgl_generation_static_reread(pgl_generation *g, uint64_t now, long static_ttl_s);
+
+/* A KV secret: its version is checked again `interval_s` from `now`. */
+void pgl_generation_poll_after(pgl_generation *g, uint64_t now, long interval_s);
 
 /* A renewal answered with `duration_s`; a shorter one than issued means
  * max_ttl caps it: the end is final. true when capped. */

@@ -765,6 +765,26 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
     return true;
 }
 
+/* A static role's (or KV secret's) login refused while its generation is
+ * current: the password changed before the ttl said (a forced
+ * rotate-role), or before the KV secret was written. The
+ * generation keeps serving with the servers it has, new logins back off
+ * while the new password is read (pgl_creds.c), then it drains as in a
+ * scheduled rotation. */
+static bool static_password_changed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate)
+{
+    if (pool->creds == NULL || !gen->is_static || gen->state != PGL_GEN_ACTIVE ||
+        strncmp(sqlstate, "28", 2) != 0)
+        return false;
+    pgl_log_warning(pool->name,
+                    "generation %llu (user %s): a login was refused (%s): its password "
+                    "changed (a static role rotated early, or a KV secret not updated yet); "
+                    "reading it again now, its servers serve on",
+                    (unsigned long long)gen->id, gen->user, sqlstate);
+    pool->creds->stale(pool, gen);
+    return true;
+}
+
 /* ---- checking a credential behind live servers ------------------------------------- */
 
 static void on_verified(void *arg, pgl_upstream_result *res)
@@ -778,7 +798,7 @@ static void on_verified(void *arg, pgl_upstream_result *res)
                       (unsigned long long)gen->id);
         pgl_poller_close(res->poller);
         PQfinish(res->pg);
-    } else {
+    } else if (!static_password_changed(pool, gen, res->sqlstate)) {
         credential_rejected(pool, gen, res->sqlstate,
                             "after a permission error on a live server, a test login");
     }
@@ -816,7 +836,8 @@ static bool transient(const char *sqlstate)
 void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqlstate,
                            const char *message)
 {
-    if (credential_rejected(pool, gen, sqlstate, "an upstream login"))
+    bool stale = static_password_changed(pool, gen, sqlstate);
+    if (!stale && credential_rejected(pool, gen, sqlstate, "an upstream login"))
         return;
     uint64_t now = pgl_now_ms(pool->px);
     /* Clients must not read "wrong password" for pglease's upstream user:
@@ -840,7 +861,7 @@ void pgl_pool_login_failed(pgl_pool *pool, pgl_generation *gen, const char *sqls
      * transient cause is waited out: clients stay queued while the logins
      * retry, up to query_wait_timeout (then they are told this cause). A
      * permanent one, with no server left, fails them now. */
-    if (pool->nservers > 1 || transient(sqlstate))
+    if (pool->nservers > 1 || transient(sqlstate) || stale)
         return;
     char msg[400];
     snprintf(msg, sizeof msg, "login to the upstream server failed: %s", message);

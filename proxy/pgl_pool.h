@@ -44,6 +44,10 @@ typedef struct {
     /* The server rejected `g`'s credential (28xxx) and it died: a new one
      * is wanted; `was_warming` when it was a fresh one proving itself. */
     void (*rejected)(pgl_pool *pool, pgl_generation *g, bool was_warming);
+    /* Postgres refused the password of `g`, a static role's current
+     * generation, whose servers still work: Vault rotated it early; the
+     * credential is to be read again now. */
+    void (*stale)(pgl_pool *pool, pgl_generation *g);
     /* `g` retired: its lease may be revoked. */
     pgl_generation_retired_cb retired;
 } pgl_pool_creds_hooks;

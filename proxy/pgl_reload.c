@@ -124,6 +124,11 @@ static bool same_upstream(const pgl_conf_database *a, const pgl_conf_database *b
         (a->creds_path == NULL) != (b->creds_path == NULL) ||
         (a->creds_path != NULL && strcmp(a->creds_path, b->creds_path) != 0))
         return false;
+    /* KV: other fields name another user and password. */
+    if (a->creds_kind == PGL_CONF_CREDS_KV &&
+        (strcmp(a->kv_username_field, b->kv_username_field) != 0 ||
+         strcmp(a->kv_password_field, b->kv_password_field) != 0))
+        return false;
     for (size_t i = 0; i < a->nparams; i++)
         if (strcmp(a->params[i].key, b->params[i].key) != 0 ||
             strcmp(a->params[i].value, b->params[i].value) != 0)

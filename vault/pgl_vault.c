@@ -20,7 +20,8 @@
 #define TOKEN_FILE_CHECK_MS 5000
 #define SECRET_FILE_MAX 16384
 
-typedef enum { OP_READ_SECRET, OP_RENEW, OP_REVOKE } op_kind;
+/* OP_KV_VERSION: a KV v2 secret's current version from its metadata. */
+typedef enum { OP_READ_SECRET, OP_RENEW, OP_REVOKE, OP_KV_VERSION } op_kind;
 
 typedef enum {
     TOKEN_NONE,      /* no usable token: a login is due */
@@ -39,6 +40,9 @@ struct pgl_vault_op {
     char method[8];
     char *path;
     char *body;
+    /* KV v2 reads: the fields of data.data holding the user and the
+     * password; NULL for a database engine's secret. */
+    char *user_field, *password_field;
     pgl_vault_secret_cb secret_cb;
     pgl_vault_lease_cb lease_cb;
     void *arg;
@@ -632,8 +636,16 @@ static void op_release(pgl_vault_op *op)
     pgl_vault_http_cancel(op->req);
     timer_free(&op->retry);
     free(op->path);
+    free(op->user_field);
+    free(op->password_field);
     wipe_str(&op->body);
     free(op);
+}
+
+/* What an operation asks for, in log lines. */
+static const char *op_what(const pgl_vault_op *op)
+{
+    return op->kind == OP_RENEW || op->kind == OP_REVOKE ? "sys/leases" : op->path;
 }
 
 static void op_fail(pgl_vault_op *op, const char *err)
@@ -659,7 +671,7 @@ static void op_retry_later(pgl_vault_op *op, const char *err)
     }
     uint64_t delay = backoff_ms(op->attempts);
     vlog(v, PGL_VAULT_LOG_WARNING, "vault: %s %s failed (%s); retry %d in %llu ms", op->method,
-         op->kind == OP_READ_SECRET ? op->path : "sys/leases", err, op->attempts,
+         op_what(op), err, op->attempts,
          (unsigned long long)delay);
     if (op->retry == NULL && (op->retry = timer_new(v, op)) == NULL) {
         op_fail(op, "out of memory");
@@ -668,14 +680,27 @@ static void op_retry_later(pgl_vault_op *op, const char *err)
     uv_timer_start(&op->retry->handle, on_retry, delay, 0);
 }
 
-static int parse_secret(const pgl_vault_http_response *res, pgl_vault_secret *s)
+/* A database engine's secret (data.username, data.password), or with
+ * `user_field` a KV v2 secret (data.data.<field>, data.metadata.version). */
+static int parse_secret(const pgl_vault_http_response *res, const char *user_field,
+                        const char *password_field, pgl_vault_secret *s)
 {
     memset(s, 0, sizeof *s);
     s->static_ttl = -1;
     json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
     json_t *data = root ? json_object_get(root, "data") : NULL;
-    const char *user = data ? json_string_value(json_object_get(data, "username")) : NULL;
-    const char *pw = data ? json_string_value(json_object_get(data, "password")) : NULL;
+    if (user_field != NULL) {
+        json_t *meta = json_object_get(data, "metadata");
+        s->kv_version = (long)json_integer_value(json_object_get(meta, "version"));
+        data = json_object_get(data, "data");
+    }
+    const char *user =
+        data ? json_string_value(json_object_get(data, user_field ? user_field : "username"))
+             : NULL;
+    const char *pw =
+        data ? json_string_value(
+                   json_object_get(data, password_field ? password_field : "password"))
+             : NULL;
     const char *lease = json_string_value(json_object_get(root, "lease_id"));
     int rc = -EPROTO;
     if (user && pw) {
@@ -706,8 +731,12 @@ static void on_op_done(void *arg, const pgl_vault_http_response *res)
         switch (op->kind) {
         case OP_READ_SECRET: {
             pgl_vault_secret s;
-            if (parse_secret(res, &s) != 0) {
-                op_fail(op, "the answer holds no username/password");
+            if (parse_secret(res, op->user_field, op->password_field, &s) != 0) {
+                char why[160];
+                snprintf(why, sizeof why, "the answer holds no %.40s/%.40s string fields",
+                         op->user_field ? op->user_field : "username",
+                         op->password_field ? op->password_field : "password");
+                op_fail(op, why);
                 return;
             }
             op->secret_cb(op->arg, 0, &s, NULL);
@@ -724,6 +753,18 @@ static void on_op_done(void *arg, const pgl_vault_http_response *res)
             if (op->lease_cb)
                 op->lease_cb(op->arg, 0, 0, NULL);
             break;
+        case OP_KV_VERSION: {
+            json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
+            json_t *cur = json_object_get(json_object_get(root, "data"), "current_version");
+            long version = json_is_integer(cur) ? (long)json_integer_value(cur) : -1;
+            json_decref(root);
+            if (version < 1) {
+                op_fail(op, "the metadata holds no current_version");
+                return;
+            }
+            op->lease_cb(op->arg, 0, version, NULL);
+            break;
+        }
         }
         op_release(op);
         return;
@@ -738,7 +779,7 @@ static void on_op_done(void *arg, const pgl_vault_http_response *res)
         }
         if (op->token_generation == v->token_generation && v->tstate == TOKEN_READY) {
             vlog(v, PGL_VAULT_LOG_WARNING, "vault: permission denied on %s; logging in again",
-                 op->kind == OP_READ_SECRET ? op->path : "sys/leases");
+                 op_what(op));
             login(v);
         }
         op->waiting_token = true;
@@ -833,6 +874,36 @@ pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_se
      * what clients are told and when to ask again. */
     op->max_attempts = READ_ATTEMPTS;
     op->secret_cb = cb;
+    op->arg = arg;
+    return op_start(op);
+}
+
+pgl_vault_op *pgl_vault_read_kv(pgl_vault *v, const char *path, const char *user_field,
+                                const char *password_field, pgl_vault_secret_cb cb, void *arg)
+{
+    pgl_vault_op *op = op_new(v, OP_READ_SECRET, "GET", path, NULL);
+    if (op == NULL)
+        return NULL;
+    op->user_field = strdup(user_field);
+    op->password_field = strdup(password_field);
+    if (op->user_field == NULL || op->password_field == NULL) {
+        op_release(op);
+        return NULL;
+    }
+    op->max_attempts = READ_ATTEMPTS;
+    op->secret_cb = cb;
+    op->arg = arg;
+    return op_start(op);
+}
+
+pgl_vault_op *pgl_vault_kv_version(pgl_vault *v, const char *metadata_path,
+                                   pgl_vault_lease_cb cb, void *arg)
+{
+    pgl_vault_op *op = op_new(v, OP_KV_VERSION, "GET", metadata_path, NULL);
+    if (op == NULL)
+        return NULL;
+    op->max_attempts = READ_ATTEMPTS;
+    op->lease_cb = cb;
     op->arg = arg;
     return op_start(op);
 }

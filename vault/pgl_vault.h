@@ -54,6 +54,7 @@ typedef struct {
     long lease_duration;  /* seconds; 0 when not leased */
     bool renewable;
     long static_ttl;      /* static-creds: seconds until Vault rotates, else -1 */
+    long kv_version;      /* KV v2: the version read, else 0 */
 } pgl_vault_secret;
 
 /* Wipes and frees the fields (not the struct). */
@@ -110,6 +111,19 @@ uint64_t pgl_vault_token_end_of(const pgl_vault *v, uint64_t id);
  * reported; 400/404 are reported at once. */
 pgl_vault_op *pgl_vault_read_secret(pgl_vault *v, const char *path, pgl_vault_secret_cb cb,
                                     void *arg);
+
+/* GET a KV v2 secret's latest version at `path` ("<mount>/data/<path>"):
+ * the user and password are the string fields `user_field` and
+ * `password_field` of data.data, kv_version its data.metadata.version; no
+ * lease. Retries as pgl_vault_read_secret. */
+pgl_vault_op *pgl_vault_read_kv(pgl_vault *v, const char *path, const char *user_field,
+                                const char *password_field, pgl_vault_secret_cb cb, void *arg);
+
+/* GET `metadata_path` ("<mount>/metadata/<path>"): `cb` gets the secret's
+ * current_version (as its long) without reading the secret itself. Retries
+ * as pgl_vault_read_secret. */
+pgl_vault_op *pgl_vault_kv_version(pgl_vault *v, const char *metadata_path,
+                                   pgl_vault_lease_cb cb, void *arg);
 
 /* sys/leases/renew with `increment` seconds; a few retries. */
 pgl_vault_op *pgl_vault_renew(pgl_vault *v, const char *lease_id, long increment,

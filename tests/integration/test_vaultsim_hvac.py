@@ -154,6 +154,14 @@ def test_kv_v2_versions(vaultsim):
         c.secrets.kv.v2.create_or_update_secret(path="app/config", secret={"a": "3"}, cas=1)
     with pytest.raises(hvac.exceptions.InvalidPath):
         c.secrets.kv.v2.read_secret_version(path="app/none")
+    # What pglease's KV source relies on: data.metadata.version on a read,
+    # current_version in the metadata, 404 once the metadata is deleted.
+    read = c.secrets.kv.v2.read_secret_version(path="app/config")["data"]
+    assert read["metadata"]["version"] == 2
+    assert c.secrets.kv.v2.read_secret_metadata(path="app/config")["data"]["current_version"] == 2
+    c.secrets.kv.v2.delete_metadata_and_all_versions(path="app/config")
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        c.secrets.kv.v2.read_secret_metadata(path="app/config")
 
 
 def test_wrong_secret_id_and_denied_path(vaultsim, pg):
@@ -238,6 +246,11 @@ def test_static_role_rotation(vaultsim, pg):
         assert status == 204
         first = root.secrets.database.get_static_credentials("reports")["data"]
         assert first["username"] == "static_app" and 3590 <= first["ttl"] <= 3600
+        # What pglease relies on: the ttl to the next rotation, the period,
+        # the time of the last rotation (RFC 3339), and no lease at all.
+        assert first["rotation_period"] == 3600 and first["last_vault_rotation"].endswith("Z")
+        raw = vaultsim.api("GET", "database/static-creds/reports")
+        assert raw["lease_id"] == "" and raw["lease_duration"] == 0 and not raw["renewable"]
 
         def login(pw):
             return psycopg.connect(host="127.0.0.1", port=pg.port, user="static_app",
@@ -248,6 +261,8 @@ def test_static_role_rotation(vaultsim, pg):
         vaultsim.api("POST", "database/rotate-role/reports")
         second = root.secrets.database.get_static_credentials("reports")["data"]
         assert second["password"] != first["password"]
+        assert second["ttl"] >= 3590
+        assert second["last_vault_rotation"] >= first["last_vault_rotation"]
         login(second["password"])
         with pytest.raises(psycopg.OperationalError):
             login(first["password"])

@@ -86,6 +86,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->http_listen, "127.0.0.1:9127");
     assert_int_equal(c->rotate_before, -1);
     assert_int_equal(c->drain_timeout, 30);
+    assert_int_equal(c->kv_poll_interval, 30);
     assert_true(c->revoke_on_drain);
     assert_true(c->revoke_on_shutdown);
     assert_int_equal(c->shutdown_timeout, 30);
@@ -214,6 +215,32 @@ static void test_jwt_and_cert_methods(void **state)
     pgl_conf_free(c);
 }
 
+static void test_kv_source(void **state)
+{
+    (void)state;
+    char text[2048], err[PGL_CONF_ERRLEN], path[64];
+    base_config(text, sizeof text, "kv_poll_interval = 5", "",
+                "a = host=h creds=kv:secret/data/teams/app kv_username_field=user\n"
+                "b = host=h creds=kv:team/kv/data/db/data/x");
+    pgl_conf *c;
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_int_equal(c->kv_poll_interval, 5);
+    assert_true(c->vault_needed);
+    const pgl_conf_database *a = pgl_conf_database_find(c, "a");
+    assert_int_equal(a->creds_kind, PGL_CONF_CREDS_KV);
+    assert_string_equal(a->creds_path, "secret/data/teams/app");
+    assert_string_equal(a->kv_metadata_path, "secret/metadata/teams/app");
+    assert_string_equal(a->kv_username_field, "user");
+    assert_string_equal(a->kv_password_field, "password");
+    /* The first "/data/" ends the mount: the secret's path may hold one. */
+    const pgl_conf_database *b = pgl_conf_database_find(c, "b");
+    assert_string_equal(b->creds_mount, "team/kv");
+    assert_string_equal(b->kv_metadata_path, "team/kv/metadata/db/data/x");
+    assert_string_equal(b->kv_username_field, "username");
+    assert_null(pgl_conf_database_param(b, "kv_username_field"));
+    pgl_conf_free(c);
+}
+
 static void test_env_overrides(void **state)
 {
     char text[2048], err[PGL_CONF_ERRLEN], path[64];
@@ -326,6 +353,18 @@ static const bad_case bad_cases[] = {
     {"", "", "appdb = host=h creds=file:/run/x.json user=u",
      "user and password come from creds=", 8, -EINVAL},
     {"", "", "appdb = host=h dbname=x", "missing creds= (Vault) or user=", 8, -EINVAL},
+    {"", "", "appdb = host=h creds=kv:secret/app", "creds: \"kv:secret/app\" is not "
+     "kv:<mount>/data/<path>", 8, -EINVAL},
+    {"", "", "appdb = host=h creds=kv:secret/data/", "is not kv:<mount>/data/<path>", 8,
+     -EINVAL},
+    {"", "", "appdb = host=h creds=database/creds/a kv_username_field=u",
+     "appdb: kv_username_field: only with creds=kv:<mount>/data/<path>", 8, -EINVAL},
+    {"", "", "appdb = host=h creds=kv:secret/data/a kv_password_field=",
+     "appdb: kv_password_field: empty field name", 8, -EINVAL},
+    {"", "", "appdb = host=h creds=kv:secret/data/a kv_password_field=a kv_password_field=b",
+     "appdb: kv_password_field: given twice", 8, -EINVAL},
+    {"kv_poll_interval = 0", "", NULL, "[pglease] kv_poll_interval: 0 is out of range", 3,
+     -EINVAL},
     {"", "", "appdb = host=h user=u pool_size=0", "pool_size: \"0\" is not an integer in 1..10000",
      8, -EINVAL},
     {"", "", "appdb = host=h user=u pool_mode=statement", "pool_mode: \"statement\"", 8,
@@ -612,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_jwt_and_cert_methods),
+        cmocka_unit_test(test_kv_source),
         cmocka_unit_test(test_env_overrides),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_missing_auth_file),

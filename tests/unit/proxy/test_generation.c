@@ -156,6 +156,33 @@ static void test_static_role_has_no_deadline(void **state)
     assert_true(g->rotate_at == 5000 + 120000 + 1000);
     assert_true(pgl_generation_deadline(g) == UINT64_MAX);
     assert_int_equal(pgl_generation_check(g, 999999999, 30), PGL_GEN_DUE_NOTHING);
+    /* Unchanged at the re-read: Vault's rotation is due (ttl 0) but not
+     * done, so ask again a second later, not a default period later. */
+    pgl_generation_static_reread(g, 126000, 0);
+    assert_true(g->rotate_at == 127000);
+    assert_false(pgl_generation_rotation_due(g, 126999));
+    assert_true(pgl_generation_rotation_due(g, 127000));
+    pgl_generation_static_reread(g, 127000, -1);
+    assert_true(g->rotate_at == 127000 + 60000 + 1000);
+    /* Nothing to renew: no lease. */
+    assert_false(pgl_generation_renew_due(g, 999999999));
+    pgl_generation_free(g);
+}
+
+static void test_kv_secret_is_polled(void **state)
+{
+    (void)state;
+    pgl_generation *g = make(PGL_GEN_ACTIVE);
+    pgl_generation_issued(g, 5000, 0, false, true, -1, -1);
+    pgl_generation_poll_after(g, 5000, 30);
+    assert_false(pgl_generation_rotation_due(g, 34999));
+    assert_true(pgl_generation_rotation_due(g, 35000));
+    /* No lease, no deadline, nothing to renew; a token's end is not its. */
+    assert_true(pgl_generation_deadline(g) == UINT64_MAX);
+    assert_false(pgl_generation_renew_due(g, 999999999));
+    pgl_generation_token_ends(g, 10000, -1);
+    assert_true(pgl_generation_deadline(g) == UINT64_MAX);
+    assert_int_equal(pgl_generation_check(g, 999999999, 30), PGL_GEN_DUE_NOTHING);
     pgl_generation_free(g);
 }
 
@@ -274,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_unanswered_renewal_keeps_the_deadline),
         cmocka_unit_test(test_renew_failure_and_token_end),
         cmocka_unit_test(test_static_role_has_no_deadline),
+        cmocka_unit_test(test_kv_secret_is_polled),
         cmocka_unit_test(test_active_past_its_deadline_dies),
         cmocka_unit_test(test_draining_hurries_then_times_out),
         cmocka_unit_test(test_session_clients_are_asked_to_reconnect),
