@@ -108,6 +108,22 @@ class PgLease:
                 assert time.monotonic() < deadline, self.log()[-3000:]
                 time.sleep(0.2)
 
+    def admin_rows(self, sql):
+        """A console command's rows, as dicts by column name."""
+        import psycopg
+        with psycopg.connect(self.dsn(user="admin", dbname="pglease"), autocommit=True,
+                             prepare_threshold=None) as c:
+            cur = c.execute(sql)
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def wait_log(self, what, count=1, timeout=30):
+        """Waits (bounded) until the log holds `what` `count` times."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(what) < count:
+            assert time.monotonic() < deadline, f"no {what!r} x{count}:\n" + self.log()[-4000:]
+            time.sleep(0.1)
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 

@@ -61,20 +61,11 @@ def write_secret(vault, data):
 
 
 def show_leases(p):
-    """SHOW LEASES on the admin console, rows as dicts by column name."""
-    with psycopg.connect(p.dsn(user="admin", dbname="pglease"), autocommit=True,
-                         prepare_threshold=None) as c:
-        cur = c.execute("SHOW LEASES")
-        names = [d.name for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+    return p.admin_rows("SHOW LEASES")
 
 
 def wait_for(p, what, count=1, timeout=30):
-    """Waits (bounded) until the log holds `what` `count` times."""
-    deadline = time.monotonic() + timeout
-    while p.log().count(what) < count:
-        assert time.monotonic() < deadline, f"no {what!r} x{count}:\n" + p.log()[-4000:]
-        time.sleep(0.1)
+    p.wait_log(what, count, timeout)
 
 
 def backends(pg, role):

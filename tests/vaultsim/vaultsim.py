@@ -1037,6 +1037,18 @@ def handle_approle(mount_path, m, rest, method, body):
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
+def role_read_or_delete(m, name, method):
+    """GET and DELETE of an auth method's role/<name>, as every method does."""
+    if method == "GET":
+        if name not in m["roles"]:
+            raise VaultError(404)
+        return 200, envelope(m["roles"][name])
+    if method == "DELETE":
+        m["roles"].pop(name, None)
+        return 204, None
+    raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
+
+
 def jwt_claims(jwt):
     try:
         payload = jwt.split(".")[1]
@@ -1104,13 +1116,7 @@ def handle_kubernetes(mount_path, m, rest, method, body):
                                       "\"bound_service_account_namespaces\" can not be empty")
             m["roles"][name] = r
             return 204, None
-        if method == "GET":
-            if name not in m["roles"]:
-                raise VaultError(404)
-            return 200, envelope(m["roles"][name])
-        if method == "DELETE":
-            m["roles"].pop(name, None)
-            return 204, None
+        return role_read_or_delete(m, name, method)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
@@ -1272,13 +1278,7 @@ def handle_jwt(mount_path, m, rest, method, body):
                                       "updating a role")
             m["roles"][name] = r
             return 204, None
-        if method == "GET":
-            if name not in m["roles"]:
-                raise VaultError(404)
-            return 200, envelope(m["roles"][name])
-        if method == "DELETE":
-            m["roles"].pop(name, None)
-            return 204, None
+        return role_read_or_delete(m, name, method)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
@@ -1364,13 +1364,7 @@ def handle_cert(mount_path, m, rest, method, body):
                 if "allowed_common_names" in body else old.get("allowed_common_names", [])
             m["roles"][name] = r
             return 204, None
-        if method == "GET":
-            if name not in m["roles"]:
-                raise VaultError(404)
-            return 200, envelope(m["roles"][name])
-        if method == "DELETE":
-            m["roles"].pop(name, None)
-            return 204, None
+        return role_read_or_delete(m, name, method)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
