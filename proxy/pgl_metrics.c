@@ -333,9 +333,10 @@ static void credential_metrics(pgl_proxy *px, pgl_metrics_buf *b)
         const char *help;
         size_t off;
     } counters[] = {
-        {"credentials_fetched_total", "Credentials read from Vault.",
+        {"credentials_fetched_total",
+         "Credentials obtained (from Vault, a credential file or a helper).",
          offsetof(pgl_stats_creds, fetched)},
-        {"rotations_total", "Successor credentials fetched for a working one (rotations).",
+        {"rotations_total", "Successor credentials obtained for a working one (rotations).",
          offsetof(pgl_stats_creds, rotations)},
         {"lease_renewals_total", "Lease renewals Vault granted.",
          offsetof(pgl_stats_creds, renewals)},

@@ -553,6 +553,9 @@ void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *pas
     if (duration_s > 0)
         pgl_generation_issued(g, pgl_now_ms(pool->px), duration_s, false, false, 0,
                               pool->px->conf->rotate_before);
+    pool->stats.creds.fetched++;
+    if (current != NULL)
+        pool->stats.creds.rotations++;
     pgl_log_info(pool->name, "%s: generation %llu: user %s%s", source,
                  (unsigned long long)g->id, g->user, duration_s > 0 ? ", expires" : "");
     if (g->state == PGL_GEN_WARMING)

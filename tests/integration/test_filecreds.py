@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pglease_proc import PgLease
+from pglease_proc import PgLease, free_port
 from test_faults import pgbench_during
 
 ROLE, PW = "pgl_file", "file-pw-1"
@@ -53,7 +53,9 @@ def wait_for(cond, what, timeout=15):
 def test_new_credentials_in_the_file_rotate_under_load(pg, filedb, tmp_path):
     creds = tmp_path / "db-creds.json"
     write(creds, {"username": ROLE, "password": PW})
-    p = PgLease({"app": f"{filedb} creds=file:{creds}"}, settings={"default_pool_size": 4}).start()
+    http = free_port()
+    p = PgLease({"app": f"{filedb} creds=file:{creds}"},
+                settings={"default_pool_size": 4, "http_listen": f"127.0.0.1:{http}"}).start()
     try:
         p.wait_served(10)
 
@@ -73,6 +75,17 @@ def test_new_credentials_in_the_file_rotate_under_load(pg, filedb, tmp_path):
         assert "credential file: generation 2: user pgl_file2" in log
         assert f"credential file: generation 3: user {ROLE}" in log
         assert "file-pw" not in log
+        # /metrics and SHOW LEASES cover this source too.
+        import urllib.request
+        from prometheus_client.parser import text_string_to_metric_families
+        text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read()
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+        assert samples[("pglease_rotations_total", (("database", "app"),))] == 2
+        assert samples[("pglease_credentials_fetched_total", (("database", "app"),))] == 3
+        assert samples[("pglease_generations", (("database", "app"), ("state", "active")))] == 1
+        leases = p.admin_rows("SHOW LEASES")
+        assert [r["lease_id"] for r in leases if r["state"] == "active"] == ["(credential file)"]
     finally:
         pg.sql(f"ALTER ROLE {ROLE} PASSWORD '{PW}'")
         assert p.stop() == 0
