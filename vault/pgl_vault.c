@@ -482,10 +482,25 @@ static void on_unwrap(void *arg, const pgl_vault_http_response *res)
     login_retry_later(v, err);
 }
 
+/* POSTs `body` (taken; NULL when it could not be built) to the auth
+ * method's login path. The JSON text holds the credential: wiped once sent. */
+static int post_login(pgl_vault *v, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return -ENOMEM;
+    char path[512];
+    snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
+    int rc = pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
+                                    &v->login_req);
+    wiping_free(text);
+    return rc;
+}
+
 static void login(pgl_vault *v)
 {
     char err[256] = "";
-    char path[512];
     int rc = 0;
     v->tstate = TOKEN_LOGGING_IN;
     switch (v->method) {
@@ -539,16 +554,9 @@ static void login(pgl_vault *v)
         json_t *body = secret_id ? json_pack("{s:s, s:s}", "role_id", role_id, "secret_id",
                                              secret_id)
                                  : json_pack("{s:s}", "role_id", role_id);
-        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-        json_decref(body);
         wipe_str(&role_id);
         wipe_str(&secret_id);
-        snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
-        rc = text ? pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
-                                           &v->login_req)
-                  : -ENOMEM;
-        if (text)
-            wiping_free(text);
+        rc = post_login(v, body);
         break;
     }
     case PGL_VAULT_AUTH_KUBERNETES:
@@ -568,30 +576,15 @@ static void login(pgl_vault *v)
                                  v->method == PGL_VAULT_AUTH_JWT ? v->jwt_role
                                                                  : v->kubernetes_role,
                                  "jwt", jwt);
-        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-        json_decref(body);
         wipe_str(&jwt);
-        snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
-        rc = text ? pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
-                                           &v->login_req)
-                  : -ENOMEM;
-        if (text)
-            wiping_free(text);
+        rc = post_login(v, body);
         break;
     }
     case PGL_VAULT_AUTH_CERT: {
         /* The credential is the TLS client certificate libcurl presents
          * (pgl_vault_http); the body only names the role, if one is set. */
-        json_t *body = v->cert_role ? json_pack("{s:s}", "name", v->cert_role)
-                                    : json_object();
-        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-        json_decref(body);
-        snprintf(path, sizeof path, "auth/%s/login", v->auth_mount);
-        rc = text ? pgl_vault_http_request(v->http, "POST", path, NULL, text, NULL, on_login, v,
-                                           &v->login_req)
-                  : -ENOMEM;
-        if (text)
-            wiping_free(text);
+        rc = post_login(v, v->cert_role ? json_pack("{s:s}", "name", v->cert_role)
+                                        : json_object());
         break;
     }
     }

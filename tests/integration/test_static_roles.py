@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from pglease_proc import PgLease
+from test_vault_rotation import approle as vault_rotation_approle
 
 DB = "sdb"
 ROLE = "static_app"
@@ -33,16 +34,7 @@ def sdb(pg):
 
 
 def approle(vault, tmp_path):
-    vault.api("POST", "sys/auth/approle", {"type": "approle"})
-    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
-    vault.api("POST", "auth/approle/role/pglease", {"token_policies": ["pglease"],
-                                                    "token_ttl": "1h"})
-    role_id = vault.api("GET", "auth/approle/role/pglease/role-id")["data"]["role_id"]
-    secret = vault.api("POST", "auth/approle/role/pglease/secret-id")["data"]["secret_id"]
-    (tmp_path / "secret-id").write_text(secret + "\n")
-    (tmp_path / "secret-id").chmod(0o600)
-    return (f"\n[vault]\naddr = {vault.addr}\nauth_method = approle\nrole_id = {role_id}\n"
-            f"secret_id_file = {tmp_path / 'secret-id'}\n")
+    return vault_rotation_approle(vault, tmp_path, policy=POLICY)
 
 
 def show_leases(p):

@@ -31,9 +31,10 @@ def vdb(pg):
                    timeout=120)
 
 
-def approle(vault, tmp_path, wrapped=False):
+def approle(vault, tmp_path, wrapped=False, policy=POLICY):
+    """AppRole login for pglease with `policy`; the [vault] section."""
     vault.api("POST", "sys/auth/approle", {"type": "approle"})
-    vault.api("PUT", "sys/policies/acl/pglease", {"policy": POLICY})
+    vault.api("PUT", "sys/policies/acl/pglease", {"policy": policy})
     vault.api("POST", "auth/approle/role/pglease", {"token_policies": ["pglease"],
                                                     "token_ttl": "1h", "token_max_ttl": "4h"})
     role_id = vault.api("GET", "auth/approle/role/pglease/role-id")["data"]["role_id"]

@@ -1037,8 +1037,15 @@ def handle_approle(mount_path, m, rest, method, body):
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
-def role_read_or_delete(m, name, method):
-    """GET and DELETE of an auth method's role/<name>, as every method does."""
+def role_endpoint(m, name, method, body, build):
+    """An auth method's role/<name> (certs/<name> for cert): LIST, GET and
+    DELETE as every method does them; POST/PUT stores what `build(body,
+    old)` makes of the body (old: the stored role or None)."""
+    if not name and method in ("LIST", "GET"):
+        return 200, envelope({"keys": sorted(m["roles"])})
+    if method in ("POST", "PUT"):
+        m["roles"][name] = build(body, m["roles"].get(name))
+        return 204, None
     if method == "GET":
         if name not in m["roles"]:
             raise VaultError(404)
@@ -1101,11 +1108,8 @@ def handle_kubernetes(mount_path, m, rest, method, body):
         return 200, envelope(auth=tok.auth_block())
     parts = rest.split("/", 1)
     if parts[0] == "role":
-        name = parts[1] if len(parts) > 1 else ""
-        if not name and method in ("LIST", "GET"):
-            return 200, envelope({"keys": sorted(m["roles"])})
-        if method in ("POST", "PUT"):
-            r = role_fields(body, m["roles"].get(name))
+        def build(body, old):
+            r = role_fields(body, old)
             # Both TypeCommaStringSlice in vault-plugin-auth-kubernetes.
             r["bound_service_account_names"] = comma_list(
                 body.get("bound_service_account_names"))
@@ -1114,9 +1118,8 @@ def handle_kubernetes(mount_path, m, rest, method, body):
             if not r["bound_service_account_names"] or not r["bound_service_account_namespaces"]:
                 raise VaultError(400, "\"bound_service_account_names\" and "
                                       "\"bound_service_account_namespaces\" can not be empty")
-            m["roles"][name] = r
-            return 204, None
-        return role_read_or_delete(m, name, method)
+            return r
+        return role_endpoint(m, parts[1] if len(parts) > 1 else "", method, body, build)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
@@ -1243,11 +1246,8 @@ def handle_jwt(mount_path, m, rest, method, body):
         return 200, envelope(auth=tok.auth_block())
     parts = rest.split("/", 1)
     if parts[0] == "role":
-        name = parts[1] if len(parts) > 1 else ""
-        if not name and method in ("LIST", "GET"):
-            return 200, envelope({"keys": sorted(m["roles"])})
-        if method in ("POST", "PUT"):
-            old = m["roles"].get(name) or {}
+        def build(body, old):
+            old = old or {}
             r = role_fields(body, old)
             r["role_type"] = body.get("role_type", old.get("role_type", "oidc"))
             if r["role_type"] not in ("jwt", "oidc"):
@@ -1276,9 +1276,8 @@ def handle_jwt(mount_path, m, rest, method, body):
                     r.get("token_bound_cidrs")):
                 raise VaultError(400, "must have at least one bound constraint when creating/"
                                       "updating a role")
-            m["roles"][name] = r
-            return 204, None
-        return role_read_or_delete(m, name, method)
+            return r
+        return role_endpoint(m, parts[1] if len(parts) > 1 else "", method, body, build)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
@@ -1348,11 +1347,8 @@ def handle_cert(mount_path, m, rest, method, body):
         raise VaultError(400, "invalid certificate or no client certificate supplied")
     parts = rest.split("/", 1)
     if parts[0] == "certs":
-        name = parts[1] if len(parts) > 1 else ""
-        if not name and method in ("LIST", "GET"):
-            return 200, envelope({"keys": sorted(m["roles"])})
-        if method in ("POST", "PUT"):
-            old = m["roles"].get(name) or {}
+        def build(body, old):
+            old = old or {}
             r = role_fields(body, old)
             pem = body.get("certificate", old.get("certificate", ""))
             if not pem:
@@ -1362,9 +1358,8 @@ def handle_cert(mount_path, m, rest, method, body):
             r["display_name"] = body.get("display_name", old.get("display_name", ""))
             r["allowed_common_names"] = comma_list(body["allowed_common_names"]) \
                 if "allowed_common_names" in body else old.get("allowed_common_names", [])
-            m["roles"][name] = r
-            return 204, None
-        return role_read_or_delete(m, name, method)
+            return r
+        return role_endpoint(m, parts[1] if len(parts) > 1 else "", method, body, build)
     raise VaultError(405, "1 error occurred:\n\t* unsupported operation\n\n")
 
 
