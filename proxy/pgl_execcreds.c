@@ -246,14 +246,7 @@ static void on_tick(uv_timer_t *t)
     pgl_execcreds *ec = t->data;
     pgl_pool *pool = ec->pool;
     uint64_t now = pgl_now_ms(pool->px);
-    bool warming = false;
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->generations)
-    {
-        pgl_generation *g = pgl_container_of(pos, pgl_generation, node);
-        warming |= g->state == PGL_GEN_WARMING;
-        pgl_pool_enforce(pool, g, now); /* an expiry is a deadline */
-    }
+    bool warming = pgl_pool_enforce_all(pool, now); /* an expiry is a deadline */
     pgl_generation *active = pgl_pool_generation(pool);
     bool due = ec->first || active == NULL || pgl_generation_rotation_due(active, now);
     if (due && !warming && ec->running == NULL && now >= ec->next_run) {

@@ -122,12 +122,7 @@ static void on_tick(uv_timer_t *t)
          st.st_size != fc->size))
         load(fc);
     /* The generations' clock: an expires_at is a deadline like a lease's. */
-    uint64_t now = pgl_now_ms(pool->px);
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &pool->generations)
-    {
-        pgl_pool_enforce(pool, pgl_container_of(pos, pgl_generation, node), now);
-    }
+    (void)pgl_pool_enforce_all(pool, pgl_now_ms(pool->px));
 }
 
 /* ---- life -------------------------------------------------------------------------- */

@@ -332,6 +332,19 @@ void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
     }
 }
 
+bool pgl_pool_enforce_all(pgl_pool *pool, uint64_t now)
+{
+    bool warming = false;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &pool->generations)
+    {
+        pgl_generation *g = generation_at(pos);
+        warming |= g->state == PGL_GEN_WARMING;
+        pgl_pool_enforce(pool, g, now); /* may free g */
+    }
+    return warming;
+}
+
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message)
 {
     snprintf(pool->fail_sqlstate, sizeof pool->fail_sqlstate, "%s", sqlstate);

@@ -160,6 +160,9 @@ pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const 
 void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen);
 /* Carries out what `g`'s clock says is due at `now`. */
 void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now);
+/* The same for every generation of the pool (sources without Vault's
+ * renewals: files, helpers). true when one of them is warming. */
+bool pgl_pool_enforce_all(pgl_pool *pool, uint64_t now);
 
 /* ---- servers and clients -------------------------------------------------------- */
 
