@@ -165,6 +165,7 @@ typedef struct {
     char *pending_name;
     char *pending_conninfo;
     int pending_line;
+    bool pending_user; /* the pending entry is a [users] one */
     int rc;               /* first error, 0 if none */
     char *err;
     size_t errlen;
@@ -203,7 +204,8 @@ static void free_secret(char *s)
 
 static bool is_known_section(const char *s)
 {
-    return strcmp(s, "pglease") == 0 || strcmp(s, "vault") == 0 || strcmp(s, "databases") == 0;
+    return strcmp(s, "pglease") == 0 || strcmp(s, "vault") == 0 || strcmp(s, "databases") == 0 ||
+           strcmp(s, "users") == 0;
 }
 
 /* ---- value parsers: 0 or an error message in `why` --------------------- */
@@ -532,6 +534,7 @@ static void free_database(pgl_conf_database *db)
     free(db->kv_metadata_path);
     free(db->kv_username_field);
     free(db->kv_password_field);
+    free(db->for_user);
     memset(db, 0, sizeof *db);
 }
 
@@ -627,10 +630,12 @@ static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t w
     return -EINVAL;
 }
 
-/* Fills `db` (name already set) from a conninfo string. */
+/* Fills `db` (name already set) from a conninfo string; a [users] entry
+ * (`section` "users") takes pglease's own keys only. */
 static int parse_database(parse_state *ps, pgl_conf_database *db, const char *conninfo,
-                          const char *where)
+                          const char *where, const char *section)
 {
+    bool user_entry = strcmp(section, "users") == 0;
     char why[256];
     pgl_conf_kv *kv = NULL;
     size_t nkv = 0;
@@ -638,7 +643,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
 
     int rc = pgl_conf_conninfo_split(conninfo, &kv, &nkv, why, sizeof why);
     if (rc != 0) {
-        fail(ps, rc, "%s: [databases] %s: %s", where, db->name, why);
+        fail(ps, rc, "%s: [%s] %s: %s", where, section, db->name, why);
         return ps->rc;
     }
     db->params = calloc(nkv ? nkv : 1, sizeof *db->params);
@@ -655,7 +660,14 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
         bool own = false;
         for (const char *const *o = db_own_keys; *o; o++)
             own |= strcmp(k, *o) == 0;
-        if (!own) {
+        if (!own && user_entry) {
+            snprintf(why, sizeof why,
+                     "unknown key \"%s\" (a user takes creds, pool_size, min_pool_size, "
+                     "pool_mode, kv_username_field, kv_password_field; the connection options "
+                     "are the database's)",
+                     k);
+            bad = -EINVAL, badkey = k;
+        } else if (!own) {
             if (!pgl_conf_conninfo_is_libpq_key(k)) {
                 snprintf(why, sizeof why, "unknown connection option \"%s\"", k);
                 bad = -EINVAL, badkey = k;
@@ -714,7 +726,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
         }
         if (bad) {
             /* Report before kv (which owns badkey) is freed. */
-            fail(ps, bad, "%s: [databases] %s: %s: %s", where, db->name, badkey, why);
+            fail(ps, bad, "%s: [%s] %s: %s: %s", where, section, db->name, badkey, why);
             break;
         }
     }
@@ -724,7 +736,7 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
 
     if (db->creds_kind != PGL_CONF_CREDS_KV &&
         (db->kv_username_field != NULL || db->kv_password_field != NULL)) {
-        fail(ps, -EINVAL, "%s: [databases] %s: %s: only with creds=" KV_FORM, where, db->name,
+        fail(ps, -EINVAL, "%s: [%s] %s: %s: only with creds=" KV_FORM, where, section, db->name,
              db->kv_username_field != NULL ? "kv_username_field" : "kv_password_field");
         return ps->rc;
     }
@@ -735,6 +747,16 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
         return ps->rc;
     }
     const char *user = pgl_conf_database_param(db, "user");
+    if (user_entry) {
+        if (db->creds_kind == PGL_CONF_CREDS_CONNINFO && db->pool_size < 0 &&
+            db->min_pool_size < 0 && db->pool_mode < 0) {
+            fail(ps, -EINVAL, "%s: [users] %s: empty: give creds=, pool_size=, min_pool_size= "
+                              "or pool_mode=",
+                 where, db->name);
+            return ps->rc;
+        }
+        return 0;
+    }
     if (db->creds_kind != PGL_CONF_CREDS_CONNINFO) {
         if (user != NULL || pgl_conf_database_param(db, "password") != NULL) {
             fail(ps, -EINVAL,
@@ -752,39 +774,43 @@ static int parse_database(parse_state *ps, pgl_conf_database *db, const char *co
     return 0;
 }
 
-static int add_database(parse_state *ps, const char *name, const char *conninfo,
-                        const char *where)
+/* A [databases] entry, or a [users] one (`user_entry`). */
+static int add_entry(parse_state *ps, bool user_entry, const char *name, const char *conninfo,
+                     const char *where)
 {
     pgl_conf *conf = ps->conf;
-    if (strcasecmp(name, "pglease") == 0 || strcasecmp(name, "pgbouncer") == 0) {
+    const char *section = user_entry ? "users" : "databases";
+    pgl_conf_database **list = user_entry ? &conf->users : &conf->databases;
+    size_t *n = user_entry ? &conf->nusers : &conf->ndatabases;
+    if (!user_entry && (strcasecmp(name, "pglease") == 0 || strcasecmp(name, "pgbouncer") == 0)) {
         fail(ps, -EINVAL,
              "%s: [databases] %s: this name is reserved for the admin console", where, name);
         return ps->rc;
     }
     if (strlen(name) > 63) {
-        fail(ps, -EINVAL, "%s: [databases] %s: name longer than 63 bytes", where, name);
+        fail(ps, -EINVAL, "%s: [%s] %s: name longer than 63 bytes", where, section, name);
         return ps->rc;
     }
-    for (size_t i = 0; i < conf->ndatabases; i++) {
-        if (strcmp(conf->databases[i].name, name) == 0) {
-            fail(ps, -EINVAL, "%s: [databases] %s: duplicate database (first at line %d)",
-                 where, name, conf->databases[i].line);
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp((*list)[i].name, name) == 0) {
+            fail(ps, -EINVAL, "%s: [%s] %s: duplicate %s (first at line %d)", where, section,
+                 name, user_entry ? "user" : "database", (*list)[i].line);
             return ps->rc;
         }
     }
-    pgl_conf_database *dbs = realloc(conf->databases, (conf->ndatabases + 1) * sizeof *dbs);
+    pgl_conf_database *dbs = realloc(*list, (*n + 1) * sizeof *dbs);
     if (dbs == NULL) {
         fail(ps, -ENOMEM, "out of memory");
         return ps->rc;
     }
-    conf->databases = dbs;
-    pgl_conf_database *db = &dbs[conf->ndatabases];
+    *list = dbs;
+    pgl_conf_database *db = &dbs[*n];
     memset(db, 0, sizeof *db);
     db->line = ps->line;
     if ((db->name = xstrdup(ps, name)) == NULL)
         return ps->rc;
-    conf->ndatabases++; /* from here on pgl_conf_free releases it */
-    return parse_database(ps, db, conninfo, where);
+    (*n)++; /* from here on pgl_conf_free releases it */
+    return parse_database(ps, db, conninfo, where, section);
 }
 
 /* ---- the file ----------------------------------------------------------------- */
@@ -800,7 +826,7 @@ static int finish_pending(parse_state *ps)
     int line = ps->line;
     ps->line = ps->pending_line;
     if (ps->rc == 0)
-        (void)add_database(ps, ps->pending_name, ps->pending_conninfo, where);
+        (void)add_entry(ps, ps->pending_user, ps->pending_name, ps->pending_conninfo, where);
     ps->line = line;
     free(ps->pending_name);
     free_secret(ps->pending_conninfo);
@@ -898,7 +924,7 @@ static char *read_line(char *str, int num, void *stream)
         ps->section[n] = '\0';
         if (!is_known_section(ps->section)) {
             fail(ps, -EINVAL,
-                 "%s:%d: [%s]: unknown section (expected [pglease], [vault] or [databases])",
+                 "%s:%d: [%s]: unknown section (expected [pglease], [vault], [databases] or [users])",
                  ps->path, ps->line, ps->section);
             return NULL;
         }
@@ -919,7 +945,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
             return continue_pending(ps, value) == 0;
         fail(ps, -EINVAL,
              "%s: [%s] %s: this indented line continues the value of line %d; only "
-             "[databases] entries may span lines: remove the leading whitespace",
+             "[databases] and [users] entries may span lines: remove the leading whitespace",
              where, section, name, ps->entry_line);
         return 0;
     }
@@ -927,9 +953,10 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         fail(ps, -EINVAL, "%s: %s: key outside of any section", where, name);
         return 0;
     }
-    if (strcmp(section, "databases") == 0) {
+    if (strcmp(section, "databases") == 0 || strcmp(section, "users") == 0) {
         /* Parsed by finish_pending, once continuation lines are in. */
         ps->pending_line = ps->line;
+        ps->pending_user = strcmp(section, "users") == 0;
         if ((ps->pending_name = xstrdup(ps, name)) == NULL ||
             (ps->pending_conninfo = xstrdup(ps, value)) == NULL)
             return 0;
@@ -956,7 +983,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 /* PGLEASE_<SECTION>_<KEY>=value; section and key match case-insensitively. */
 static int apply_env(parse_state *ps, char *const *env)
 {
-    static const char *const sections[] = {"pglease", "vault", "databases"};
+    static const char *const sections[] = {"pglease", "vault", "databases", "users"};
     for (; env != NULL && *env != NULL; env++) {
         const char *e = *env;
         if (strncmp(e, "PGLEASE_", 8) != 0)
@@ -976,12 +1003,12 @@ static int apply_env(parse_state *ps, char *const *env)
         snprintf(where, sizeof where, "environment %s", var);
 
         const char *rest = var + 8, *section = NULL;
-        for (size_t i = 0; i < 3 && section == NULL; i++) {
+        for (size_t i = 0; i < 4 && section == NULL; i++) {
             size_t sl = strlen(sections[i]);
             if (strncasecmp(rest, sections[i], sl) == 0 && rest[sl] == '_')
                 section = sections[i], rest += sl + 1;
         }
-        /* Only PGLEASE_{PGLEASE,VAULT,DATABASES}_* are ours. Other PGLEASE_*
+        /* Only PGLEASE_{PGLEASE,VAULT,DATABASES,USERS}_* are ours. Other PGLEASE_*
          * variables are someone else's: Kubernetes injects PGLEASE_PORT,
          * PGLEASE_SERVICE_HOST... into every pod when a Service is named
          * "pglease", and refusing to start over them would be absurd. */
@@ -993,17 +1020,20 @@ static int apply_env(parse_state *ps, char *const *env)
             name[n] = (char)tolower((unsigned char)rest[n]);
         name[n] = '\0';
         ps->line = 0;
-        if (strcmp(section, "databases") == 0) {
+        bool user_entry = strcmp(section, "users") == 0;
+        if (user_entry || strcmp(section, "databases") == 0) {
             /* An override replaces the file's entry of the same name. */
             pgl_conf *conf = ps->conf;
-            for (size_t i = 0; i < conf->ndatabases; i++) {
-                if (strcmp(conf->databases[i].name, name) == 0) {
-                    free_database(&conf->databases[i]);
-                    conf->databases[i] = conf->databases[--conf->ndatabases];
+            pgl_conf_database *list = user_entry ? conf->users : conf->databases;
+            size_t *count = user_entry ? &conf->nusers : &conf->ndatabases;
+            for (size_t i = 0; i < *count; i++) {
+                if (strcmp(list[i].name, name) == 0) {
+                    free_database(&list[i]);
+                    list[i] = list[--*count];
                     break;
                 }
             }
-            if (add_database(ps, name, eq + 1, where) != 0)
+            if (add_entry(ps, user_entry, name, eq + 1, where) != 0)
                 return ps->rc;
             continue;
         }
@@ -1045,6 +1075,92 @@ static void key_where(parse_state *ps, const char *section, const char *name, ch
         snprintf(buf, len, "%s:%d", ps->path, line);
     else
         snprintf(buf, len, "%s", ps->path);
+}
+
+static bool takes_vault(pgl_conf_creds_kind k)
+{
+    return k == PGL_CONF_CREDS_DYNAMIC || k == PGL_CONF_CREDS_STATIC || k == PGL_CONF_CREDS_KV;
+}
+
+static int dup_field(parse_state *ps, char **to, const char *from)
+{
+    *to = from != NULL ? xstrdup(ps, from) : NULL;
+    return from != NULL && *to == NULL ? -ENOMEM : 0;
+}
+
+/* The entry the pools of user `u` on database `d` read: the database's
+ * connection options, `u`'s credential source (else the database's), and
+ * `u`'s sizes and mode where it gives them. */
+static int derive_user_database(parse_state *ps, const pgl_conf_database *u,
+                                const pgl_conf_database *d, pgl_conf_database *out)
+{
+    const pgl_conf *c = ps->conf;
+    bool own_creds = u->creds_kind != PGL_CONF_CREDS_CONNINFO;
+    const pgl_conf_database *src = own_creds ? u : d;
+    out->line = u->line;
+    out->params = calloc(d->nparams ? d->nparams : 1, sizeof *out->params);
+    if (out->params == NULL || dup_field(ps, &out->name, d->name) ||
+        dup_field(ps, &out->for_user, u->name))
+        goto nomem;
+    for (size_t i = 0; i < d->nparams; i++) {
+        /* Another source's user would log in with the fixed one's password. */
+        if (own_creds && (strcmp(d->params[i].key, "user") == 0 ||
+                          strcmp(d->params[i].key, "password") == 0))
+            continue;
+        pgl_conf_kv *kv = &out->params[out->nparams];
+        if (dup_field(ps, &kv->key, d->params[i].key) ||
+            dup_field(ps, &kv->value, d->params[i].value)) {
+            free(kv->key);
+            goto nomem;
+        }
+        out->nparams++;
+    }
+    out->creds_kind = src->creds_kind;
+    if (dup_field(ps, &out->creds_path, src->creds_path) ||
+        dup_field(ps, &out->creds_mount, src->creds_mount) ||
+        dup_field(ps, &out->creds_role, src->creds_role) ||
+        dup_field(ps, &out->kv_metadata_path, src->kv_metadata_path) ||
+        dup_field(ps, &out->kv_username_field, src->kv_username_field) ||
+        dup_field(ps, &out->kv_password_field, src->kv_password_field))
+        goto nomem;
+    out->pool_size = u->pool_size >= 0 ? u->pool_size : d->pool_size;
+    out->min_pool_size = u->min_pool_size >= 0 ? u->min_pool_size : d->min_pool_size;
+    out->pool_mode = u->pool_mode >= 0 ? u->pool_mode : d->pool_mode;
+    int min = out->min_pool_size >= 0 ? out->min_pool_size : c->min_pool_size;
+    int max = out->pool_size >= 0 ? out->pool_size : c->default_pool_size;
+    if (min > max) {
+        fail(ps, -EINVAL,
+             "%s:%d: [users] %s: on database %s, min_pool_size %d exceeds pool_size %d",
+             ps->path, u->line, u->name, d->name, min, max);
+        return ps->rc;
+    }
+    return 0;
+nomem:
+    fail(ps, -ENOMEM, "out of memory");
+    return ps->rc;
+}
+
+/* Every (database, [users] entry) pair's entry, built once per snapshot so
+ * that pools read theirs as they read a database's. */
+static int derive_user_databases(parse_state *ps)
+{
+    pgl_conf *c = ps->conf;
+    if (c->nusers == 0)
+        return 0;
+    c->user_databases = calloc(c->nusers * c->ndatabases, sizeof *c->user_databases);
+    if (c->user_databases == NULL) {
+        fail(ps, -ENOMEM, "out of memory");
+        return ps->rc;
+    }
+    for (size_t u = 0; u < c->nusers; u++) {
+        for (size_t d = 0; d < c->ndatabases; d++) {
+            pgl_conf_database *out = &c->user_databases[c->nuser_databases++];
+            if (derive_user_database(ps, &c->users[u], &c->databases[d], out) != 0)
+                return ps->rc;
+            c->vault_needed |= takes_vault(out->creds_kind);
+        }
+    }
+    return 0;
 }
 
 static int validate(parse_state *ps)
@@ -1125,10 +1241,10 @@ static int validate(parse_state *ps)
                  db->line, db->name, min, max);
             return ps->rc;
         }
-        c->vault_needed |= db->creds_kind == PGL_CONF_CREDS_DYNAMIC ||
-                           db->creds_kind == PGL_CONF_CREDS_STATIC ||
-                           db->creds_kind == PGL_CONF_CREDS_KV;
+        c->vault_needed |= takes_vault(db->creds_kind);
     }
+    if (derive_user_databases(ps) != 0)
+        return ps->rc;
 
     if (!c->vault_needed)
         return 0;
@@ -1285,9 +1401,13 @@ void pgl_conf_free(pgl_conf *conf)
         return;
     for (size_t i = 0; i < NKEYS; i++)
         clear_field(conf, &keys[i]);
-    for (size_t i = 0; i < conf->ndatabases; i++)
-        free_database(&conf->databases[i]);
-    free(conf->databases);
+    pgl_conf_database *lists[] = {conf->databases, conf->users, conf->user_databases};
+    size_t counts[] = {conf->ndatabases, conf->nusers, conf->nuser_databases};
+    for (size_t l = 0; l < 3; l++) {
+        for (size_t i = 0; i < counts[l]; i++)
+            free_database(&lists[l][i]);
+        free(lists[l]);
+    }
     free(conf->path);
     OPENSSL_cleanse(conf, sizeof *conf);
     free(conf);
@@ -1299,6 +1419,26 @@ const pgl_conf_database *pgl_conf_database_find(const pgl_conf *conf, const char
         if (strcmp(conf->databases[i].name, name) == 0)
             return &conf->databases[i];
     return NULL;
+}
+
+const pgl_conf_database *pgl_conf_database_find_for(const pgl_conf *conf, const char *name,
+                                                    const char *for_user)
+{
+    if (for_user == NULL)
+        return pgl_conf_database_find(conf, name);
+    for (size_t i = 0; i < conf->nuser_databases; i++) {
+        const pgl_conf_database *db = &conf->user_databases[i];
+        if (strcmp(db->name, name) == 0 && strcmp(db->for_user, for_user) == 0)
+            return db;
+    }
+    return NULL;
+}
+
+const pgl_conf_database *pgl_conf_database_for(const pgl_conf *conf, const char *name,
+                                               const char *user)
+{
+    const pgl_conf_database *db = pgl_conf_database_find_for(conf, name, user);
+    return db != NULL ? db : pgl_conf_database_find(conf, name);
 }
 
 const char *pgl_conf_database_param(const pgl_conf_database *db, const char *key)

@@ -120,6 +120,9 @@ typedef struct {
     int pool_size;     /* per-database override, -1 = default_pool_size */
     int min_pool_size; /* -1 = pglease.min_pool_size */
     int pool_mode;     /* -1 = pglease.pool_mode, else a pgl_conf_pool_mode */
+    /* NULL for a [databases] entry; in a derived entry (user_databases),
+     * the [users] entry whose pools read it. */
+    char *for_user;
 } pgl_conf_database;
 
 typedef struct {
@@ -197,6 +200,15 @@ typedef struct pgl_conf {
 
     pgl_conf_database *databases;
     size_t ndatabases;
+    /* [users]: `name` is the local user; creds_kind CONNINFO means "the
+     * database's source", -1 sizes and mode "the database's"; no params. */
+    pgl_conf_database *users;
+    size_t nusers;
+    /* One derived entry per (users[u], databases[d]) pair: the database's
+     * connection options with the user's overrides applied, `for_user` set.
+     * A [users] entry gives its user pools of its own on every database. */
+    pgl_conf_database *user_databases;
+    size_t nuser_databases;
 } pgl_conf;
 
 /*
@@ -214,6 +226,15 @@ void pgl_conf_free(pgl_conf *conf);
 
 /* The database entry named `name`, or NULL. */
 const pgl_conf_database *pgl_conf_database_find(const pgl_conf *conf, const char *name);
+
+/* The entry of `name` for pools of [users] entry `for_user` (NULL: the
+ * [databases] entry itself), or NULL. */
+const pgl_conf_database *pgl_conf_database_find_for(const pgl_conf *conf, const char *name,
+                                                    const char *for_user);
+/* The entry a client logging in as `user` is served by: its [users]
+ * entry's pools when it has one, else the database's. NULL: no database. */
+const pgl_conf_database *pgl_conf_database_for(const pgl_conf *conf, const char *name,
+                                               const char *user);
 
 /* Value of libpq keyword `key` in a database's conninfo, or NULL. */
 const char *pgl_conf_database_param(const pgl_conf_database *db, const char *key);

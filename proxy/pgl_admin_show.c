@@ -534,8 +534,14 @@ static void show_users(pgl_client *c, pgl_admin_result *r)
     pgl_admin_begin(r, c, cols, NCOLS(cols));
     const pgl_userlist *ul = c->lp->px->users;
     const pgl_user *u;
+    const pgl_conf *conf = c->lp->px->conf;
     for (size_t i = 0; (u = pgl_userlist_at(ul, i)) != NULL; i++) {
-        const char *v[] = {u->name, NULL};
+        /* PgBouncer's column: the user's own pool_mode, else NULL. */
+        const char *mode = NULL;
+        for (size_t j = 0; j < conf->nusers; j++)
+            if (strcmp(conf->users[j].name, u->name) == 0 && conf->users[j].pool_mode >= 0)
+                mode = pgl_conf_pool_mode_name((pgl_conf_pool_mode)conf->users[j].pool_mode);
+        const char *v[] = {u->name, mode};
         pgl_admin_row(r, v);
     }
     pgl_admin_end(r, "SHOW");

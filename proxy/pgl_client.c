@@ -562,7 +562,7 @@ void pgl_client_unlinked(pgl_client *c)
     pgl_client_set_state(c, PGL_CLIENT_IDLE);
     c->last_activity = pgl_loop_now(c->lp);
     if (c->pool->removed && c->doomed == NULL)
-        c->doomed = PGL_CLIENT_DB_REMOVED;
+        c->doomed = c->pool->for_user != NULL ? PGL_CLIENT_USER_REMOVED : PGL_CLIENT_DB_REMOVED;
     pgl_conn_resume(&c->conn);
 }
 

@@ -161,6 +161,8 @@ void pgl_client_server_lost(pgl_client *client, const char *why);
 void pgl_client_doom(pgl_client *c, const char *why);
 #define PGL_CLIENT_DB_REMOVED                                                                      \
     "terminating connection: its database was removed from the configuration"
+#define PGL_CLIENT_USER_REMOVED                                                                    \
+    "terminating connection: its user's [users] entry was removed from the configuration"
 
 /* ---- replay (pgl_client_replay.c) ---- */
 

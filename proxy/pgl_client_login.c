@@ -80,7 +80,7 @@ void pgl_client_login_ready(pgl_client *c)
     pgl_pool *pool = c->pool;
     if (pool->params == NULL) {
         pgl_client_fail(c, "FATAL", pool->fail_sqlstate[0] ? pool->fail_sqlstate : "08006",
-                        "pglease cannot serve database \"%s\": %s", pool->name,
+                        "pglease cannot serve database \"%s\": %s", pool->dbname,
                         pool->fail_message[0] ? pool->fail_message : "unknown error");
         return;
     }
@@ -112,6 +112,17 @@ static void login_done(pgl_client *c)
             return;
         }
         pgl_log_info(PGL_CLIENT_CTX(c), "admin console login");
+        return;
+    }
+    int err;
+    c->pool = pgl_pool_for_login(lp->px, c->database, c->user, &err);
+    if (c->pool == NULL) {
+        /* A reload removed the database while the client authenticated. */
+        if (err != 0)
+            pgl_client_fail(c, "FATAL", "53200", "out of memory opening the pool");
+        else
+            pgl_client_fail(c, "FATAL", "3D000", "database \"%s\" does not exist",
+                            c->database);
         return;
     }
     if (c->pool->params != NULL) {
@@ -542,12 +553,12 @@ void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
     }
     if (strcmp(c->database, "pglease") == 0 || strcmp(c->database, "pgbouncer") == 0) {
         c->admin = true;
-    } else {
-        c->pool = pgl_pool_find(px, c->database);
-        if (c->pool == NULL) {
-            pgl_client_fail(c, "FATAL", "3D000", "database \"%s\" does not exist", c->database);
-            return;
-        }
+    } else if (pgl_conf_database_for(px->conf, c->database, c->user) == NULL) {
+        /* Its pool is chosen once the user is proven (login_done): a
+         * [users] entry's pool opens for its first login, never for a
+         * stranger trying the name. */
+        pgl_client_fail(c, "FATAL", "3D000", "database \"%s\" does not exist", c->database);
+        return;
     }
     c->conn.startup = false;
     start_auth(c);

@@ -26,6 +26,8 @@ rlim_t pgl_limits_nofile_wanted(const pgl_conf *conf)
     rlim_t servers = 0;
     for (size_t i = 0; i < conf->ndatabases; i++)
         servers += (rlim_t)pgl_conf_database_pool_size(conf, &conf->databases[i]);
+    for (size_t i = 0; i < conf->nuser_databases; i++)
+        servers += (rlim_t)pgl_conf_database_pool_size(conf, &conf->user_databases[i]);
     return (rlim_t)conf->max_client_conn + servers * (rlim_t)conf->workers + NOFILE_MARGIN;
 }
 

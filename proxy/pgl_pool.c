@@ -20,6 +20,7 @@
 #include "pgl_pool.h"
 
 #include "pgl_client.h"
+#include "pgl_creds.h"
 #include "pgl_execcreds.h"
 #include "pgl_filecreds.h"
 #include "pgl_log.h"
@@ -56,7 +57,7 @@ const pgl_conf_database *pgl_pool_db(pgl_pool *pool)
     /* A removed database keeps the entry of the snapshot it was removed
      * from (kept_conf). */
     if (pool->db_conf != pool->px->conf && !pool->removed) {
-        pool->db = pgl_conf_database_find(pool->px->conf, pool->name);
+        pool->db = pgl_conf_database_find_for(pool->px->conf, pool->dbname, pool->for_user);
         pool->db_conf = pool->px->conf;
         assert(pool->db != NULL); /* a reload that drops a database closes its pool first */
     }
@@ -355,17 +356,32 @@ void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *mes
         pgl_client_login_ready(pgl_container_of(p, pgl_client, pool_node));
     while ((p = pgl_clist_first(&pool->waiting)) != NULL)
         pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", sqlstate,
-                        "pglease cannot serve database \"%s\": %s", pool->name, message);
+                        "pglease cannot serve database \"%s\": %s", pool->dbname, message);
 }
 
 /* ---- pools --------------------------------------------------------------------- */
 
-static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
+static void pool_free(pgl_pool *pool);
+
+static pgl_pool *pool_create(pgl_proxy *px, const pgl_conf_database *db)
 {
     pgl_pool *pool = calloc(1, sizeof *pool);
-    if (pool == NULL || (pool->name = strdup(db->name)) == NULL) {
+    if (pool == NULL)
+        return NULL;
+    /* A user's pool is "<database>/<user>" wherever pools are named (logs,
+     * the console, /metrics). */
+    int rc = db->for_user != NULL ? asprintf(&pool->name, "%s/%s", db->name, db->for_user)
+                                  : ((pool->name = strdup(db->name)) != NULL ? 0 : -1);
+    pool->dbname = strdup(db->name);
+    pool->for_user = db->for_user != NULL ? strdup(db->for_user) : NULL;
+    if (rc < 0 || pool->dbname == NULL || (db->for_user != NULL && pool->for_user == NULL)) {
+        if (rc < 0)
+            pool->name = NULL;
+        free(pool->name);
+        free(pool->dbname);
+        free(pool->for_user);
         free(pool);
-        return -1;
+        return NULL;
     }
     pool->px = px;
     pgl_list_init(&pool->generations);
@@ -374,28 +390,32 @@ static int pool_create(pgl_proxy *px, const pgl_conf_database *db)
     pgl_clist_init(&pool->waiting);
     pgl_clist_init(&pool->active);
     pgl_list_append(&px->pools, &pool->node);
-    if (db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
-        pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
-                                pgl_conf_database_param(db, "password"),
-                                PGL_GEN_ACTIVE) == NULL)
-        return -1;
-    if (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0)
-        return -1;
-    if (db->creds_kind == PGL_CONF_CREDS_EXEC && pgl_execcreds_start(pool) != 0)
-        return -1;
-    return 0;
+    if ((db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
+         pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
+                                 pgl_conf_database_param(db, "password"),
+                                 PGL_GEN_ACTIVE) == NULL) ||
+        (db->creds_kind == PGL_CONF_CREDS_FILE && pgl_filecreds_start(pool) != 0) ||
+        (db->creds_kind == PGL_CONF_CREDS_EXEC && pgl_execcreds_start(pool) != 0)) {
+        pool_free(pool);
+        return NULL;
+    }
+    return pool;
 }
 
-int pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db)
+pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db)
 {
-    return pool_create(px, db) == 0 ? 0 : -ENOMEM;
+    pgl_pool *pool = pool_create(px, db);
+    if (pool != NULL)
+        pgl_creds_attach(pool);
+    return pool;
 }
 
 int pgl_pools_init(pgl_proxy *px)
 {
     pgl_list_init(&px->pools);
+    /* Pools of [users] entries open at their user's first login. */
     for (size_t i = 0; i < px->conf->ndatabases; i++) {
-        if (pool_create(px, &px->conf->databases[i]) != 0)
+        if (pool_create(px, &px->conf->databases[i]) == NULL)
             return -1;
     }
     return 0;
@@ -447,6 +467,8 @@ static void pool_free(pgl_pool *pool)
     if (pool->kept_conf != NULL)
         pgl_conf_ref_drop(pool->kept_conf);
     free(pool->name);
+    free(pool->dbname);
+    free(pool->for_user);
     free(pool);
 }
 
@@ -465,13 +487,18 @@ void pgl_pools_free(pgl_proxy *px)
 
 /* ---- reload ------------------------------------------------------------------------ */
 
+static const char *removed_why(const pgl_pool *pool)
+{
+    return pool->for_user != NULL ? PGL_CLIENT_USER_REMOVED : PGL_CLIENT_DB_REMOVED;
+}
+
 /* Clients of a removed database that wait for something are told now. */
-static void tell_removed(pgl_clist *list)
+static void tell_removed(pgl_pool *pool, pgl_clist *list)
 {
     pgl_list *p;
     while ((p = pgl_clist_first(list)) != NULL)
         pgl_client_fail(pgl_container_of(p, pgl_client, pool_node), "FATAL", "57P01", "%s",
-                        PGL_CLIENT_DB_REMOVED);
+                        removed_why(pool));
 }
 
 /* Idle ones at their next message (pgl_client_doom). */
@@ -480,7 +507,7 @@ static void doom_idle(pgl_pool *pool)
     pgl_list *pos, *tmp;
     pgl_clist_foreach(pos, tmp, &pool->idle)
     {
-        pgl_container_of(pos, pgl_client, pool_node)->doomed = PGL_CLIENT_DB_REMOVED;
+        pgl_container_of(pos, pgl_client, pool_node)->doomed = removed_why(pool);
     }
 }
 
@@ -500,8 +527,8 @@ void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
                      pgl_clist_count(&pool->login_wait),
                  pgl_clist_count(&pool->active));
     doom_idle(pool);
-    tell_removed(&pool->waiting);
-    tell_removed(&pool->login_wait);
+    tell_removed(pool, &pool->waiting);
+    tell_removed(pool, &pool->login_wait);
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &pool->generations)
     {
@@ -523,13 +550,13 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
     const pgl_conf *conf = pool->px->conf;
     /* Clients that were logging in when it went. */
     doom_idle(pool);
-    tell_removed(&pool->waiting);
-    tell_removed(&pool->login_wait);
+    tell_removed(pool, &pool->waiting);
+    tell_removed(pool, &pool->login_wait);
     /* After drain_timeout, whoever is left goes now: the pool can only be
      * freed without clients. */
     if (conf->drain_timeout > 0 && now - pool->removed_at >= (uint64_t)conf->drain_timeout * 1000) {
-        tell_removed(&pool->active);
-        tell_removed(&pool->idle);
+        tell_removed(pool, &pool->active);
+        tell_removed(pool, &pool->idle);
     }
     if (!pgl_clist_empty(&pool->active) || !pgl_clist_empty(&pool->idle) || pool->nservers > 0 ||
         pool->fetch_op != NULL || pool->verify_up != NULL)
@@ -624,6 +651,38 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
             return pool;
     }
     return NULL;
+}
+
+pgl_pool *pgl_pool_find_entry(pgl_proxy *px, const pgl_conf_database *db)
+{
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (!pool->removed && strcmp(pool->dbname, db->name) == 0 &&
+            (pool->for_user == NULL) == (db->for_user == NULL) &&
+            (pool->for_user == NULL || strcmp(pool->for_user, db->for_user) == 0))
+            return pool;
+    }
+    return NULL;
+}
+
+pgl_pool *pgl_pool_for_login(pgl_proxy *px, const char *database, const char *user, int *err)
+{
+    *err = 0;
+    const pgl_conf_database *db = pgl_conf_database_for(px->conf, database, user);
+    if (db == NULL)
+        return NULL;
+    pgl_pool *pool = pgl_pool_find_entry(px, db);
+    if (pool != NULL || db->for_user == NULL)
+        return pool;
+    if ((pool = pgl_pool_add(px, db)) == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    pgl_log_info(pool->name, "pool opened for user %s's first login (its [users] entry)", user);
+    pgl_pool_kick(pool);
+    return pool;
 }
 
 /* Clients a login would serve: those queued for a server, and the first

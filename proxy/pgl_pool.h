@@ -54,7 +54,9 @@ typedef struct {
 
 struct pgl_pool {
     pgl_proxy *px;
-    char *name;
+    char *name;     /* the database's, or "<database>/<user>" for a [users] entry's pool */
+    char *dbname;   /* the [databases] entry */
+    char *for_user; /* the [users] entry whose clients it serves, else NULL */
     pgl_list node;        /* px->pools */
     /* The database entry as resolved in `db_conf`; pgl_pool_db resolves it
      * again whenever the proxy's snapshot is another one. */
@@ -104,6 +106,8 @@ struct pgl_pool {
     struct pgl_conf_ref *kept_conf;
     /* Console PAUSE/KILL: no server is handed out or opened until RESUME. */
     bool paused;
+    /* A reload is about to change its upstream (pgl_reload.c's commit). */
+    bool upstream_changed;
     /* Console RECONNECT: servers with an id up to this close when released. */
     uint64_t reconnect_upto;
 };
@@ -113,8 +117,10 @@ struct pgl_pool {
 uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures);
 
 int pgl_pools_init(pgl_proxy *px) __attribute__((warn_unused_result));
-/* A pool for a database a reload added. 0 or -ENOMEM. */
-int pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db) __attribute__((warn_unused_result));
+/* A pool for `db` (a database a reload added, or a [users] entry's pool
+ * at its user's first login), its credential source attached; NULL when
+ * out of memory. */
+pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db);
 /*
  * A reload removed the pool's database, from the snapshot `kept` holds (a
  * reference taken here): new clients no longer find it; clients between
@@ -136,8 +142,17 @@ void pgl_pool_new_upstream(pgl_pool *pool);
 void pgl_pools_free(pgl_proxy *px);
 /* Closes every server connection of every pool (shutdown). */
 void pgl_pools_close_servers(pgl_proxy *px);
-/* The pool clients of `name` get (removed ones are not found). */
+/* The pool named `name` ("<database>" or "<database>/<user>"; removed ones
+ * are not found). */
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
+/* The running pool that reads entry `db` (matched by database and
+ * for_user), or NULL. */
+pgl_pool *pgl_pool_find_entry(pgl_proxy *px, const pgl_conf_database *db);
+/* The pool a client logging in to `database` as `user` gets: its [users]
+ * entry's pool on that database (opened now if it is the first login),
+ * else the database's. NULL when the database does not exist, or with
+ * *err = -ENOMEM when the pool could not be opened. */
+pgl_pool *pgl_pool_for_login(pgl_proxy *px, const char *database, const char *user, int *err);
 
 /* The pool's database in the current config snapshot. */
 const pgl_conf_database *pgl_pool_db(pgl_pool *pool);

@@ -37,7 +37,7 @@ int pgl_proxy_apply_conf(pgl_proxy *px, pgl_conf *next, char *err, size_t errlen
     pgl_list_foreach(pos, tmp, &px->pools)
     {
         const pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        if (pgl_conf_database_find(next, pool->name) == NULL) {
+        if (pgl_conf_database_find_for(next, pool->dbname, pool->for_user) == NULL) {
             snprintf(err, errlen, "database \"%s\" cannot be removed while pglease runs",
                      pool->name);
             pgl_conf_free(next);

@@ -136,12 +136,15 @@ static bool same_upstream(const pgl_conf_database *a, const pgl_conf_database *b
     return true;
 }
 
-/* `name`'s entry in a snapshot not published yet (so still writable). */
-static pgl_conf_database *entry_in(pgl_conf *conf, const char *name)
+/* The pool's entry in a snapshot not published yet (so still writable). */
+static pgl_conf_database *entry_in(pgl_conf *conf, const pgl_pool *pool)
 {
-    for (size_t i = 0; i < conf->ndatabases; i++)
-        if (strcmp(conf->databases[i].name, name) == 0)
-            return &conf->databases[i];
+    pgl_conf_database *list = pool->for_user ? conf->user_databases : conf->databases;
+    size_t n = pool->for_user ? conf->nuser_databases : conf->ndatabases;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, pool->dbname) == 0 &&
+            (pool->for_user == NULL || strcmp(list[i].for_user, pool->for_user) == 0))
+            return &list[i];
     return NULL;
 }
 
@@ -268,6 +271,30 @@ typedef struct {
     int added, removed, changed;
 } db_counts;
 
+/* A reload changed where the pool's servers log in (conninfo or creds=):
+ * a new generation replaces the current one as in a rotation. */
+static void new_upstream(pgl_pool *pool)
+{
+    const pgl_conf_database *db = pgl_pool_db(pool);
+    pgl_creds_attach(pool);
+    bool local = db->creds_kind == PGL_CONF_CREDS_CONNINFO ||
+                 db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC;
+    if (local || pool->filecreds != NULL || pool->execcreds != NULL) {
+        pgl_pool_new_upstream(pool);
+        if (local)
+            return;
+    }
+    /* A read of the old path in flight would bring the old role. */
+    if (pool->fetch_op != NULL) {
+        pgl_vault_cancel(pool->fetch_op);
+        pool->fetch_op = NULL;
+    }
+    if (pgl_creds_rotate(pool) == 0)
+        pgl_log_info(pool->name, "upstream changed by a reload: a credential from %s "
+                                 "replaces the current servers as they finish",
+                     db->creds_path);
+}
+
 static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
 {
     pgl_conf *next = p->next, *old = px->conf;
@@ -293,7 +320,7 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
         if (pool->removed)
             continue;
         const pgl_conf_database *was = pgl_pool_db(pool);
-        pgl_conf_database *now = entry_in(next, pool->name);
+        pgl_conf_database *now = entry_in(next, pool);
         if (now == NULL) {
             if (kept == NULL && (kept = calloc(1, sizeof *kept)) != NULL)
                 kept->conf = old;
@@ -315,11 +342,11 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     }
     /* Decided before the swap, applied after it (new logins read the new
      * entry). */
-    bool *changed = calloc(next->ndatabases > 0 ? next->ndatabases : 1, sizeof *changed);
-    for (size_t i = 0; i < next->ndatabases; i++) {
-        pgl_pool *pool = pgl_pool_find(px, next->databases[i].name);
-        if (changed != NULL && pool != NULL)
-            changed[i] = !same_upstream(pgl_pool_db(pool), &next->databases[i]);
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        const pgl_conf_database *now = pool->removed ? NULL : entry_in(next, pool);
+        pool->upstream_changed = now != NULL && !same_upstream(pgl_pool_db(pool), now);
     }
     px->conf = next;
     if (kept == NULL)
@@ -331,40 +358,24 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     }
     for (size_t i = 0; i < next->ndatabases; i++) {
         const pgl_conf_database *db = &next->databases[i];
-        pgl_pool *pool = pgl_pool_find(px, db->name);
-        if (pool == NULL) {
-            if (pgl_pool_add(px, db) != 0) {
-                pgl_log_error(db->name, "reload: out of memory adding the database");
-                continue;
-            }
-            pool = pgl_pool_find(px, db->name);
-            pgl_creds_attach(pool);
-            pgl_log_info(db->name, "added by a reload");
-            n->added++;
+        if (pgl_pool_find_entry(px, db) != NULL)
+            continue;
+        if (pgl_pool_add(px, db) == NULL) {
+            pgl_log_error(db->name, "reload: out of memory adding the database");
             continue;
         }
-        if (changed == NULL || !changed[i])
-            continue;
-        n->changed++;
-        pgl_creds_attach(pool);
-        bool local = db->creds_kind == PGL_CONF_CREDS_CONNINFO ||
-                     db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC;
-        if (local || pool->filecreds != NULL || pool->execcreds != NULL) {
-            pgl_pool_new_upstream(pool);
-            if (local)
-                continue;
-        }
-        /* A read of the old path in flight would bring the old role. */
-        if (pool->fetch_op != NULL) {
-            pgl_vault_cancel(pool->fetch_op);
-            pool->fetch_op = NULL;
-        }
-        if (pgl_creds_rotate(pool) == 0)
-            pgl_log_info(db->name, "upstream changed by a reload: a credential from %s "
-                                   "replaces the current servers as they finish",
-                         db->creds_path);
+        pgl_log_info(db->name, "added by a reload");
+        n->added++;
     }
-    free(changed);
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (pool->upstream_changed) {
+            pool->upstream_changed = false;
+            n->changed++;
+            new_upstream(pool);
+        }
+    }
     pgl_log_configure(next, px->verbose);
     /* Sizes may have grown, pools appeared: serve who waits. */
     pgl_list_foreach(pos, tmp, &px->pools)

@@ -241,6 +241,69 @@ static void test_kv_source(void **state)
     pgl_conf_free(c);
 }
 
+static void test_users_section(void **state)
+{
+    (void)state;
+    char text[2048], err[PGL_CONF_ERRLEN], path[64];
+    base_config(text, sizeof text, "default_pool_size = 10", "",
+                "appdb = host=h dbname=app creds=database/creds/app-rw pool_size=8\n"
+                "fixed = host=h dbname=f user=owner password=pw\n"
+                "[users]\n"
+                "reporting = creds=database/creds/app-ro pool_size=3\n"
+                "batch = pool_mode=session\n"
+                "  min_pool_size=1\n");
+    char *env[] = {"PGLEASE_USERS_AUDIT=creds=kv:secret/data/audit", NULL};
+    pgl_conf *c;
+    assert_int_equal(load_text(text, env, &c, err, path), 0);
+    assert_int_equal(c->ndatabases, 2);
+    assert_int_equal(c->nusers, 3);
+    assert_int_equal(c->nuser_databases, 6);
+    /* A user without an entry is served by the database's own. */
+    const pgl_conf_database *base = pgl_conf_database_for(c, "appdb", "app");
+    assert_ptr_equal(base, pgl_conf_database_find(c, "appdb"));
+    assert_null(base->for_user);
+    assert_null(pgl_conf_database_for(c, "nodb", "reporting"));
+    /* Its own source, size and mode; the database's connection options. */
+    const pgl_conf_database *r = pgl_conf_database_for(c, "appdb", "reporting");
+    assert_string_equal(r->for_user, "reporting");
+    assert_string_equal(r->name, "appdb");
+    assert_int_equal(r->creds_kind, PGL_CONF_CREDS_DYNAMIC);
+    assert_string_equal(r->creds_path, "database/creds/app-ro");
+    assert_string_equal(r->creds_role, "app-ro");
+    assert_int_equal(pgl_conf_database_pool_size(c, r), 3);
+    assert_string_equal(pgl_conf_database_param(r, "dbname"), "app");
+    /* On a fixed-user database, a Vault source drops the fixed login. */
+    const pgl_conf_database *rf = pgl_conf_database_for(c, "fixed", "reporting");
+    assert_int_equal(rf->creds_kind, PGL_CONF_CREDS_DYNAMIC);
+    assert_null(pgl_conf_database_param(rf, "user"));
+    assert_null(pgl_conf_database_param(rf, "password"));
+    assert_string_equal(pgl_conf_database_param(rf, "dbname"), "f");
+    /* Mode only: the database's source and size. */
+    const pgl_conf_database *b = pgl_conf_database_for(c, "appdb", "batch");
+    assert_int_equal(b->creds_kind, PGL_CONF_CREDS_DYNAMIC);
+    assert_string_equal(b->creds_path, "database/creds/app-rw");
+    assert_int_equal(b->pool_mode, PGL_CONF_POOL_SESSION);
+    assert_int_equal(b->min_pool_size, 1);
+    assert_int_equal(pgl_conf_database_pool_size(c, b), 8);
+    const pgl_conf_database *bf = pgl_conf_database_for(c, "fixed", "batch");
+    assert_int_equal(bf->creds_kind, PGL_CONF_CREDS_CONNINFO);
+    assert_string_equal(pgl_conf_database_param(bf, "user"), "owner");
+    assert_int_equal(pgl_conf_database_pool_size(c, bf), 10);
+    /* From the environment, like a database. */
+    const pgl_conf_database *a = pgl_conf_database_for(c, "fixed", "audit");
+    assert_int_equal(a->creds_kind, PGL_CONF_CREDS_KV);
+    assert_string_equal(a->kv_metadata_path, "secret/metadata/audit");
+    assert_string_equal(a->kv_username_field, "username");
+    assert_null(pgl_conf_database_find_for(c, "appdb", "nobody"));
+    pgl_conf_free(c);
+
+    /* A user's Vault source alone makes Vault needed. */
+    base_config(text, sizeof text, "", "", "fixed = host=h user=u\n[users]\nr = creds=db/creds/ro");
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_true(c->vault_needed);
+    pgl_conf_free(c);
+}
+
 static void test_env_overrides(void **state)
 {
     char text[2048], err[PGL_CONF_ERRLEN], path[64];
@@ -393,6 +456,18 @@ static const bad_case bad_cases[] = {
     {"", "", "appdb = host=h user=u\n[broken\n", "malformed section header", 9,
      PGL_ESYNTAX},
     {"this line has no equals sign", "", NULL, "not a \"key = value\" line", 3, PGL_ESYNTAX},
+    {"", "", "appdb = host=h user=u\n[users]\nreporting = host=h2",
+     "[users] reporting: host: unknown key \"host\" (a user takes creds", 10, -EINVAL},
+    {"", "", "appdb = host=h user=u\n[users]\nreporting = ", "[users] reporting: empty", 10,
+     -EINVAL},
+    {"", "", "appdb = host=h user=u\n[users]\nr = pool_mode=statement",
+     "[users] r: pool_mode: \"statement\" is not one of", 10, -EINVAL},
+    {"", "", "appdb = host=h user=u\n[users]\nr = pool_size=2\nr = pool_size=3",
+     "[users] r: duplicate user (first at line 10)", 11, -EINVAL},
+    {"", "", "appdb = host=h user=u min_pool_size=4\n[users]\nr = pool_size=2",
+     "[users] r: on database appdb, min_pool_size 4 exceeds pool_size 2", 10, -EINVAL},
+    {"", "", "appdb = host=h user=u\n[users]\nr = creds=database/creds/ro kv_username_field=x",
+     "[users] r: kv_username_field: only with creds=kv:", 10, -EINVAL},
 };
 
 static void test_bad_values(void **state)
@@ -649,6 +724,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_users_section),
         cmocka_unit_test(test_design_example),
         cmocka_unit_test(test_jwt_and_cert_methods),
         cmocka_unit_test(test_kv_source),
