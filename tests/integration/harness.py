@@ -70,7 +70,12 @@ class PgCluster:
 
     default_db = "app"
 
-    def __init__(self, dbname="app"):
+    def __init__(self, dbname="app", conf_extra="", hba=None, before_start=None):
+        """conf_extra: lines added to postgresql.conf; hba: the whole
+        pg_hba.conf instead of initdb's (keep a `local` trust line: sql()
+        and connect() without a user use the unix socket); before_start:
+        called with the cluster after initdb, before the first start (to
+        put files such as a server certificate into self.data)."""
         _ensure_postgres_user()
         self.root = Path(tempfile.mkdtemp(prefix="pglease-pg-"))
         shutil.chown(self.root, "postgres")
@@ -97,7 +102,11 @@ class PgCluster:
                         "password_encryption = scram-sha-256\n"
                         "max_connections = 300\n"
                         "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                        "shared_buffers = 32MB\n")
+                        "shared_buffers = 32MB\n" + conf_extra)
+            if hba is not None:
+                (self.data / "pg_hba.conf").write_text(hba)
+            if before_start is not None:
+                before_start(self)
             self.start()
             # A password-authenticated superuser over TCP, as Vault's database
             # engine is given.

@@ -2,6 +2,7 @@
 token that is valid for a short time). The stub helper mints real Postgres
 roles with VALID UNTIL; pglease runs it again before each expires and the
 new role replaces the old one as a rotation does."""
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from harness import PgCluster
 from pglease_proc import PgLease
 from test_faults import pgbench_during
+from tlscerts import CA
 
 HELPER = Path(__file__).resolve().parent / "helpers" / "mint_role.py"
 
@@ -61,6 +64,101 @@ def test_short_lived_tokens_rotate_under_load(pg, execdb):
         assert expired == 0
         # The helper's stderr is logged, its password masked.
         assert "credential helper says: minted pgl_exec_" in log
+        assert "with password ****" in log
+    finally:
+        assert p.stop() == 0
+
+
+# TCP only with TLS: what an RDS instance with rds.force_ssl = 1 accepts.
+TLS_HBA = ("local all all trust\n"
+           "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+           "hostnossl all all 127.0.0.1/32 reject\n")
+TLS_OWNER_PW = "exec-tls-owner-pw"
+
+
+@pytest.fixture(scope="module")
+def tlspg(tmp_path_factory):
+    """A cluster of its own (the session one stays plain): ssl = on with a
+    server certificate from a throwaway CA, and pg_hba.conf that rejects
+    TCP without TLS. execdb with pgbench's tables, owned by pgl_exec."""
+    certs = tmp_path_factory.mktemp("pgtls")
+    cert, key = CA(certs, "pgtls").issue("localhost", san="IP:127.0.0.1,DNS:localhost")
+
+    def install_cert(cluster):
+        # Postgres wants its key owned by itself and not readable by others.
+        for src, dst, mode in [(cert, "server.crt", 0o644), (key, "server.key", 0o600)]:
+            shutil.copyfile(src, cluster.data / dst)
+            shutil.chown(cluster.data / dst, "postgres", "postgres")
+            (cluster.data / dst).chmod(mode)
+
+    cluster = PgCluster(conf_extra="ssl = on\nssl_cert_file = 'server.crt'\n"
+                                   "ssl_key_file = 'server.key'\nlog_connections = on\n",
+                        hba=TLS_HBA, before_start=install_cert)
+    try:
+        conninfo = cluster.owned_database("pgl_exec", TLS_OWNER_PW, "execdb")
+        subprocess.run(["pgbench", "-i", "-s", "1", "-q", conninfo + " sslmode=require"],
+                       check=True, capture_output=True, timeout=120)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_iam_style_tokens_rotate_over_required_tls(tlspg):
+    """The issue's case: an IAM-style token (15 minutes, scaled down to 12 s
+    as above) against a server that only takes TLS (sslmode=require in the
+    conninfo): two or more new tokens under pgbench load, 0 failed
+    transactions, every backend pglease holds encrypted."""
+    # The server refuses TCP without TLS, and takes the same login with it.
+    plain = dict(host="127.0.0.1", port=tlspg.port, dbname="execdb", user="pgl_exec",
+                 password=TLS_OWNER_PW, connect_timeout=5)
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(**plain, sslmode="disable").close()
+    with psycopg.connect(**plain, sslmode="require") as c:
+        assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                         ).fetchone() == (True,)
+
+    p = PgLease({"app": f"host=127.0.0.1 port={tlspg.port} dbname=execdb sslmode=require "
+                        f"{helper(tlspg, 12)}"},
+                settings={"default_pool_size": 4, "rotate_before": 6}).start()
+    seen = {}  # minted user -> set of pg_stat_ssl.ssl values of its backends
+    samples = 0
+
+    def watch(seconds=15.0):
+        # Postgres' view of pglease's backends while pgbench runs.
+        nonlocal samples
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for user, ssl in tlspg.sql(
+                    "SELECT a.usename, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s "
+                    "ON s.pid = a.pid WHERE a.datname = 'execdb' "
+                    "AND a.usename LIKE 'pgl\\_exec\\_%'"):
+                seen.setdefault(user, set()).add(ssl)
+            samples += 1
+            time.sleep(0.25)
+
+    try:
+        p.wait_served(15)
+        try:
+            failed, done, lat_max, out = pgbench_during(p, 16, watch, at=0.1)
+        except AssertionError as e:
+            raise AssertionError("\n".join(l for l in p.log().splitlines()
+                                           if "C-" not in l)[-4000:]) from e
+        log = p.log()
+        gens = log.count("credential helper: generation")
+        print(f"\npgbench -S -c 4 for 16 s, 12 s tokens, sslmode=require upstream: {done} "
+              f"transactions, {failed} failed, latency max {lat_max:.0f} ms, {gens} "
+              f"generations, {len(seen)} minted users seen in {samples} samples")
+        assert failed == 0, out
+        assert done > 0, out
+        assert gens >= 3, "\n".join(l for l in log.splitlines()
+                                     if "generation" in l and "logged in" not in l)
+        assert len(seen) >= 2, seen
+        assert all(v == {True} for v in seen.values()), seen
+        # Every login a minted user made reached Postgres over TLS.
+        logins = [l for l in tlspg.log().splitlines()
+                  if "connection authorized: user=pgl_exec_" in l]
+        assert len({l.split("user=")[1].split()[0] for l in logins}) >= 2, logins
+        assert all("SSL enabled" in l for l in logins), logins
         assert "with password ****" in log
     finally:
         assert p.stop() == 0

@@ -8,11 +8,13 @@ import re
 import secrets
 import subprocess
 import time
+import urllib.request
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from pglease_proc import PgLease
+from pglease_proc import PgLease, free_port
 from test_vault_rotation import approle as vault_rotation_approle
 
 DB = "kvdb"
@@ -154,3 +156,48 @@ def test_deleted_secret_keeps_the_last_credential(pg, vault, tmp_path):
     finally:
         assert p.stop() == 0
     assert pw not in p.log() + vault.log()
+
+
+def credential_metrics(port):
+    """/metrics' credential counters and generation gauges for database app."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+    app = (("database", "app"),)
+    return {"fetched": samples[("pglease_credentials_fetched_total", app)],
+            "rotations": samples[("pglease_rotations_total", app)],
+            "active": samples[("pglease_generations", app + (("state", "active"),))]}
+
+
+def test_new_versions_count_in_metrics(pg, vault, tmp_path):
+    """Each KV version that becomes a generation counts as a credential
+    fetched and a rotation, as a Vault lease does; a version with the same
+    user and password (kept, no new generation) counts neither."""
+    pw = {1: set_password(pg, "kv_one"), 2: set_password(pg, "kv_two")}
+    assert write_secret(vault, {"username": "kv_one", "password": pw[1]}) == 1
+    http = free_port()
+    p = start(pg, vault, tmp_path, settings={"http_listen": f"127.0.0.1:{http}"})
+    try:
+        wait_for(p, "user kv_one, secret/data/pglease/app version 1 (no lease)")
+        p.wait_served(10)
+        first = credential_metrics(http)
+        assert first == {"fetched": 1, "rotations": 0, "active": 1}, first
+        assert write_secret(vault, {"username": "kv_two", "password": pw[2]}) == 2
+        wait_for(p, "generation 2 (user kv_two) takes over")
+        pw[3] = set_password(pg, "kv_one")
+        assert write_secret(vault, {"username": "kv_one", "password": pw[3]}) == 3
+        wait_for(p, "generation 3 (user kv_one) takes over")
+        wait_for(p, "generation 2 drained")
+        # Version 4 holds what version 3 held: read, kept, not counted.
+        assert write_secret(vault, {"username": "kv_one", "password": pw[3]}) == 4
+        wait_for(p, "version 4 has generation 3's user and password: kept")
+        last = credential_metrics(http)
+        moved = {k: last[k] - first[k] for k in ("fetched", "rotations")}
+        print(f"\nKV v2 source, versions 1 to 4: /metrics {first} -> {last}")
+        assert moved == {"fetched": 2, "rotations": 2}, (first, last)
+        assert last["active"] == 1, last
+        with psycopg.connect(p.dsn(), autocommit=True) as c:
+            assert c.execute("select current_user").fetchone()[0] == "kv_one"
+    finally:
+        assert p.stop() == 0
+    assert not [s for s in pw.values() if s in p.log()], "a password reached the log"
