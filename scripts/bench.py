@@ -467,7 +467,10 @@ bench = {upstream}
             for p in started:
                 p.stop()
         finally:
-            pin(postgres_pids(pg), all_cpus)
+            try:
+                pin(postgres_pids(pg), all_cpus)
+            except OSError:  # Postgres gone: nothing to restore, keep the first error
+                pass
     rows = []
     for label, kind, k in configs:
         med = {key: median_of(runs[label], key) for key in ("tps", "lat", "cpu_us", "busy")}
