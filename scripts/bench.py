@@ -36,6 +36,51 @@ minimum for a proxy (one of each per direction). Rotation under load compares
 the per-second TPS from 1 s before to 3 s after each credential takeover
 (the worst such window, and the mean over all of them) with the median of the
 other seconds; the steady seconds themselves vary by about ±8% here.
+
+Proxy CPU per transaction (the last two columns of the first table) is the
+proxy process's user + system time, all threads, read from /proc/<pid>/stat
+just before and after each measured pgbench run, divided by the transactions
+pgbench reports; the median over the rounds. It counts the clients' logins
+too: with -C one per transaction, which is what that row measures; elsewhere
+one per client per run (select-only's 32 SCRAM logins are well under 1% of a
+10 s run). Where Postgres is the limit, TPS hides what the proxy costs; this
+does not, so a change in it is the sign of a regression (or a gain) on the
+per-transaction path even when TPS stays the same. It is counted in clock
+ticks (10 ms each here), a few hundred per run, and still moves with cache and
+frequency effects of the other processes: compare it within a run (the
+ratio) first. The CPU ratio is pglease's figure over PgBouncer's: under 1
+means pglease spends less.
+
+The proxy-bound table is a workload where the proxy, not Postgres, should be
+the limit: `SELECT 1` (almost no work for Postgres) from 64 clients, with the
+proxy pinned (sched_setaffinity, as `taskset` does, inherited by all its
+threads) to its own cores and Postgres (the postmaster, hence every backend)
+and pgbench pinned to the other cores. The proxy gets the last k of the cores
+this run may use, k = min(--workers, half of them); the rest go to Postgres
+and pgbench (pgbench with one thread per core, 2 to 8). Every proxy row uses
+the same proxy cores: PgBouncer × k is k PgBouncer processes sharing one port
+with so_reuseport (the kernel spreads the connections over them), pglease
+workers = k is one pglease with that many event-loop threads. A configuration
+a proxy refuses at start is shown as refused with the first line it wrote
+(pglease refuses workers > 1 until multi-core lands; nothing in the bench
+changes when it does). "proxy cores busy" is the proxy's CPU time per second
+of the run: the check that a row really was proxy-bound is that it is close
+to the number of proxy cores it could use (1 for × 1, k for × k, but never
+more than the cores it is pinned to); well under that, the other side was
+the limit and the row says little about the proxy's throughput (its CPU per
+transaction still holds). The ratios: each row's tps against the same proxy
+with one process or worker (scaling), and pglease workers = k against
+PgBouncer × k (tps, and CPU per transaction: under 1 means pglease spends
+less). The direct row is a reference for the load side alone on its cores,
+not a ceiling: it has 64 backends where the proxies keep 20 servers, so a
+proxy row can beat it when the load cores are the limit. On a 2-core machine the proxy gets one core and Postgres and pgbench
+the other, so neither proxy can scale there (k processes or workers share one
+core, which costs them some) and the one core left to Postgres and pgbench is
+usually the limit; read the CPU per transaction there, not the tps. To see
+scaling, run `scripts/bench --only proxy-bound --workers N` on a machine with
+at least 4N cores (N proxy cores, 3N for the rest): there pglease workers = k
+should approach k× its workers = 1 tps with cores busy near k, and match or
+beat PgBouncer × k at a CPU per transaction no higher than workers = 1's.
 """
 
 POOL = 20
@@ -52,24 +97,89 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """CPU time (user + system, all threads) the processes have used so far,
+    in seconds, from /proc/<pid>/stat fields 14 and 15 (clock ticks); None
+    when one of them is gone."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2:].split()  # field 3 (state) onwards
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def preexec(cpus=None):
+    """A preexec_fn: the raised descriptor limit and, given cpus, the cores
+    the process (and every thread it starts) may run on."""
+    def run():
+        raise_nofile()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    return run
+
+
+class ProxyFailed(RuntimeError):
+    """A proxy that exited (or never listened) at start; first_line is the
+    first line it wrote (a configuration error, say)."""
+
+    def __init__(self, name, first_line):
+        super().__init__(f"{name} did not start: {first_line}")
+        self.first_line = first_line
+
+
 class Proxy:
-    def __init__(self, name, argv, port, workdir, run_as=None):
+    def __init__(self, name, argv, port, workdir, run_as=None, cpus=None, ready=None):
+        """ready: a string the proxy writes to its output once it listens,
+        waited for instead of a connection to the port (a second PgBouncer on
+        a shared so_reuseport port: the port answers before it does)."""
         self.name, self.port = name, port
-        self.log = open(workdir / f"{name}.log", "ab")
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "ab")
+        self.log_start = self.log.tell()
         if run_as:
             argv = ["runuser", "-u", run_as, "--", *argv]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=raise_nofile, cwd="/")
-        deadline = time.monotonic() + 15
+                                     preexec_fn=preexec(cpus), cwd="/")
+        try:
+            self._wait_ready(ready)
+        except BaseException:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(20)
+            self.log.close()
+            raise
+
+    def output(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
+
+    def _wait_ready(self, ready):
         import socket
+        deadline = time.monotonic() + 15
         while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start")
-                time.sleep(0.05)
+            if ready is not None:
+                if ready in self.output():
+                    return
+            else:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return
+                except OSError:
+                    pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                lines = [l.strip() for l in self.output().splitlines() if l.strip()]
+                raise ProxyFailed(self.name, lines[0] if lines else
+                                  f"exit status {self.proc.poll()}" if self.proc.poll()
+                                  is not None else "no answer in 15 s")
+            time.sleep(0.05)
 
     def pid(self):
         # runuser forks the real process
@@ -113,18 +223,40 @@ def pgbench_cmd(port, user, *args, db="bench"):
             dict(os.environ, PGPASSWORD=password))
 
 
-def pgbench(port, db, args, seconds, password):
+def pgbench(port, db, args, seconds, password, cpu_pids=(), cpus=None):
+    """One pgbench run. Returns a dict: tps, lat (ms), failed, txns, and,
+    given the proxy's processes in cpu_pids, cpu_us (their CPU time, all
+    threads, per transaction pgbench reports) and busy (cores kept busy:
+    that CPU time per second of pgbench's measured run); error when it
+    failed.
+    cpus: the cores pgbench runs on (default: any)."""
     cmd, env = pgbench_cmd(port, USER if password == PASSWORD else UP_USER, "-T", str(seconds),
                            *args, db=db)
+    before = cpu_seconds(cpu_pids) if cpu_pids else None
     r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                       timeout=seconds + 120, preexec_fn=raise_nofile)
+                       timeout=seconds + 120, preexec_fn=preexec(cpus))
+    after = cpu_seconds(cpu_pids) if cpu_pids else None
     out = r.stdout + r.stderr
     tps = re.search(r"tps = ([\d.]+) \((?:without|including)", out)
     lat = re.search(r"latency average = ([\d.]+) ms", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
+    txns = re.search(r"actually processed: (\d+)", out)
     if r.returncode != 0 or not tps:
-        return None, None, out.strip().splitlines()[-1] if out.strip() else "failed"
-    return float(tps.group(1)), float(lat.group(1)), int(failed.group(1)) if failed else 0
+        return {"error": out.strip().splitlines()[-1] if out.strip() else "failed"}
+    res = {"tps": float(tps.group(1)), "lat": float(lat.group(1)),
+           "failed": int(failed.group(1)) if failed else 0,
+           "txns": int(txns.group(1)) if txns else None, "cpu_us": None, "busy": None}
+    if before is not None and after is not None and res["txns"]:
+        res["cpu_us"] = (after - before) * 1e6 / res["txns"]
+        # over the time pgbench measured (its transactions / its tps), not
+        # the wall time around it, which includes its logins and start-up
+        res["busy"] = (after - before) * res["tps"] / res["txns"]
+    return res
+
+
+def median_of(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def idle_clients(port, db, n):
@@ -199,6 +331,187 @@ def profile_lines(prof):
         calls_s = ", ".join(f"{k} {v:.2f}" for k, v in calls if v >= 0.01)
         lines.append(f"| {name} | " + " | ".join(f"{p['share'].get(c, 0.0):.0f}%" for c in comms)
                      + f" | {p['kernel'] * 100:.0f}% | {calls_s} |")
+    return lines
+
+
+PROXY_BOUND_CLIENTS = 64
+
+
+def core_split(workers):
+    """(proxy cores, Postgres and pgbench cores) for the proxy-bound workload:
+    the proxy gets the last k = min(workers, half) of the cores this process
+    may use, Postgres and pgbench the others; on one core they all share it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return cpus, cpus
+    k = max(1, min(workers, len(cpus) // 2))
+    return cpus[-k:], cpus[:-k]
+
+
+def postgres_pids(pg):
+    """The postmaster and its children (backends, background processes)."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == master:
+            pids.append(int(d.name))
+    return pids
+
+
+def pin(pids, cpus):
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError:  # exited meanwhile
+            pass
+
+
+def cores(cpus):
+    return ("core " if len(cpus) == 1 else "cores ") + ",".join(map(str, cpus))
+
+
+def proxy_bound_run(pg, work, userlist, upstream, args):
+    """A trivial query (SELECT 1) from many clients, the proxy pinned to
+    fewer cores than Postgres and pgbench get, so that the proxy is what
+    limits throughput: PgBouncer with 1..N processes sharing the port
+    (so_reuseport) and pglease with workers = 1..N, interleaved like the
+    other workloads. A configuration a proxy refuses (pglease's workers > 1
+    before multi-core lands) is reported as refused, not run."""
+    n = max(1, args.workers)
+    proxy_cpus, load_cpus = core_split(n)
+    all_cpus = sorted(os.sched_getaffinity(0))
+    threads = max(2, min(8, len(load_cpus)))
+    script = work / "select1.sql"
+    script.write_text("SELECT 1;\n")
+    wargs = ["-f", str(script), "-c", str(PROXY_BOUND_CLIENTS), "-j", str(threads)]
+    configs = ([("direct (no proxy)", None, 0)] +
+               [(f"PgBouncer × {k}", "pgbouncer", k) for k in range(1, n + 1)] +
+               [(f"pglease workers = {k}", "pglease", k) for k in range(1, n + 1)])
+    started, live, refused, notes = [], {}, {}, []
+    runs = {label: [] for label, _, _ in configs}
+    try:
+        pin(postgres_pids(pg), load_cpus)
+        for label, kind, k in configs:
+            if kind is None:
+                continue
+            port = free_port()
+            procs = []
+            try:
+                if kind == "pgbouncer":
+                    for i in range(k):
+                        tag = f"pgbouncer-x{k}-{i}"
+                        ini = work / f"{tag}.ini"
+                        ini.write_text(f"""[databases]
+bench = {upstream}
+
+[pgbouncer]
+{proxy_settings(port, userlist, 1000)}ignore_startup_parameters = extra_float_digits
+so_reuseport = 1
+logfile = {work}/{tag}-file.log
+pidfile = {work}/{tag}.pid
+""")
+                        shutil.chown(ini, "postgres")
+                        # Once one process listens the port answers: wait for
+                        # each one's own word that it is up.
+                        procs.append(Proxy(tag, ["pgbouncer", "-u", "postgres", str(ini)], port,
+                                           work, cpus=proxy_cpus, ready="process up"))
+                        started.append(procs[-1])
+                else:
+                    tag = f"pglease-w{k}"
+                    ini = work / f"{tag}.ini"
+                    ini.write_text(f"""[pglease]
+{proxy_settings(port, userlist, 1000)}http_listen =
+workers = {k}
+
+[databases]
+bench = {upstream}
+""")
+                    shutil.chown(ini, "postgres")
+                    procs.append(Proxy(tag, [str(Path(args.build) / "proxy" / "pglease"), "-c",
+                                             str(ini)], port, work, cpus=proxy_cpus))
+                    started.append(procs[-1])
+                live[label] = (port, procs)
+            except ProxyFailed as e:
+                refused[label] = e.first_line.replace(f"{work}/", "")
+                print(f"  proxy-bound {label}: refused: {refused[label]}", flush=True)
+                for p in procs:  # PgBouncer × k: the ones that did start
+                    started.remove(p)
+                    p.stop()
+        for r in range(args.rounds):
+            for label, kind, k in configs:
+                if label in refused:
+                    continue
+                if kind is None:
+                    port, pids, pw = pg.port, (), UP_PASSWORD
+                else:
+                    port, procs = live[label]
+                    pids, pw = [p.pid() for p in procs], PASSWORD
+                res = pgbench(port, "bench", wargs, args.seconds, pw, cpu_pids=pids,
+                              cpus=load_cpus)
+                if "error" in res:
+                    notes.append(f"proxy-bound {label}: {res['error']}")
+                    continue
+                runs[label].append(res)
+                cpu = (f" {res['cpu_us']:6.1f} µs CPU/txn, {res['busy']:.2f} cores busy"
+                       if res["cpu_us"] else "")
+                print(f"  proxy-bound round {r + 1} {label:24s} {res['tps']:10.0f} tps "
+                      f"{res['lat']:7.3f} ms{cpu}", flush=True)
+    finally:
+        try:
+            for p in started:
+                p.stop()
+        finally:
+            try:
+                pin(postgres_pids(pg), all_cpus)
+            except OSError:  # Postgres gone: nothing to restore, keep the first error
+                pass
+    rows = []
+    for label, kind, k in configs:
+        med = {key: median_of(runs[label], key) for key in ("tps", "lat", "cpu_us", "busy")}
+        rows.append((label, kind, k, med, refused.get(label)))
+    return {"rows": rows, "proxy_cpus": proxy_cpus, "load_cpus": load_cpus,
+            "threads": threads, "notes": notes}
+
+
+def proxy_bound_lines(pb):
+    def find(kind, k):
+        for label, kd, kk, med, refused in pb["rows"]:
+            if kd == kind and kk == k and not refused:
+                return med
+        return None
+
+    def ratio(a, b):
+        return f"{a / b:.2f}×" if a and b else "—"
+
+    lines = [f"| proxy-bound: `SELECT 1` -c {PROXY_BOUND_CLIENTS} -j {pb['threads']}, "
+             f"proxy on {cores(pb['proxy_cpus'])}, Postgres and pgbench on "
+             f"{cores(pb['load_cpus'])} | tps | latency ms | proxy CPU µs per transaction | proxy cores busy | "
+             "tps vs the same proxy × 1 | pglease / PgBouncer × k tps | "
+             "pglease / PgBouncer × k CPU per transaction |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, kind, k, med, refused in pb["rows"]:
+        if refused:
+            lines.append(f"| {label} | refused: {refused.replace('|', '/')} "
+                         "| — | — | — | — | — | — |")
+            continue
+        if not med["tps"]:
+            lines.append(f"| {label} | failed | — | — | — | — | — | — |")
+            continue
+        one = find(kind, 1) if kind else None
+        bouncer = find("pgbouncer", k) if kind == "pglease" else None
+        cpu = f"{med['cpu_us']:.1f}" if med["cpu_us"] else "—"
+        busy = f"{med['busy']:.2f}" if med["busy"] else "—"
+        vs_one = ratio(med["tps"], one["tps"]) if one else "—"
+        vs_tps = ratio(med["tps"], bouncer["tps"]) if bouncer else "—"
+        vs_cpu = ratio(med["cpu_us"], bouncer["cpu_us"]) if bouncer else "—"
+        lines.append(f"| {label} | {med['tps']:.0f} | {med['lat']:.3f} | {cpu} | {busy} | "
+                     f"{vs_one} | {vs_tps} | {vs_cpu} |")
     return lines
 
 
@@ -341,9 +654,13 @@ def main():
                     help="keep the work directory (proxy logs, configuration) at the end")
     ap.add_argument("--rotation-seconds", type=int, default=70,
                     help="length of the rotation-under-load run (0 skips it)")
+    ap.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="proxy-bound workload: pglease with workers = 1..N against PgBouncer "
+                    "with 1..N processes sharing its port (so_reuseport)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--only", help="run only the workloads whose title matches this regex "
-                    "(implies --no-write); 'idle clients' and 'rotation under load' are titles")
+                    "(implies --no-write); 'idle clients', 'proxy-bound', 'profile' and "
+                    "'rotation under load' are titles")
     ap.add_argument("--hold", action="store_true",
                     help="start everything, print how to reach it, wait for Ctrl-C "
                     "(for perf/strace by hand)")
@@ -443,25 +760,31 @@ bench_session = {session_db}
         def wanted(title):
             return not args.only or re.search(args.only, title)
         workloads = [w for w in workloads if wanted(w[0])]
+        by_name = {p.name: p for p in proxies}
         results = []
         for title, db, wargs in workloads:
-            samples = {t[0]: [] for t in targets}
-            lats = {t[0]: [] for t in targets}
+            runs = {t[0]: [] for t in targets}
             notes = []
             for r in range(args.rounds):
                 for name, port, pw in targets:
                     database = "bench" if name == "direct" else db
-                    tps, lat, failed = pgbench(port, database, wargs, args.seconds, pw)
-                    if tps is None:
-                        notes.append(f"{name}: {failed}")
+                    pids = [by_name[name].pid()] if name in by_name else ()
+                    res = pgbench(port, database, wargs, args.seconds, pw, cpu_pids=pids)
+                    if "error" in res:
+                        notes.append(f"{name}: {res['error']}")
                         continue
-                    samples[name].append(tps)
-                    lats[name].append(lat)
-                    print(f"  {title:40s} round {r + 1} {name:10s} {tps:10.0f} tps "
-                          f"{lat:7.3f} ms", flush=True)
-            med = {k: statistics.median(v) if v else None for k, v in samples.items()}
-            lat = {k: statistics.median(v) if v else None for k, v in lats.items()}
-            results.append((title, med, lat, notes))
+                    runs[name].append(res)
+                    cpu = f" {res['cpu_us']:6.1f} µs CPU/txn" if res["cpu_us"] else ""
+                    print(f"  {title:40s} round {r + 1} {name:10s} {res['tps']:10.0f} tps "
+                          f"{res['lat']:7.3f} ms{cpu}", flush=True)
+            med = {k: median_of(v, "tps") for k, v in runs.items()}
+            lat = {k: median_of(v, "lat") for k, v in runs.items()}
+            cpu = {k: median_of(v, "cpu_us") for k, v in runs.items()}
+            results.append((title, med, lat, notes, cpu))
+
+        proxy_bound = None
+        if wanted("proxy-bound"):
+            proxy_bound = proxy_bound_run(pg, work, userlist, upstream, args)
 
         # Idle clients: memory per client.
         idle = []
@@ -501,9 +824,10 @@ bench_session = {session_db}
             shutil.rmtree(work, ignore_errors=True)
 
     lines = ["| workload | direct tps | PgBouncer tps | pglease tps | pglease / PgBouncer | "
-             "pglease / direct | latency ms (direct / PgBouncer / pglease) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for title, med, lat, notes in results:
+             "pglease / direct | latency ms (direct / PgBouncer / pglease) | "
+             "proxy CPU µs per transaction (PgBouncer / pglease) | pglease / PgBouncer CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for title, med, lat, notes, cpu in results:
         def f(x, fmt="{:.0f}"):
             return fmt.format(x) if x else "failed"
         r_b = f"{med['pglease'] / med['pgbouncer']:.2f}×" if med["pglease"] and med[
@@ -511,8 +835,14 @@ bench_session = {session_db}
         r_d = f"{med['pglease'] / med['direct']:.2f}×" if med["pglease"] and med["direct"] \
             else "—"
         lat_s = " / ".join(f(lat[k], "{:.3f}") for k in ("direct", "pgbouncer", "pglease"))
+        cpu_s = " / ".join(f"{cpu[k]:.1f}" if cpu[k] else "—" for k in ("pgbouncer", "pglease"))
+        r_c = f"{cpu['pglease'] / cpu['pgbouncer']:.2f}×" if cpu["pglease"] and cpu[
+            "pgbouncer"] else "—"
         lines.append(f"| {title} | {f(med['direct'])} | {f(med['pgbouncer'])} | "
-                     f"{f(med['pglease'])} | {r_b} | {r_d} | {lat_s} |")
+                     f"{f(med['pglease'])} | {r_b} | {r_d} | {lat_s} | {cpu_s} | {r_c} |")
+    if proxy_bound:
+        lines.append("")
+        lines.extend(proxy_bound_lines(proxy_bound))
     lines.append("")
     lines.append("| idle clients | bytes per client | time to log in all |")
     lines.append("| --- | ---: | ---: |")
@@ -539,6 +869,8 @@ bench_session = {session_db}
                      f"{ratio(rotation['worst_second'])} | "
                      f"{rotation['failed']} |")
     notes = [n for r in results for n in r[3]]
+    if proxy_bound:
+        notes.extend(proxy_bound["notes"])
     if rotation and rotation["error"]:
         notes.append(f"rotation run: {rotation['error']}")
     table = "\n".join(lines)
@@ -555,7 +887,8 @@ bench_session = {session_db}
             f"proxies in transaction mode with pool size {POOL} and SCRAM-SHA-256 client "
             "auth against the same userlist; the prepared-statement run uses a session-mode "
             "database on both, since PgBouncer 1.18 cannot keep prepared statements in "
-            "transaction mode).\n\n"
+            "transaction mode; the proxy-bound table with --workers "
+            f"{args.workers}).\n\n"
             f"Machine: {machine(autogroup)}.\n\nDate: {time.strftime('%Y-%m-%d')}.\n\n" + table + "\n\n"
             + READING_GUIDE)
         print(f"\nwritten to {doc}")
