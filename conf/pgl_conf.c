@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,6 +463,13 @@ static int set_key(parse_state *ps, const key_desc *k, const char *v, const char
         long n;
         if (*v == '\0' && (k->flags & F_UNSET_OK)) {
             *(int *)f = -1;
+            return 0;
+        }
+        if (strcmp(k->name, "workers") == 0 && strcasecmp(v, "auto") == 0) {
+            /* One event loop per CPU this process may run on. */
+            cpu_set_t set;
+            int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+            *(int *)f = cpus < 1 ? 1 : cpus > (int)k->max ? (int)k->max : cpus;
             return 0;
         }
         bad = parse_number(k, v, &n, why, sizeof why);
@@ -1209,15 +1217,6 @@ static int validate(parse_state *ps)
         key_where(ps, "pglease", "auth_type", w, sizeof w);
         fail(ps, -EINVAL,
              "%s: [pglease] auth_type: cert needs client_tls_sslmode = require", w);
-        return ps->rc;
-    }
-    if (c->workers != 1) {
-        key_where(ps, "pglease", "workers", w, sizeof w);
-        /* Accepted by the key table (1..64) so the file format is ready;
-         * refused here until multi-core lands. */
-        fail(ps, -EINVAL,
-             "%s: [pglease] workers: workers = %d: only 1 is supported in this version", w,
-             c->workers);
         return ps->rc;
     }
     if (c->min_pool_size > c->default_pool_size) {

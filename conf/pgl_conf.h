@@ -193,7 +193,7 @@ typedef struct pgl_conf {
      * key of the same name); every other one is applied on the server. */
     char **ignore_startup_parameters;
     size_t nignore_startup_parameters;
-    int workers; /* always 1: validation refuses any other value until multi-core lands */
+    int workers; /* event loops (threads): 1..64; "auto" = the CPUs pglease may run on */
 
     pgl_conf_vault vault;
     bool vault_needed; /* some database takes its credentials from Vault */

@@ -31,6 +31,7 @@
 #include "pgl_proxy.h"
 #include "pgl_server.h"
 #include "pgl_version.h"
+#include "pgl_worker.h"
 
 #include "pgl_pgwire_decode.h"
 
@@ -144,9 +145,13 @@ static pgl_pool *scope(pgl_proxy *px, const char *db, bool *ok)
     return pool;
 }
 
-#define FOREACH_POOL_IN(px, one, pool, it, tmp)                                              \
-    pgl_list_foreach(it, tmp, &(px)->pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), \
-                                                (one) == NULL || (one) == (pool))
+/* Every loop's copy of `one` (of every pool when NULL). Console commands
+ * run on the main thread with the other loops parked (see query). */
+#define FOREACH_POOL_IN(px, one, pool, it, tmp)                                                  \
+    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
+        pgl_list_foreach(it, tmp, &(px)->loops[li_]->pools)                                      \
+            if (((pool) = pgl_container_of(it, pgl_pool, node)), !(pool)->removed &&             \
+                ((one) == NULL || strcmp((one)->name, (pool)->name) == 0))
 
 /* No server of the scope is busy: the pause is complete. */
 static bool quiet(pgl_proxy *px, pgl_pool *one)
@@ -185,6 +190,7 @@ static cmd_outcome wait_for(pgl_client *c, pgl_admin_result *r, const char *db, 
     }
     w->client = c;
     w->client_id = c->id;
+    w->loop = c->lp->index;
     snprintf(w->db, sizeof w->db, "%s", db);
     snprintf(w->rest, sizeof w->rest, "%s", rest);
     pgl_conn_pause(&c->conn);
@@ -268,18 +274,22 @@ static cmd_outcome cmd_kill(pgl_client *c, pgl_admin_result *r, const command *c
     if (pool == NULL)
         return fail(r, "3D000", "no such database: %s", cmd->arg);
     pgl_log_info(NULL, "admin: KILL %s", pool->name);
-    /* Paused first, so nothing reopens while its servers close. */
-    pool->paused = true;
-    pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->lp->clients)
+    pgl_pool *one = pool;
+    pgl_list *it, *tmp, *ct, *cn;
+    FOREACH_POOL_IN(px, one, pool, it, tmp)
     {
-        pgl_client *cl = pgl_container_of(it, pgl_client, node);
-        if (cl->pool == pool)
-            pgl_client_fail(cl, "FATAL", "57P01",
-                            "terminating connection: database \"%s\" was killed on the admin "
-                            "console", pool->name);
+        /* Paused first, so nothing reopens while its servers close. */
+        pool->paused = true;
+        pgl_list_foreach(ct, cn, &pool->lp->clients)
+        {
+            pgl_client *cl = pgl_container_of(ct, pgl_client, node);
+            if (cl->pool == pool)
+                pgl_client_fail(cl, "FATAL", "57P01",
+                                "terminating connection: database \"%s\" was killed on the "
+                                "admin console", pool->name);
+        }
+        close_servers(pool, true, "KILL on the admin console");
     }
-    close_servers(pool, true, "KILL on the admin console");
     pgl_admin_end(r, "KILL");
     return CMD_DONE;
 }
@@ -296,7 +306,9 @@ static cmd_outcome cmd_reconnect(pgl_client *c, pgl_admin_result *r, const comma
     FOREACH_POOL_IN(px, one, pool, it, tmp)
     {
         /* Busy servers close at their release (pgl_pool_server_released). */
-        pool->reconnect_upto = c->lp->next_server_id;
+        /* At least every id its loop has issued (pgl_loop_next_id). */
+        pool->reconnect_upto =
+            pool->lp->next_server_id * (uint64_t)px->nloops + (uint64_t)pool->lp->index;
         close_servers(pool, false, "RECONNECT on the admin console");
         pgl_pool_kick(pool);
     }
@@ -313,8 +325,12 @@ static cmd_outcome cmd_rotate(pgl_client *c, pgl_admin_result *r, const command 
         return fail(r, "3D000", "no such database: %s", cmd->arg);
     int rotated = 0;
     pgl_list *it, *tmp;
-    FOREACH_POOL_IN(px, one, pool, it, tmp)
+    /* The primaries: the replicas follow them. */
+    pgl_list_foreach(it, tmp, &px->main.pools)
     {
+        pool = pgl_container_of(it, pgl_pool, node);
+        if (pool->removed || (one != NULL && one != pool))
+            continue;
         int rc = pgl_creds_rotate(pool);
         if (rc == -EINVAL && one != NULL)
             return fail(r, "55000", "database %s does not take its credentials from Vault",
@@ -447,12 +463,13 @@ static void on_wait_timer(uv_timer_t *t)
 {
     pgl_proxy *px = t->data;
     bool pending = false;
+    pgl_workers_park(px);
     for (size_t i = 0; i < PGL_ADMIN_WAITS; i++) {
         pgl_admin_wait *w = &px->admin_waits[i];
         if (w->client == NULL)
             continue;
         pgl_client *c = w->client;
-        if (!alive(&px->main, c, w->client_id)) {
+        if (!alive(px->loops[w->loop], c, w->client_id)) {
             w->client = NULL;
             continue;
         }
@@ -482,8 +499,39 @@ static void on_wait_timer(uv_timer_t *t)
             pending |= parked;
         }
     }
+    pgl_workers_unpark(px);
     if (!pending)
         uv_timer_stop(t);
+}
+
+static bool waiting(pgl_proxy *px, const pgl_client *c)
+{
+    for (size_t k = 0; k < PGL_ADMIN_WAITS; k++)
+        if (px->admin_waits[k].client == c)
+            return true;
+    return false;
+}
+
+/* A console query from a worker loop, run by the main thread. */
+typedef struct {
+    pgl_client *c;
+    uint64_t id;
+    int loop;
+    char sql[];
+} remote_query;
+
+static void run_remote(pgl_loop *main, void *arg)
+{
+    remote_query *q = arg;
+    pgl_proxy *px = main->px;
+    pgl_workers_park(px);
+    if (alive(px->loops[q->loop], q->c, q->id)) {
+        run_string(q->c, q->sql, false);
+        if (q->c->state != PGL_CLIENT_CLOSING && !q->c->conn.closed && !waiting(px, q->c))
+            pgl_conn_resume(&q->c->conn);
+    }
+    pgl_workers_unpark(px);
+    free(q);
 }
 
 static void query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len)
@@ -498,7 +546,30 @@ static void query(pgl_client *c, uint8_t type, const uint8_t *body, uint32_t len
         pgl_client_fail(c, "FATAL", "08P01", "malformed Query message");
         return;
     }
-    run_string(c, sql, false);
+    /* Commands read and change every loop's pools: they run on the main
+     * thread with the other loops parked. */
+    pgl_proxy *px = c->lp->px;
+    if (c->lp->index == 0) {
+        pgl_workers_park(px);
+        run_string(c, sql, false);
+        pgl_workers_unpark(px);
+        return;
+    }
+    size_t n = strlen(sql);
+    remote_query *q = malloc(sizeof *q + n + 1);
+    if (q == NULL) {
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+        return;
+    }
+    q->c = c;
+    q->id = c->id;
+    q->loop = c->lp->index;
+    memcpy(q->sql, sql, n + 1);
+    pgl_conn_pause(&c->conn);
+    if (pgl_loop_post(&px->main, run_remote, q) != 0) {
+        free(q);
+        pgl_client_fail(c, "FATAL", "53200", "out of memory");
+    }
 }
 
 const pgl_client_console pgl_admin_console = {welcome_params, query};

@@ -13,6 +13,7 @@
 #include "pgl_msg.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
+#include "pgl_replica.h"
 #include "pgl_server.h"
 #include "pgl_userlist.h"
 #include "pgl_version.h"
@@ -21,6 +22,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -122,6 +124,18 @@ static const char *pool_user(const pgl_pool *pool)
     return pgl_container_of(pool->generations.next, pgl_generation, node)->user;
 }
 
+/* Every loop's copy of the primary `pool` (itself first): a pool's rows
+ * add up its copies. The console runs with the other loops parked. */
+#define FOREACH_COPY(px, pool, copy)                                                            \
+    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
+        if (((copy) = li_ == 0 ? (pool) : pgl_replica_of((px)->loops[li_], (pool))) != NULL)
+
+/* Every client of every loop. */
+#define FOREACH_CLIENT(px, cl, it, tmp)                                                          \
+    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
+        pgl_list_foreach(it, tmp, &(px)->loops[li_]->clients)                                    \
+            if (((cl) = pgl_container_of(it, pgl_client, node)), 1)
+
 static void show_pools(pgl_client *c, pgl_admin_result *r)
 {
     static const pgl_admin_col cols[] = {
@@ -139,29 +153,35 @@ static void show_pools(pgl_client *c, pgl_admin_result *r)
     pgl_proxy *px = c->lp->px;
     uint64_t now = pgl_now_ms(px);
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &px->pools)
+    pgl_list_foreach(it, tmp, &px->main.pools)
     {
-        pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
-        /* PgBouncer's cl_active is every logged-in client not waiting. */
-        uint64_t cl_active = pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->active);
-        uint64_t cl_waiting = pgl_clist_count(&pool->waiting) + pgl_clist_count(&pool->login_wait);
-        /* The longest wait is the head of a FIFO. */
-        uint64_t maxwait_ms = 0;
-        const pgl_clist *queues[] = {&pool->waiting, &pool->login_wait};
-        for (size_t i = 0; i < 2; i++) {
-            pgl_list *first = pgl_clist_first(queues[i]);
-            const pgl_client *cl = first ? pgl_container_of(first, pgl_client, pool_node) : NULL;
-            if (cl != NULL && cl->wait_since && now - cl->wait_since > maxwait_ms)
-                maxwait_ms = now - cl->wait_since;
-        }
+        pgl_pool *pool = pgl_container_of(it, pgl_pool, node), *cp;
+        uint64_t cl_active = 0, cl_waiting = 0, maxwait_ms = 0, pinned = 0, stmts = 0;
         uint64_t sv_active = 0, sv_idle = 0, sv_login = 0;
-        pgl_list *gp, *gt;
-        pgl_list_foreach(gp, gt, &pool->generations)
+        FOREACH_COPY(px, pool, cp)
         {
-            const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
-            sv_active += pgl_clist_count(&g->busy);
-            sv_idle += pgl_clist_count(&g->idle);
-            sv_login += pgl_clist_count(&g->login);
+            /* PgBouncer's cl_active is every logged-in client not waiting. */
+            cl_active += pgl_clist_count(&cp->idle) + pgl_clist_count(&cp->active);
+            cl_waiting += pgl_clist_count(&cp->waiting) + pgl_clist_count(&cp->login_wait);
+            /* The longest wait is the head of a FIFO. */
+            const pgl_clist *queues[] = {&cp->waiting, &cp->login_wait};
+            for (size_t i = 0; i < 2; i++) {
+                pgl_list *first = pgl_clist_first(queues[i]);
+                const pgl_client *cl =
+                    first ? pgl_container_of(first, pgl_client, pool_node) : NULL;
+                if (cl != NULL && cl->wait_since && now - cl->wait_since > maxwait_ms)
+                    maxwait_ms = now - cl->wait_since;
+            }
+            pgl_list *gp, *gt;
+            pgl_list_foreach(gp, gt, &cp->generations)
+            {
+                const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+                sv_active += pgl_clist_count(&g->busy);
+                sv_idle += pgl_clist_count(&g->idle);
+                sv_login += pgl_clist_count(&g->login);
+            }
+            pinned += (uint64_t)cp->pinned;
+            stmts += cp->stmts.count;
         }
         char b[9][24];
         const char *v[] = {pool->name,
@@ -180,8 +200,8 @@ static void show_pools(pgl_client *c, pgl_admin_result *r)
                            U64(b[5], maxwait_ms / 1000),
                            U64(b[6], (maxwait_ms % 1000) * 1000),
                            pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
-                           U64(b[7], (uint64_t)pool->pinned),
-                           U64(b[8], pool->stmts.count)};
+                           U64(b[7], pinned),
+                           U64(b[8], stmts)};
         pgl_admin_row(r, v);
     }
     pgl_admin_end(r, "SHOW");
@@ -226,24 +246,31 @@ static void stats(pgl_client *c, pgl_admin_result *r, stats_kind kind)
         pgl_admin_begin(r, c, both, NCOLS(both));
     else
         pgl_admin_begin(r, c, split, NCOLS(split));
+    pgl_proxy *px = c->lp->px;
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    pgl_list_foreach(it, tmp, &px->main.pools)
     {
-        const pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
+        pgl_pool *pool = pgl_container_of(it, pgl_pool, node), *cp;
+        pgl_stats_counters total = {0}, avg = {0};
+        FOREACH_COPY(px, pool, cp)
+        {
+            pgl_stats_counters_add(&total, &cp->stats.total);
+            pgl_stats_counters_add(&avg, &cp->stats.avg);
+        }
         char b[16][24];
         const char *v[16];
         v[0] = pool->name;
         switch (kind) {
         case STATS_BOTH:
-            stats_values(&pool->stats.total, b, v + 1);
-            stats_values(&pool->stats.avg, b + 7, v + 8);
-            v[15] = U64(b[14], pool->stats.total.query_count);
+            stats_values(&total, b, v + 1);
+            stats_values(&avg, b + 7, v + 8);
+            v[15] = U64(b[14], total.query_count);
             break;
         case STATS_TOTALS:
-            stats_values(&pool->stats.total, b, v + 1);
+            stats_values(&total, b, v + 1);
             break;
         case STATS_AVERAGES:
-            stats_values(&pool->stats.avg, b, v + 1);
+            stats_values(&avg, b, v + 1);
             break;
         }
         pgl_admin_row(r, v);
@@ -306,9 +333,9 @@ static void show_clients(pgl_client *c, pgl_admin_result *r)
     pgl_admin_begin(r, c, cols, NCOLS(cols));
     uint64_t now = pgl_loop_now(c->lp);
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->lp->clients)
+    pgl_client *cl;
+    FOREACH_CLIENT(c->lp->px, cl, it, tmp)
     {
-        pgl_client *cl = pgl_container_of(it, pgl_client, node);
         char addr[64] = "unix", port[8] = "0", laddr[64], lport[8], ptr[32], link[32] = "";
         char b[6][24], t1[32], t2[32], tls[160];
         if (cl->peer.family == AF_INET || cl->peer.family == AF_INET6) {
@@ -412,8 +439,10 @@ static void show_servers(pgl_client *c, pgl_admin_result *r)
         {"id", INT8}, {"generation", INT8},
     };
     pgl_admin_begin(r, c, cols, NCOLS(cols));
+    pgl_proxy *px = c->lp->px;
     pgl_list *it, *tmp, *gp, *gt, *si, *st;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    for (int li = 0; li < px->nloops; li++)
+    pgl_list_foreach(it, tmp, &px->loops[li]->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         pgl_list_foreach(gp, gt, &pool->generations)
@@ -448,7 +477,7 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
     };
     pgl_admin_begin(r, c, cols, NCOLS(cols));
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    pgl_list_foreach(it, tmp, &c->lp->px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         const pgl_conf_database *db = pgl_pool_db(pool);
@@ -474,7 +503,7 @@ static void show_databases(pgl_client *c, pgl_admin_result *r)
                            "0",
                            pgl_conf_pool_mode_name(pgl_pool_mode(pool)),
                            "0",
-                           U64(b[2], (uint64_t)pool->nservers),
+                           U64(b[2], (uint64_t)atomic_load(&pool->shared->servers)),
                            pool->paused || c->lp->px->paused ? "1" : "0",
                            "0",
                            creds};
@@ -490,17 +519,19 @@ static void show_lists(pgl_client *c, pgl_admin_result *r)
     pgl_proxy *px = c->lp->px;
     uint64_t pools = 0, servers = 0, login = 0;
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &px->pools)
+    pgl_list_foreach(it, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         pools++;
-        servers += (uint64_t)pool->nservers;
+        servers += (uint64_t)atomic_load(&pool->shared->servers);
     }
     /* Clients still logging in are in no pool's lists: the one walk. */
-    pgl_list_foreach(it, tmp, &c->lp->clients)
+    uint64_t used = 0;
+    pgl_client *cl;
+    FOREACH_CLIENT(px, cl, it, tmp)
     {
-        const pgl_client *cl = pgl_container_of(it, pgl_client, node);
         login += cl->state <= PGL_CLIENT_AUTH;
+        used++;
     }
     uint64_t users = px->users ? pgl_userlist_count(px->users) : 0;
     struct {
@@ -511,7 +542,7 @@ static void show_lists(pgl_client *c, pgl_admin_result *r)
         {"users", users},
         {"pools", pools},
         {"free_clients", 0},
-        {"used_clients", (uint64_t)c->lp->nclients},
+        {"used_clients", used},
         {"login_clients", login},
         {"free_servers", 0},
         {"used_servers", servers},
@@ -594,6 +625,22 @@ static const char *lease_prefix(const char *lease_id, char *buf, size_t cap)
     return buf;
 }
 
+/* Servers of generation `id` on every loop. */
+static uint64_t servers_of(pgl_proxy *px, pgl_pool *pool, uint64_t id)
+{
+    uint64_t n = 0;
+    pgl_pool *cp;
+    FOREACH_COPY(px, pool, cp)
+    {
+        for (pgl_list *p = cp->generations.next; p != &cp->generations; p = p->next) {
+            const pgl_generation *g = pgl_container_of(p, pgl_generation, node);
+            if (g->id == id)
+                n += (uint64_t)pgl_generation_nservers(g);
+        }
+    }
+    return n;
+}
+
 static void show_leases(pgl_client *c, pgl_admin_result *r)
 {
     static const pgl_admin_col cols[] = {
@@ -603,8 +650,9 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
     };
     pgl_admin_begin(r, c, cols, NCOLS(cols));
     uint64_t now = pgl_loop_now(c->lp);
+    pgl_proxy *px = c->lp->px;
     pgl_list *it, *tmp, *gp, *gt;
-    pgl_list_foreach(it, tmp, &c->lp->px->pools)
+    pgl_list_foreach(it, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         pgl_conf_creds_kind kind = pgl_pool_db(pool)->creds_kind;
@@ -645,7 +693,7 @@ static void show_leases(pgl_client *c, pgl_admin_result *r)
                                ends ? U64(b[1], g->end > now ? (g->end - now) / 1000 : 0) : NULL,
                                g->renewable ? "t" : "f",
                                pgl_generation_state_name(g->state),
-                               U64(b[2], (uint64_t)pgl_generation_nservers(g))};
+                               U64(b[2], servers_of(px, pool, g->id))};
             pgl_admin_row(r, v);
         }
     }

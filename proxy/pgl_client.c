@@ -15,6 +15,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,7 @@ void pgl_client_close(pgl_client *c)
     }
     pgl_list_remove(&c->node);
     lp->nclients--;
+    atomic_fetch_sub_explicit(&lp->px->nclients, 1, memory_order_relaxed);
     pgl_list_append(&lp->zombie_clients, &c->node);
     pgl_loop_reap_later(lp);
 }
@@ -629,7 +631,7 @@ void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa)
         memcpy(c->peer.ip, &in6->sin6_addr, 16);
     }
     c->lp = lp;
-    c->id = ++lp->next_client_id;
+    c->id = pgl_loop_next_id(lp, &lp->next_client_id);
     c->state = PGL_CLIENT_STARTUP;
     pgl_list_init(&c->node);
     pgl_list_init(&c->pool_node);
@@ -645,6 +647,7 @@ void pgl_client_accept(void *arg, int fd, const struct sockaddr *sa)
     c->conn.startup = true;
     pgl_list_append(&lp->clients, &c->node);
     lp->nclients++;
+    atomic_fetch_add_explicit(&lp->px->nclients, 1, memory_order_relaxed);
     pgl_log_debug(PGL_CLIENT_CTX(c), "accepted");
 }
 

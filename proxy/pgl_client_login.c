@@ -13,6 +13,7 @@
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
 #include "pgl_server.h"
+#include "pgl_worker.h"
 
 #include "pgl_pgwire_decode.h"
 #include "pgl_pgwire_md5.h"
@@ -20,6 +21,7 @@
 #include "pgl_pgwire_startup.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +117,7 @@ static void login_done(pgl_client *c)
         return;
     }
     int err;
-    c->pool = pgl_pool_for_login(lp->px, c->database, c->user, &err);
+    c->pool = pgl_pool_for_login(lp, c->database, c->user, &err);
     if (c->pool == NULL) {
         /* A reload removed the database while the client authenticated. */
         if (err != 0)
@@ -310,14 +312,52 @@ void pgl_client_start_tls(pgl_client *c)
 
 /* A CancelRequest: cancels the query of the server the key's client is
  * linked to. Unknown keys are dropped silently, as Postgres does. */
+static void cancel_found(pgl_client *c);
+
+/* A key of another loop's client: the main thread looks in every loop's
+ * table with the others parked. */
+typedef struct {
+    uint32_t pid, key;
+} cancel_keys;
+
+static void cancel_elsewhere(pgl_loop *main, void *arg)
+{
+    cancel_keys *ck = arg;
+    pgl_proxy *px = main->px;
+    pgl_workers_park(px);
+    pgl_cancel_key *k = NULL;
+    for (int i = 0; i < px->nloops && k == NULL; i++)
+        k = pgl_cancel_find(&px->loops[i]->cancels, ck->pid, ck->key);
+    if (k != NULL)
+        cancel_found(pgl_container_of(k, pgl_client, cancel));
+    else
+        pgl_log_debug(NULL, "cancel request for an unknown key dropped");
+    pgl_workers_unpark(px);
+    free(ck);
+}
+
 static void cancel_request(pgl_loop *lp, uint32_t pid, uint32_t key)
 {
     pgl_cancel_key *k = pgl_cancel_find(&lp->cancels, pid, key);
+    if (k == NULL && lp->px->nloops_running > 1) {
+        cancel_keys *ck = malloc(sizeof *ck);
+        if (ck != NULL) {
+            ck->pid = pid;
+            ck->key = key;
+            if (pgl_loop_post(&lp->px->main, cancel_elsewhere, ck) == 0)
+                return;
+            free(ck);
+        }
+    }
     if (k == NULL) {
         pgl_log_debug(NULL, "cancel request for an unknown key dropped");
         return;
     }
-    pgl_client *c = pgl_container_of(k, pgl_client, cancel);
+    cancel_found(pgl_container_of(k, pgl_client, cancel));
+}
+
+static void cancel_found(pgl_client *c)
+{
     if (c->link == NULL || c->link->state != PGL_SERVER_ACTIVE) {
         pgl_log_debug(PGL_CLIENT_CTX(c), "cancel request: no query running");
         return;
@@ -542,7 +582,7 @@ void pgl_client_on_startup(pgl_client *c, const uint8_t *body, uint32_t len)
         pgl_client_fail(c, "FATAL", "57P03", "pglease is shutting down");
         return;
     }
-    if (c->lp->nclients > px->conf->max_client_conn) {
+    if (atomic_load_explicit(&px->nclients, memory_order_relaxed) > px->conf->max_client_conn) {
         pgl_client_fail(c, "FATAL", "53300", "sorry, too many clients already (max_client_conn = %d)",
                         px->conf->max_client_conn);
         return;

@@ -423,7 +423,7 @@ static void check_ready(pgl_proxy *px, uint64_t now)
 {
     pgl_pool *waiting = NULL;
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (vault_pool(pool) && pgl_pool_generation(pool) == NULL && pool->next_gen_id == 0) {
@@ -451,7 +451,7 @@ static void on_tick(uv_timer_t *t)
      * deadlines kept while the last transactions finish. */
     uint64_t now = pgl_now_ms(px);
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (vault_pool(pool))
@@ -529,7 +529,7 @@ static void use_vault(pgl_proxy *px, pgl_vault *v)
     bool first = px->creds_timer.loop == NULL;
     px->vault = v;
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_creds_attach(pgl_container_of(pos, pgl_pool, node));
     }
@@ -570,7 +570,7 @@ void pgl_creds_replace(pgl_proxy *px, pgl_vault *v)
         /* What the old client had in flight is asked again of the new one
          * by the tick: reads now (below), renewals when due. */
         pgl_list *pos, *tmp, *gp, *gt;
-        pgl_list_foreach(pos, tmp, &px->pools)
+        pgl_list_foreach(pos, tmp, &px->main.pools)
         {
             pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
             if (pool->fetch_op != NULL) {
@@ -593,7 +593,7 @@ void pgl_creds_replace(pgl_proxy *px, pgl_vault *v)
     /* Credentials of the old login live only as long as its token: every
      * Vault pool takes a credential of the new one, drained as a rotation. */
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pool->creds != NULL && !pool->removed && pgl_pool_generation(pool) != NULL) {
@@ -624,7 +624,7 @@ void pgl_creds_shutdown(pgl_proxy *px, void (*done)(pgl_proxy *px))
     }
     uv_timer_stop(&px->creds_timer);
     pgl_list *pos, *tmp, *gp, *gt;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pool->fetch_op) {

@@ -56,6 +56,10 @@ struct pgl_generation {
     /* Draining and its end is near: every server closes at release,
      * replaced or not, so none is cut mid-transaction. */
     bool hurry;
+    /* A primary's generation that a replica still has servers of: held so
+     * it retires (and its lease is revoked) only after theirs
+     * (pgl_replica.c). */
+    bool replica_hold;
     int holds; /* callers inside a walk that may empty it: do not free yet */
     void *owner; /* the pool (opaque here) */
     pgl_generation_retired_cb retired;

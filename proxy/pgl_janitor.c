@@ -39,7 +39,7 @@ static void on_janitor(uv_timer_t *t)
     {
         pgl_client_janitor(pgl_container_of(it, pgl_client, node), now);
     }
-    pgl_list_foreach(it, tmp, &px->pools)
+    pgl_list_foreach(it, tmp, &lp->pools)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node);
         pgl_stats_tick(&pool->stats, now, px->conf->stats_period);

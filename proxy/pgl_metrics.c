@@ -11,9 +11,11 @@
 #include "pgl_loop.h"
 #include "pgl_pool.h"
 #include "pgl_proxy.h"
+#include "pgl_replica.h"
 #include "pgl_stats.h"
 #include "pgl_vault.h"
 #include "pgl_version.h"
+#include "pgl_worker.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -119,8 +121,41 @@ static double wall(const pgl_proxy *px, uint64_t ms)
     return real + ((double)ms - (double)now) / 1000.0;
 }
 
+/* The primaries: a database's series add up its copies on every loop
+ * (rendered with the other loops parked). */
 #define FOREACH_POOL(px, pool, it, tmp)                                                        \
-    pgl_list_foreach(it, tmp, &(px)->pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), 1)
+    pgl_list_foreach(it, tmp, &(px)->main.pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), 1)
+
+#define FOREACH_COPY(px, pool, copy)                                                            \
+    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
+        if (((copy) = li_ == 0 ? (pool) : pgl_replica_of((px)->loops[li_], (pool))) != NULL)
+
+/* Clients of every copy of `pool` in the list at `off` in pgl_pool. */
+static uint64_t clients_in(pgl_proxy *px, pgl_pool *pool, size_t off)
+{
+    uint64_t n = 0;
+    pgl_pool *cp;
+    FOREACH_COPY(px, pool, cp)
+    {
+        n += pgl_clist_count((const pgl_clist *)((const char *)cp + off));
+    }
+    return n;
+}
+
+/* The counters of every copy of `pool`, added up. */
+static void stats_of(pgl_proxy *px, pgl_pool *pool, pgl_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    pgl_pool *cp;
+    FOREACH_COPY(px, pool, cp)
+    {
+        pgl_stats_counters_add(&out->total, &cp->stats.total);
+        for (size_t i = 0; i <= PGL_STATS_WAIT_BUCKETS; i++)
+            out->wait_buckets[i] += cp->stats.wait_buckets[i];
+        for (size_t i = 0; i <= PGL_STATS_ERROR_CLASSES; i++)
+            out->errors[i] += cp->stats.errors[i];
+    }
+}
 
 /* The credential new servers use (the newest that is not warming). */
 static pgl_generation *current_generation(pgl_pool *pool)
@@ -153,11 +188,13 @@ static void connection_metrics(pgl_proxy *px, pgl_metrics_buf *b)
     pgl_list *it, *tmp;
     char db[256];
     uint64_t login = 0, console = 0;
-    pgl_list_foreach(it, tmp, &px->main.clients)
-    {
-        const pgl_client *c = pgl_container_of(it, pgl_client, node);
-        login += c->state <= PGL_CLIENT_AUTH;
-        console += c->admin && c->state > PGL_CLIENT_AUTH;
+    for (int li = 0; li < px->nloops; li++) {
+        pgl_list_foreach(it, tmp, &px->loops[li]->clients)
+        {
+            const pgl_client *c = pgl_container_of(it, pgl_client, node);
+            login += c->state <= PGL_CLIENT_AUTH;
+            console += c->admin && c->state > PGL_CLIENT_AUTH;
+        }
     }
     head(b, "clients", "gauge",
          "Client connections by database and state (login: not logged in yet, no database; "
@@ -169,33 +206,43 @@ static void connection_metrics(pgl_proxy *px, pgl_metrics_buf *b)
         label(pool->name, db, sizeof db);
         const struct {
             const char *state;
-            const pgl_clist *l;
-        } states[] = {{"login_wait", &pool->login_wait},
-                      {"idle", &pool->idle},
-                      {"waiting", &pool->waiting},
-                      {"active", &pool->active}};
+            size_t off;
+        } states[] = {{"login_wait", offsetof(pgl_pool, login_wait)},
+                      {"idle", offsetof(pgl_pool, idle)},
+                      {"waiting", offsetof(pgl_pool, waiting)},
+                      {"active", offsetof(pgl_pool, active)}};
         for (size_t i = 0; i < 4; i++)
             pgl_metrics_printf(b, "pglease_clients{database=\"%s\",state=\"%s\"} %llu\n", db,
-                               states[i].state, U(pgl_clist_count(states[i].l)));
+                               states[i].state, U(clients_in(px, pool, states[i].off)));
     }
     head(b, "clients_pinned", "gauge",
          "Clients that keep their server (transaction mode, session state left behind).");
     FOREACH_POOL(px, pool, it, tmp)
     {
+        int pinned = 0;
+        pgl_pool *cp;
+        FOREACH_COPY(px, pool, cp)
+        {
+            pinned += cp->pinned;
+        }
         pgl_metrics_printf(b, "pglease_clients_pinned{database=\"%s\"} %d\n",
-                           label(pool->name, db, sizeof db), pool->pinned);
+                           label(pool->name, db, sizeof db), pinned);
     }
     head(b, "servers", "gauge", "Server connections by database and state.");
     FOREACH_POOL(px, pool, it, tmp)
     {
         uint64_t n[3] = {0, 0, 0};
         pgl_list *gp, *gt;
-        pgl_list_foreach(gp, gt, &pool->generations)
+        pgl_pool *cp;
+        FOREACH_COPY(px, pool, cp)
         {
-            const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
-            n[0] += pgl_clist_count(&g->login);
-            n[1] += pgl_clist_count(&g->idle);
-            n[2] += pgl_clist_count(&g->busy);
+            pgl_list_foreach(gp, gt, &cp->generations)
+            {
+                const pgl_generation *g = pgl_container_of(gp, pgl_generation, node);
+                n[0] += pgl_clist_count(&g->login);
+                n[1] += pgl_clist_count(&g->idle);
+                n[2] += pgl_clist_count(&g->busy);
+            }
         }
         static const char *const names[] = {"login", "idle", "active"};
         label(pool->name, db, sizeof db);
@@ -239,8 +286,10 @@ static void traffic_metrics(pgl_proxy *px, pgl_metrics_buf *b)
         head(b, counters[k].name, "counter", counters[k].help);
         FOREACH_POOL(px, pool, it, tmp)
         {
+            pgl_stats st;
+            stats_of(px, pool, &st);
             uint64_t v;
-            memcpy(&v, (const char *)&pool->stats.total + counters[k].off, sizeof v);
+            memcpy(&v, (const char *)&st.total + counters[k].off, sizeof v);
             label(pool->name, db, sizeof db);
             if (counters[k].us)
                 pgl_metrics_printf(b, "pglease_%s{database=\"%s\"} %.6f\n", counters[k].name, db,
@@ -253,10 +302,12 @@ static void traffic_metrics(pgl_proxy *px, pgl_metrics_buf *b)
     head(b, "client_wait_seconds", "histogram", "How long clients waited for a server.");
     FOREACH_POOL(px, pool, it, tmp)
     {
+        pgl_stats st;
+        stats_of(px, pool, &st);
         label(pool->name, db, sizeof db);
         uint64_t cum = 0;
         for (size_t i = 0; i <= PGL_STATS_WAIT_BUCKETS; i++) {
-            cum += pool->stats.wait_buckets[i];
+            cum += st.wait_buckets[i];
             if (i < PGL_STATS_WAIT_BUCKETS)
                 pgl_metrics_printf(b,
                                    "pglease_client_wait_seconds_bucket{database=\"%s\",le=\"%g\"} "
@@ -268,7 +319,7 @@ static void traffic_metrics(pgl_proxy *px, pgl_metrics_buf *b)
                     U(cum));
         }
         pgl_metrics_printf(b, "pglease_client_wait_seconds_sum{database=\"%s\"} %.6f\n", db,
-                           secs(pool->stats.total.wait_time_us));
+                           secs(st.total.wait_time_us));
         pgl_metrics_printf(b, "pglease_client_wait_seconds_count{database=\"%s\"} %llu\n", db,
                            U(cum));
     }
@@ -277,12 +328,14 @@ static void traffic_metrics(pgl_proxy *px, pgl_metrics_buf *b)
          "unreadable).");
     FOREACH_POOL(px, pool, it, tmp)
     {
+        pgl_stats st;
+        stats_of(px, pool, &st);
         label(pool->name, db, sizeof db);
         for (size_t i = 0; i <= PGL_STATS_ERROR_CLASSES; i++) {
-            if (pool->stats.errors[i] == 0)
+            if (st.errors[i] == 0)
                 continue;
             pgl_metrics_printf(b, "pglease_server_errors_total{database=\"%s\",class=\"%s\"} %llu\n",
-                               db, pgl_stats_error_class(i), U(pool->stats.errors[i]));
+                               db, pgl_stats_error_class(i), U(st.errors[i]));
         }
     }
 }
@@ -382,10 +435,12 @@ static void credential_metrics(pgl_proxy *px, pgl_metrics_buf *b)
 
 int pgl_metrics_render(pgl_proxy *px, pgl_metrics_buf *b)
 {
+    pgl_workers_park(px);
     process_metrics(px, b);
     connection_metrics(px, b);
     traffic_metrics(px, b);
     credential_metrics(px, b);
+    pgl_workers_unpark(px);
     return b->rc;
 }
 

@@ -26,9 +26,12 @@
 #include "pgl_log.h"
 #include "pgl_proxy.h"
 #include "pgl_server.h"
+#include "pgl_replica.h"
 #include "pgl_upstream.h"
+#include "pgl_worker.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <search.h>
 #include <stdlib.h>
@@ -164,6 +167,14 @@ static void drain(pgl_pool *pool, pgl_generation *g)
     pgl_generation_unhold(g);
 }
 
+void pgl_pool_generation_drain(pgl_pool *pool, pgl_generation *g)
+{
+    if (g->state != PGL_GEN_ACTIVE && g->state != PGL_GEN_WARMING)
+        return;
+    pgl_generation_set_state(g, PGL_GEN_DRAINING, pgl_now_ms(pool->px));
+    drain(pool, g);
+}
+
 /* A warming generation's first login succeeded: it takes over. */
 static void takeover(pgl_pool *pool, pgl_generation *gen)
 {
@@ -184,7 +195,7 @@ static void takeover(pgl_pool *pool, pgl_generation *gen)
 
 void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen)
 {
-    int n = pgl_pool_min_size(pool) > 0 ? pgl_pool_min_size(pool) : 1;
+    int n = pgl_pool_min_size(pool) > 0 && pool->lp->index == 0 ? pgl_pool_min_size(pool) : 1;
     for (int i = 0; i < n; i++) {
         if (pgl_server_connect(pool, gen) != 0) {
             pgl_log_error(pool->name, "cannot start an upstream login");
@@ -363,11 +374,18 @@ void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *mes
 
 static void pool_free(pgl_pool *pool);
 
-static pgl_pool *pool_create(pgl_proxy *px, const pgl_conf_database *db)
+static pgl_pool *pool_create(pgl_loop *lp, const pgl_conf_database *db, pgl_pool_shared *shared)
 {
+    pgl_proxy *px = lp->px;
     pgl_pool *pool = calloc(1, sizeof *pool);
     if (pool == NULL)
         return NULL;
+    if (shared == NULL && (shared = calloc(1, sizeof *shared)) == NULL) {
+        free(pool);
+        return NULL;
+    }
+    atomic_fetch_add(&shared->refs, 1);
+    pool->shared = shared;
     /* A user's pool is "<database>/<user>" wherever pools are named (logs,
      * the console, /metrics). */
     int rc = db->for_user != NULL ? asprintf(&pool->name, "%s/%s", db->name, db->for_user)
@@ -380,16 +398,25 @@ static pgl_pool *pool_create(pgl_proxy *px, const pgl_conf_database *db)
         free(pool->name);
         free(pool->dbname);
         free(pool->for_user);
+        if (atomic_fetch_sub(&shared->refs, 1) == 1)
+            free(shared);
         free(pool);
         return NULL;
     }
     pool->px = px;
+    pool->lp = lp;
     pgl_list_init(&pool->generations);
     pgl_clist_init(&pool->login_wait);
     pgl_clist_init(&pool->idle);
     pgl_clist_init(&pool->waiting);
     pgl_clist_init(&pool->active);
-    pgl_list_append(&px->pools, &pool->node);
+    pgl_list_append(&lp->pools, &pool->node);
+    if (lp->index > 0) {
+        /* A replica: its generations are copies of its primary's
+         * (pgl_replica.c), and no credential source of its own runs. */
+        pgl_replica_attach(pool);
+        return pool;
+    }
     if ((db->creds_kind == PGL_CONF_CREDS_CONNINFO &&
          pgl_pool_add_generation(pool, pgl_conf_database_param(db, "user"),
                                  pgl_conf_database_param(db, "password"),
@@ -402,31 +429,80 @@ static pgl_pool *pool_create(pgl_proxy *px, const pgl_conf_database *db)
     return pool;
 }
 
+pgl_pool *pgl_pool_add_on(pgl_loop *lp, const pgl_conf_database *db, pgl_pool_shared *shared)
+{
+    pgl_pool *pool = pool_create(lp, db, shared);
+    if (pool != NULL && lp->index == 0)
+        pgl_creds_attach(pool);
+    return pool;
+}
+
 pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db)
 {
-    pgl_pool *pool = pool_create(px, db);
-    if (pool != NULL)
-        pgl_creds_attach(pool);
+    pgl_pool *pool = pgl_pool_add_on(&px->main, db, NULL);
+    if (pool == NULL)
+        return NULL;
+    /* Its replicas, on the loops that lack one (a first login there may
+     * have made it already). */
+    pgl_workers_park(px);
+    for (int i = 1; i < px->nloops; i++) {
+        pgl_pool *r = pgl_pool_find_entry(px->loops[i], db);
+        if (r == NULL)
+            r = pgl_pool_add_on(px->loops[i], db, pool->shared);
+        else
+            pgl_pool_share(r, pool->shared);
+        if (r == NULL)
+            pgl_log_error(pool->name, "out of memory: worker %d cannot serve it", i);
+    }
+    pgl_workers_unpark(px);
     return pool;
 }
 
 int pgl_pools_init(pgl_proxy *px)
 {
-    pgl_list_init(&px->pools);
     /* Pools of [users] entries open at their user's first login. */
     for (size_t i = 0; i < px->conf->ndatabases; i++) {
-        if (pool_create(px, &px->conf->databases[i]) == NULL)
+        if (pgl_pool_add(px, &px->conf->databases[i]) == NULL)
             return -1;
     }
     return 0;
 }
 
-void pgl_pools_close_servers(pgl_proxy *px)
+void pgl_pool_share(pgl_pool *replica, pgl_pool_shared *shared)
 {
-    pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    if (replica->shared == shared)
+        return;
+    /* A replica opened by a first login on its own loop has no server yet
+     * (its generations come from the primary). */
+    atomic_fetch_add(&shared->servers, replica->nservers);
+    atomic_fetch_sub(&replica->shared->servers, replica->nservers);
+    if (atomic_fetch_sub(&replica->shared->refs, 1) == 1)
+        free(replica->shared);
+    atomic_fetch_add(&shared->refs, 1);
+    replica->shared = shared;
+}
+
+bool pgl_pool_close_idle(pgl_pool *pool, const char *why)
+{
+    for (pgl_list *p = pool->generations.prev; p != &pool->generations; p = p->prev) {
+        pgl_list *lru = pgl_clist_last(&generation_at(p)->idle);
+        if (lru != NULL) {
+            pgl_server_close(server_at(lru), why);
+            return true;
+        }
+    }
+    return false;
+}
+
+void pgl_pool_count_server(pgl_pool *pool, int delta)
+{
+    pool->nservers += delta;
+    atomic_fetch_add_explicit(&pool->shared->servers, delta, memory_order_relaxed);
+}
+
+static void close_servers_of(pgl_pool *pool)
+{
     {
-        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pool->verify_up != NULL) {
             pgl_upstream_abort(pool->verify_up);
             pool->verify_up = NULL;
@@ -466,23 +542,41 @@ static void pool_free(pgl_pool *pool)
     tdestroy(pool->stmts.root, free);
     if (pool->kept_conf != NULL)
         pgl_conf_ref_drop(pool->kept_conf);
+    if (atomic_fetch_sub(&pool->shared->refs, 1) == 1)
+        free(pool->shared);
     free(pool->name);
     free(pool->dbname);
     free(pool->for_user);
     free(pool);
 }
 
-void pgl_pools_free(pgl_proxy *px)
+void pgl_pools_close_servers(pgl_proxy *px)
+{
+    pgl_workers_park(px);
+    pgl_loop *lp;
+    PGL_FOREACH_LOOP(px, lp)
+    {
+        pgl_list *pos, *tmp;
+        pgl_list_foreach(pos, tmp, &lp->pools)
+        {
+            close_servers_of(pgl_container_of(pos, pgl_pool, node));
+        }
+    }
+    pgl_workers_unpark(px);
+}
+
+void pgl_pools_free_loop(pgl_loop *lp)
 {
     /* Servers first: they point at their generation. Vault requests were
      * cancelled by pgl_creds_shutdown (or never started). */
-    pgl_pools_close_servers(px);
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &lp->pools)
     {
-        pool_free(pgl_container_of(pos, pgl_pool, node));
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        close_servers_of(pool);
+        pool_free(pool);
     }
-    pgl_list_init(&px->pools);
+    pgl_list_init(&lp->pools);
 }
 
 /* ---- reload ------------------------------------------------------------------------ */
@@ -561,6 +655,10 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
     if (!pgl_clist_empty(&pool->active) || !pgl_clist_empty(&pool->idle) || pool->nservers > 0 ||
         pool->fetch_op != NULL || pool->verify_up != NULL)
         return false;
+    /* A lease whose copies still serve on a worker is revoked after them. */
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next)
+        if (generation_at(p)->replica_hold)
+            return false;
     pgl_log_info(pool->name, "removed database drained: pool closed");
     pool_free(pool);
     return true;
@@ -644,7 +742,7 @@ void pgl_pool_new_upstream(pgl_pool *pool)
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
 {
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (!pool->removed && strcmp(pool->name, name) == 0)
@@ -653,10 +751,10 @@ pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name)
     return NULL;
 }
 
-pgl_pool *pgl_pool_find_entry(pgl_proxy *px, const pgl_conf_database *db)
+pgl_pool *pgl_pool_find_entry(pgl_loop *lp, const pgl_conf_database *db)
 {
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &lp->pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (!pool->removed && strcmp(pool->dbname, db->name) == 0 &&
@@ -667,16 +765,20 @@ pgl_pool *pgl_pool_find_entry(pgl_proxy *px, const pgl_conf_database *db)
     return NULL;
 }
 
-pgl_pool *pgl_pool_for_login(pgl_proxy *px, const char *database, const char *user, int *err)
+pgl_pool *pgl_pool_for_login(pgl_loop *lp, const char *database, const char *user, int *err)
 {
+    pgl_proxy *px = lp->px;
     *err = 0;
     const pgl_conf_database *db = pgl_conf_database_for(px->conf, database, user);
     if (db == NULL)
         return NULL;
-    pgl_pool *pool = pgl_pool_find_entry(px, db);
+    pgl_pool *pool = pgl_pool_find_entry(lp, db);
     if (pool != NULL || db->for_user == NULL)
         return pool;
-    if ((pool = pgl_pool_add(px, db)) == NULL) {
+    /* On a worker loop: its replica now, the primary (and the other
+     * replicas) from the main loop; the credential follows. */
+    pool = lp->index == 0 ? pgl_pool_add(px, db) : pgl_pool_add_on(lp, db, NULL);
+    if (pool == NULL || (lp->index > 0 && pgl_replica_open_primary(pool) != 0)) {
         *err = -ENOMEM;
         return NULL;
     }
@@ -729,8 +831,16 @@ static void maybe_connect(pgl_pool *pool, int wanted)
             wanted = replacing;
         limit += REPLACE_PARALLEL;
     }
-    /* Do not open more than the clients waiting need, nor past the size. */
-    while (connecting < wanted && pool->nservers < limit) {
+    /* Do not open more than the clients waiting need, nor past the size,
+     * which bounds the servers of every loop's copy of the pool together. */
+    while (connecting < wanted) {
+        if (atomic_load_explicit(&pool->shared->servers, memory_order_relaxed) >= limit) {
+            /* Full with servers of other loops: one of their idle ones
+             * makes room (pgl_replica.c). */
+            if (pool->px->nloops_running > 1 && connecting < clients_waiting(pool))
+                pgl_replica_want_slot(pool);
+            return;
+        }
         if (pgl_server_connect(pool, gen) != 0) {
             pgl_log_error(pool->name, "cannot start an upstream login");
             return;
@@ -827,6 +937,12 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
                     "generation %llu (user %s) no longer works: %s was rejected (%s); retiring "
                     "its servers and fetching a new credential now",
                     (unsigned long long)gen->id, gen->user, how, sqlstate);
+    pgl_pool_generation_refused(pool, gen);
+    return true;
+}
+
+void pgl_pool_generation_refused(pgl_pool *pool, pgl_generation *gen)
+{
     bool was_warming = gen->state == PGL_GEN_WARMING;
     pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
     pool->creds->rejected(pool, gen, was_warming);
@@ -837,7 +953,6 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
      * fail statement after statement: they are asked to reconnect. */
     ask_sessions_to_reconnect(gen);
     pgl_generation_unhold(gen);
-    return true;
 }
 
 /* A static role's (or KV secret's) login refused while its generation is
@@ -1001,7 +1116,8 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. A
      * console PAUSE/KILL opens nothing until RESUME. */
-    int want = pgl_pool_min_size(pool) - pool->nservers;
+    /* The primary keeps min_pool_size; replicas open for their clients. */
+    int want = (pool->lp->index == 0 ? pgl_pool_min_size(pool) : 0) - pool->nservers;
     int waiting = clients_waiting(pool);
     if (!pool->paused)
         maybe_connect(pool, waiting > want ? waiting : want);

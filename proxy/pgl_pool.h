@@ -52,12 +52,21 @@ typedef struct {
     pgl_generation_retired_cb retired;
 } pgl_pool_creds_hooks;
 
+/* What every loop's copy of one pool shares (pgl_replica.h): the servers
+ * of them all, bounded by the pool's size. */
+typedef struct pgl_pool_shared {
+    _Atomic int servers;
+    _Atomic int refs;
+} pgl_pool_shared;
+
 struct pgl_pool {
     pgl_proxy *px;
+    struct pgl_loop *lp; /* its loop: the main one for a primary, a worker's for a replica */
+    pgl_pool_shared *shared;
     char *name;     /* the database's, or "<database>/<user>" for a [users] entry's pool */
     char *dbname;   /* the [databases] entry */
     char *for_user; /* the [users] entry whose clients it serves, else NULL */
-    pgl_list node;        /* px->pools */
+    pgl_list node;        /* px->main.pools */
     /* The database entry as resolved in `db_conf`; pgl_pool_db resolves it
      * again whenever the proxy's snapshot is another one. */
     const pgl_conf_database *db;
@@ -108,6 +117,7 @@ struct pgl_pool {
     bool paused;
     /* A reload is about to change its upstream (pgl_reload.c's commit). */
     bool upstream_changed;
+    uint64_t slot_asked; /* ms: when it last asked another loop for a server slot */
     /* Console RECONNECT: servers with an id up to this close when released. */
     uint64_t reconnect_upto;
 };
@@ -118,9 +128,20 @@ uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures);
 
 int pgl_pools_init(pgl_proxy *px) __attribute__((warn_unused_result));
 /* A pool for `db` (a database a reload added, or a [users] entry's pool
- * at its user's first login), its credential source attached; NULL when
- * out of memory. */
+ * at its user's first login), its credential source attached, and its
+ * replicas on the worker loops; NULL when out of memory. Main thread. */
 pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db);
+/* One pool on `lp` only (a replica unless lp is the main loop), counting
+ * its servers in `shared` (NULL: a fresh count). */
+pgl_pool *pgl_pool_add_on(struct pgl_loop *lp, const pgl_conf_database *db,
+                          pgl_pool_shared *shared);
+/* Closes the least recently used idle server (oldest generation first):
+ * its slot is wanted elsewhere. false when none is idle. */
+bool pgl_pool_close_idle(pgl_pool *pool, const char *why);
+/* A replica counts its servers with its primary's from now on. */
+void pgl_pool_share(pgl_pool *replica, pgl_pool_shared *shared);
+/* A server of the pool opened (+1) or closed (-1). */
+void pgl_pool_count_server(pgl_pool *pool, int delta);
 /*
  * A reload removed the pool's database, from the snapshot `kept` holds (a
  * reference taken here): new clients no longer find it; clients between
@@ -139,20 +160,22 @@ void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *pas
 /* A reload changed the database's upstream (conninfo or creds=): servers
  * of a new generation replace the current ones, as in a rotation. */
 void pgl_pool_new_upstream(pgl_pool *pool);
-void pgl_pools_free(pgl_proxy *px);
-/* Closes every server connection of every pool (shutdown). */
+/* Frees the pools of `lp` (their servers closed first). */
+void pgl_pools_free_loop(struct pgl_loop *lp);
+/* Closes every server connection of every pool of every loop (shutdown). */
 void pgl_pools_close_servers(pgl_proxy *px);
-/* The pool named `name` ("<database>" or "<database>/<user>"; removed ones
- * are not found). */
+/* The primary pool named `name` ("<database>" or "<database>/<user>";
+ * removed ones are not found). */
 pgl_pool *pgl_pool_find(pgl_proxy *px, const char *name);
-/* The running pool that reads entry `db` (matched by database and
+/* The running pool on `lp` that reads entry `db` (matched by database and
  * for_user), or NULL. */
-pgl_pool *pgl_pool_find_entry(pgl_proxy *px, const pgl_conf_database *db);
+pgl_pool *pgl_pool_find_entry(struct pgl_loop *lp, const pgl_conf_database *db);
 /* The pool a client logging in to `database` as `user` gets: its [users]
  * entry's pool on that database (opened now if it is the first login),
  * else the database's. NULL when the database does not exist, or with
  * *err = -ENOMEM when the pool could not be opened. */
-pgl_pool *pgl_pool_for_login(pgl_proxy *px, const char *database, const char *user, int *err);
+pgl_pool *pgl_pool_for_login(struct pgl_loop *lp, const char *database, const char *user,
+                             int *err);
 
 /* The pool's database in the current config snapshot. */
 const pgl_conf_database *pgl_pool_db(pgl_pool *pool);
@@ -212,6 +235,13 @@ void pgl_pool_credential_suspect(pgl_pool *pool, pgl_generation *gen);
  * slot): one unreplaced server of the oldest draining generation goes, now
  * when idle, else at its next release. false when none is left to retire. */
 bool pgl_pool_retire_one(pgl_pool *pool);
+/* `gen`'s credential was refused (28xxx): it dies, the credentials module
+ * is told (a new one is fetched), its servers retire, and clients that
+ * keep one are asked to reconnect. */
+void pgl_pool_generation_refused(pgl_pool *pool, pgl_generation *gen);
+/* Retires `g` as a rotation does (a newer generation took over elsewhere):
+ * draining, its servers replaced as they finish. */
+void pgl_pool_generation_drain(pgl_pool *pool, pgl_generation *g);
 /* Fails the clients waiting on a pool with `sqlstate`/`message`. */
 void pgl_pool_fail_waiters(pgl_pool *pool, const char *sqlstate, const char *message);
 void pgl_pool_janitor(pgl_pool *pool, uint64_t now);

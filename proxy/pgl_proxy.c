@@ -5,6 +5,8 @@
  * leases, exit.
  */
 #include "pgl_proxy.h"
+#include "pgl_replica.h"
+#include "pgl_worker.h"
 
 #include "pgl_admin.h"
 #include "pgl_client.h"
@@ -19,6 +21,7 @@
 #include "pgl_version.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,7 +37,7 @@
 int pgl_proxy_apply_conf(pgl_proxy *px, pgl_conf *next, char *err, size_t errlen)
 {
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         const pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pgl_conf_database_find_for(next, pool->dbname, pool->for_user) == NULL) {
@@ -59,13 +62,14 @@ static void stop_everything(pgl_proxy *px);
 static void on_reaped(pgl_loop *lp)
 {
     pgl_proxy *px = lp->px;
-    if (px->shutting_down && lp->nclients == 0)
+    if (px->shutting_down && atomic_load(&px->nclients) == 0)
         stop_everything(px);
 }
 
 static void stop_finish(pgl_proxy *px)
 {
-    pgl_pools_free(px);
+    /* The workers' pools go once their threads are joined (pgl_workers_stop). */
+    pgl_pools_free_loop(&px->main);
     uv_stop(&px->main.uv);
 }
 
@@ -79,7 +83,14 @@ static void stop_everything(pgl_proxy *px)
     pgl_log_info(NULL, "shutting down: closing %s", "server connections");
     pgl_listeners_close(px->main.listeners);
     px->main.listeners = NULL;
-    uv_timer_stop(&px->main.janitor);
+    pgl_replicas_stop(px);
+    pgl_workers_park(px);
+    pgl_loop *lp;
+    PGL_FOREACH_LOOP(px, lp)
+    {
+        uv_timer_stop(&lp->janitor);
+    }
+    pgl_workers_unpark(px);
     uv_signal_t *sigs[] = {&px->sig_term, &px->sig_int, &px->sig_hup, &px->sig_usr1,
                            &px->sig_usr2};
     for (size_t i = 0; i < 5; i++)
@@ -103,11 +114,19 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
         pgl_notify_stopping();
         px->shutdown_deadline = now + grace;
         pgl_listeners_pause(px->main.listeners, true);
-        pgl_janitor_shutdown(&px->main);
     }
     pgl_log_info(NULL, "%s shutdown: %d clients, waiting up to %llu ms for transactions",
-                 fast ? "fast" : "graceful", px->main.nclients, (unsigned long long)grace);
-    pgl_loop_reap_later(&px->main); /* with no client left, that stops it */
+                 fast ? "fast" : "graceful", atomic_load(&px->nclients),
+                 (unsigned long long)grace);
+    /* Every loop sweeps its clients; with none left anywhere, it stops. */
+    pgl_workers_park(px);
+    pgl_loop *lp;
+    PGL_FOREACH_LOOP(px, lp)
+    {
+        pgl_janitor_shutdown(lp);
+        pgl_loop_reap_later(lp);
+    }
+    pgl_workers_unpark(px);
 }
 
 void pgl_proxy_shutdown(pgl_proxy *px, bool fast)
@@ -132,16 +151,24 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     case SIGUSR1:
         pgl_log_info(NULL, "SIGUSR1: pausing (no new server work)");
+        pgl_workers_park(px);
         px->paused = true;
+        pgl_workers_unpark(px);
         break;
     case SIGUSR2: {
         pgl_log_info(NULL, "SIGUSR2: resuming");
+        pgl_workers_park(px);
         px->paused = false;
-        pgl_list *it, *tmp;
-        pgl_list_foreach(it, tmp, &px->pools)
+        pgl_loop *lp;
+        PGL_FOREACH_LOOP(px, lp)
         {
-            pgl_pool_kick(pgl_container_of(it, pgl_pool, node));
+            pgl_list *it, *tmp;
+            pgl_list_foreach(it, tmp, &lp->pools)
+            {
+                pgl_pool_kick(pgl_container_of(it, pgl_pool, node));
+            }
         }
+        pgl_workers_unpark(px);
         break;
     }
     default:
@@ -236,7 +263,7 @@ static bool start(pgl_proxy *px)
             return false;
         }
     }
-    if (pgl_listeners_open(&px->main.uv, conf, pgl_client_accept, &px->main,
+    if (pgl_listeners_open(&px->main.uv, conf, pgl_workers_accept, px,
                            &px->main.listeners, err, sizeof err) != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
         return false;
@@ -247,6 +274,10 @@ static bool start(pgl_proxy *px)
     }
     px->started_ms = pgl_now_ms(px);
     pgl_janitor_start(&px->main);
+    if ((rc = pgl_workers_run(px, err, sizeof err)) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
+        return false;
+    }
     /* With Vault, ready only once every database has a credential: the
      * credentials module says so (or why not). */
     px->ready = !conf->vault_needed;
@@ -267,13 +298,14 @@ int pgl_proxy_run(pgl_conf *conf, char **env, bool verbose)
     signal(SIGPIPE, SIG_IGN);
     pgl_proxy px_storage, *px = &px_storage;
     memset(px, 0, sizeof *px);
-    pgl_list_init(&px->pools);
+    pgl_list_init(&px->main.pools);
     px->env = env;
     px->verbose = verbose;
     pgl_log_configure(conf, verbose);
     char err[512];
     px->console = &pgl_admin_console;
-    int rc = pgl_loop_init(&px->main, px, on_reaped);
+    int rc = pgl_loop_init(&px->main, px, 0, on_reaped);
+    pgl_loop_current = &px->main;
     if (rc != 0) {
         pgl_log(PGL_LOG_FATAL, NULL, "cannot set up the event loop: %s", pgl_strerror(rc));
         pgl_conf_free(conf);
@@ -286,14 +318,22 @@ int pgl_proxy_run(pgl_conf *conf, char **env, bool verbose)
         pgl_secenv_conf_env_free(env);
         return 1;
     }
+    if (pgl_workers_init(px, px->conf->workers, err, sizeof err) != 0) {
+        pgl_log(PGL_LOG_FATAL, NULL, "%s", err);
+        (void)pgl_loop_close(&px->main);
+        pgl_conf_free(px->conf);
+        pgl_secenv_conf_env_free(env);
+        return 1;
+    }
     int exit_code = 1;
     if (start(px)) {
         uv_run(&px->main.uv, UV_RUN_DEFAULT);
         exit_code = 0;
         pgl_log_info(NULL, "bye");
     } else {
-        pgl_pools_free(px);
+        pgl_pools_free_loop(&px->main);
     }
+    pgl_workers_stop(px);
     pgl_creds_free(px);
     if (px->pidfile != NULL && unlink(px->pidfile) != 0)
         pgl_log_warning(NULL, "pidfile %s: %s", px->pidfile, pgl_strerror(-errno));

@@ -48,6 +48,7 @@ void pgl_conf_ref_drop(pgl_conf_ref *ref);
 typedef struct {
     pgl_client *client; /* NULL: free slot; checked against the loop's clients */
     uint64_t client_id;
+    int loop;           /* the client's loop */
     char db[128];       /* "" for every database */
     char rest[1024];    /* the statements of the query string after this one */
 } pgl_admin_wait;
@@ -62,7 +63,6 @@ struct pgl_proxy {
     uint8_t tls_cert_hash[PGL_TLS_CERT_HASH_MAX];
     size_t tls_cert_hash_len;
     uint8_t scram_mock_key[PGL_PGWIRE_SCRAM_KEY_LEN];
-    pgl_list pools;
     struct pgl_vault *vault; /* NULL when no database takes credentials from Vault */
     uv_timer_t creds_timer;
     uv_timer_t stop_timer;             /* bounds the wait for lease revocations at exit */
@@ -92,13 +92,28 @@ struct pgl_proxy {
     uv_timer_t admin_timer;
     bool admin_timer_ready;
     struct pgl_http *http;   /* the HTTP endpoint, NULL when off (pgl_http.c) */
-    pgl_loop main;              /* the loop everything runs on */
+    pgl_loop main;              /* loop 0: accepts, Vault, console, reload, signals, HTTP */
+    /* Every loop, main first (pgl_worker.h); nloops = workers. */
+    pgl_loop *loops[64];
+    int nloops;
+    int nloops_running; /* those whose thread runs (loop 0 counts) */
+    _Atomic int nclients;  /* of every loop (max_client_conn) */
+    unsigned next_loop; /* the loop the next accepted connection goes to */
+    /* Parking the other loops (pgl_worker.c). */
+    uv_mutex_t park_mu;
+    uv_cond_t park_cond;
+    int parked, park_depth;
+    uint64_t park_epoch;
+    uv_timer_t replica_timer; /* keeps the replicas in step (pgl_replica.c) */
+    bool replica_timer_on;
 };
 
-/* The process clock (the main loop's), ms. */
+/* The clock of the loop this thread runs, ms (every loop's clock counts
+ * from the same origin). */
 static inline uint64_t pgl_now_ms(const pgl_proxy *px)
 {
-    return pgl_loop_now(&px->main);
+    (void)px;
+    return pgl_loop_now(pgl_loop_current);
 }
 
 /*

@@ -17,6 +17,8 @@
  * value and the log says so.
  */
 #include "pgl_proxy.h"
+#include "pgl_replica.h"
+#include "pgl_worker.h"
 
 #include "pgl_client.h"
 #include "pgl_conf_files.h"
@@ -201,12 +203,12 @@ static int rebind(pgl_proxy *px, reload_plan *p, char *err, size_t errlen)
 {
     pgl_listeners_close(px->main.listeners);
     px->main.listeners = NULL;
-    int rc = pgl_listeners_open(&px->main.uv, p->next, pgl_client_accept, &px->main,
+    int rc = pgl_listeners_open(&px->main.uv, p->next, pgl_workers_accept, px,
                                 &px->main.listeners, err, errlen);
     if (rc == 0)
         return 0;
     char again[256];
-    if (pgl_listeners_open(&px->main.uv, px->conf, pgl_client_accept, &px->main,
+    if (pgl_listeners_open(&px->main.uv, px->conf, pgl_workers_accept, px,
                            &px->main.listeners, again, sizeof again) != 0)
         pgl_log_error(NULL, "reload: cannot listen on the previous addresses again either: %s; "
                             "no new client can connect until a reload that binds succeeds",
@@ -256,11 +258,13 @@ static int prepare(pgl_proxy *px, reload_plan *p, char *err, size_t errlen)
 static void swap_users(pgl_proxy *px, pgl_userlist *users)
 {
     pgl_list *it, *tmp;
-    pgl_list_foreach(it, tmp, &px->main.clients)
-    {
-        pgl_client *c = pgl_container_of(it, pgl_client, node);
-        if (c->auth_user != NULL)
-            c->auth_user = users != NULL ? pgl_userlist_find(users, c->user) : NULL;
+    for (int i = 0; i < px->nloops; i++) {
+        pgl_list_foreach(it, tmp, &px->loops[i]->clients)
+        {
+            pgl_client *c = pgl_container_of(it, pgl_client, node);
+            if (c->auth_user != NULL)
+                c->auth_user = users != NULL ? pgl_userlist_find(users, c->user) : NULL;
+        }
     }
     if (px->users != NULL)
         pgl_userlist_free(px->users);
@@ -314,7 +318,7 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     next->workers = old->workers;
     pgl_conf_ref *kept = NULL;
     pgl_list *pos, *tmp;
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pool->removed)
@@ -329,6 +333,12 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
                                           "stays until the next reload");
                 continue;
             }
+            /* Its copies first: they are found by the primary's name. */
+            for (int i = 1; i < px->nloops; i++) {
+                pgl_pool *r = pgl_replica_of(px->loops[i], pool);
+                if (r != NULL)
+                    pgl_pool_remove(r, kept);
+            }
             pgl_pool_remove(pool, kept);
             n->removed++;
             continue;
@@ -342,7 +352,7 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     }
     /* Decided before the swap, applied after it (new logins read the new
      * entry). */
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         const pgl_conf_database *now = pool->removed ? NULL : entry_in(next, pool);
@@ -358,7 +368,7 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     }
     for (size_t i = 0; i < next->ndatabases; i++) {
         const pgl_conf_database *db = &next->databases[i];
-        if (pgl_pool_find_entry(px, db) != NULL)
+        if (pgl_pool_find_entry(&px->main, db) != NULL)
             continue;
         if (pgl_pool_add(px, db) == NULL) {
             pgl_log_error(db->name, "reload: out of memory adding the database");
@@ -367,7 +377,7 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
         pgl_log_info(db->name, "added by a reload");
         n->added++;
     }
-    pgl_list_foreach(pos, tmp, &px->pools)
+    pgl_list_foreach(pos, tmp, &px->main.pools)
     {
         pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
         if (pool->upstream_changed) {
@@ -378,12 +388,16 @@ static void commit(pgl_proxy *px, reload_plan *p, db_counts *n)
     }
     pgl_log_configure(next, px->verbose);
     /* Sizes may have grown, pools appeared: serve who waits. */
-    pgl_list_foreach(pos, tmp, &px->pools)
-    {
-        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
-        if (!pool->removed)
-            pgl_pool_kick(pool);
+    for (int i = 0; i < px->nloops; i++) {
+        pgl_list_foreach(pos, tmp, &px->loops[i]->pools)
+        {
+            pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+            if (!pool->removed)
+                pgl_pool_kick(pool);
+        }
     }
+    /* New generations reach the replicas now rather than at the next round. */
+    pgl_replicas_sync(px);
 }
 
 int pgl_proxy_reload(pgl_proxy *px, const char *why, char *err, size_t errlen)
@@ -410,7 +424,11 @@ int pgl_proxy_reload(pgl_proxy *px, const char *why, char *err, size_t errlen)
                         strchr(p.diff.restart, ',') ? "s" : "",
                         strchr(p.diff.restart, ',') ? "" : "s");
     db_counts n = {0, 0, 0};
+    /* Every loop reads the snapshot, the users and the TLS context: they
+     * change with the other loops parked. */
+    pgl_workers_park(px);
     commit(px, &p, &n);
+    pgl_workers_unpark(px);
     plan_free(&p);
     px->reloads_ok++;
     pgl_log_info(NULL, "reload (%s): %s: %zu database(s): %d added, %d removed, %d with a new "

@@ -76,7 +76,7 @@ static void set_state(pgl_server *s, pgl_server_state to)
             pgl_clist_append(into, &s->node);
     }
     if (to == PGL_SERVER_CLOSED) {
-        s->pool->nservers--;
+        pgl_pool_count_server(s->pool, -1);
         pgl_list_append(&s->lp->zombie_servers, &s->node);
         pgl_loop_reap_later(s->lp);
         pgl_generation_server_left(s->gen); /* may free it */
@@ -705,10 +705,10 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     pgl_server *s = calloc(1, sizeof *s);
     if (s == NULL)
         return -ENOMEM;
-    s->lp = &px->main;
+    s->lp = pool->lp;
     s->pool = pool;
     s->gen = gen;
-    s->id = ++s->lp->next_server_id;
+    s->id = pgl_loop_next_id(s->lp, &s->lp->next_server_id);
     s->state = PGL_SERVER_CONNECTING;
     s->created = pgl_loop_now(s->lp); /* the login's start until it succeeds */
     pgl_list_init(&s->node);
@@ -720,7 +720,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
         return rc;
     }
     pgl_clist_append(&gen->login, &s->node);
-    pool->nservers++;
+    pgl_pool_count_server(pool, +1);
     return 0;
 }
 
@@ -747,7 +747,7 @@ int pgl_server_start_login(pgl_pool *pool, pgl_generation *gen, const char *log_
         .connect_timeout_ms = px->conf->server_connect_timeout * 1000,
         .log_ctx = log_ctx,
     };
-    return pgl_upstream_start(&px->main.uv, &p, cb, arg, up);
+    return pgl_upstream_start(&pool->lp->uv, &p, cb, arg, up);
 }
 
 void pgl_server_free(pgl_server *s)

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,8 +436,8 @@ static const bad_case bad_cases[] = {
     {"", "", "appdb = host=h user=u host=other", "connection option \"host\" given twice", 8,
      -EINVAL},
     {"", "", "", "[databases]: missing: define at least one database", 0, -EINVAL},
-    {"workers = 2", "", NULL, "[pglease] workers: workers = 2: only 1 is supported in this version",
-     3, -EINVAL},
+    {"workers = 65", "", NULL, "[pglease] workers: 65 is out of range", 3, -EINVAL},
+    {"workers = two", "", NULL, "[pglease] workers: ", 3, -EINVAL},
     {"workers = 0", "", NULL, "[pglease] workers: 0 is out of range", 3, -EINVAL},
     {"log_level = verbose", "", NULL,
      "[pglease] log_level: \"verbose\" is not one of error, warning, info, debug", 3, -EINVAL},
@@ -640,11 +641,22 @@ static void test_log_level_and_workers(void **state)
         pgl_conf_free(c);
     }
 
+    /* Any count up to 64, or one per CPU pglease may run on. */
+    base_config(text, sizeof text, "workers = 4", "", NULL);
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    assert_int_equal(c->workers, 4);
+    pgl_conf_free(c);
+    base_config(text, sizeof text, "workers = auto", "", NULL);
+    assert_int_equal(load_text(text, NULL, &c, err, path), 0);
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    assert_int_equal(c->workers, CPU_COUNT(&set) > 64 ? 64 : CPU_COUNT(&set));
+    pgl_conf_free(c);
     /* The environment is held to the same rule, and named. */
     base_config(text, sizeof text, "", "", NULL);
-    char *env[] = {"PGLEASE_PGLEASE_WORKERS=4", NULL};
+    char *env[] = {"PGLEASE_PGLEASE_WORKERS=0", NULL};
     assert_int_equal(load_text(text, env, &c, err, path), -EINVAL);
-    assert_non_null(strstr(err, "[pglease] workers: workers = 4: only 1 is supported"));
+    assert_non_null(strstr(err, "environment PGLEASE_PGLEASE_WORKERS"));
     char *env2[] = {"PGLEASE_PGLEASE_LOG_LEVEL=warning", NULL};
     assert_int_equal(load_text(text, env2, &c, err, path), 0);
     assert_int_equal(c->log_level, PGL_CONF_LOG_WARNING);
