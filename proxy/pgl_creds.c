@@ -461,6 +461,11 @@ static void on_tick(uv_timer_t *t)
         check_ready(px, now);
 }
 
+bool pgl_creds_gave_up(pgl_pool *pool)
+{
+    return pgl_pool_generation(pool) == NULL && pool->fetch_failures >= VAULT_GIVE_UP;
+}
+
 /* ---- the console's ROTATE -------------------------------------------------------------- */
 
 int pgl_creds_rotate(pgl_pool *pool)

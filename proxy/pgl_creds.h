@@ -6,6 +6,7 @@
 #ifndef PGL_CREDS_H
 #define PGL_CREDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct pgl_proxy pgl_proxy;
@@ -40,5 +41,9 @@ void pgl_creds_attach(pgl_pool *pool);
  * when the database does not take credentials from Vault; -EALREADY when a
  * fetch or a warming generation is already under way. */
 int pgl_creds_rotate(pgl_pool *pool);
+
+/* The pool has no credential and Vault failed again and again: clients
+ * waiting for one are told now rather than at query_wait_timeout. */
+bool pgl_creds_gave_up(pgl_pool *pool);
 
 #endif

@@ -28,7 +28,9 @@ rlim_t pgl_limits_nofile_wanted(const pgl_conf *conf)
         servers += (rlim_t)pgl_conf_database_pool_size(conf, &conf->databases[i]);
     for (size_t i = 0; i < conf->nuser_databases; i++)
         servers += (rlim_t)pgl_conf_database_pool_size(conf, &conf->user_databases[i]);
-    return (rlim_t)conf->max_client_conn + servers * (rlim_t)conf->workers + NOFILE_MARGIN;
+    /* A pool's size bounds its servers on every loop together; each loop's
+     * own descriptors (epoll, eventfd) fit in the margin. */
+    return (rlim_t)conf->max_client_conn + servers + NOFILE_MARGIN;
 }
 
 int pgl_limits_raise_nofile(rlim_t want, rlim_t *soft, rlim_t *hard)

@@ -101,7 +101,7 @@ pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const 
     if (g == NULL)
         return NULL;
     pool->next_gen_id++;
-    g->log_ctx = pool->name;
+    g->log_ctx = pool->label;
     g->owner = pool;
     if (pool->creds != NULL)
         g->retired = pool->creds->retired;
@@ -180,7 +180,7 @@ static void takeover(pgl_pool *pool, pgl_generation *gen)
 {
     uint64_t now = pgl_now_ms(pool->px);
     pgl_generation_set_state(gen, PGL_GEN_ACTIVE, now);
-    pgl_log_info(pool->name, "generation %llu (user %s) takes over", (unsigned long long)gen->id,
+    pgl_log_info(pool->label, "generation %llu (user %s) takes over", (unsigned long long)gen->id,
                  gen->user);
     pgl_list *pos, *tmp;
     pgl_list_foreach(pos, tmp, &pool->generations)
@@ -198,7 +198,7 @@ void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen)
     int n = pgl_pool_min_size(pool) > 0 && pool->lp->index == 0 ? pgl_pool_min_size(pool) : 1;
     for (int i = 0; i < n; i++) {
         if (pgl_server_connect(pool, gen) != 0) {
-            pgl_log_error(pool->name, "cannot start an upstream login");
+            pgl_log_error(pool->label, "cannot start an upstream login");
             return;
         }
     }
@@ -328,7 +328,7 @@ void pgl_pool_enforce(pgl_pool *pool, pgl_generation *g, uint64_t now)
         return;
     case PGL_GEN_DUE_DEADLINE:
         if (was == PGL_GEN_ACTIVE)
-            pgl_log_error(pool->name, "generation %llu reached its deadline without a successor",
+            pgl_log_error(pool->label, "generation %llu reached its deadline without a successor",
                           (unsigned long long)g->id);
         cut(g, true);
         return;
@@ -405,6 +405,10 @@ static pgl_pool *pool_create(pgl_loop *lp, const pgl_conf_database *db, pgl_pool
     }
     pool->px = px;
     pool->lp = lp;
+    if (lp->index == 0)
+        pool->label = pool->name;
+    else if (asprintf(&pool->label, "%s@w%d", pool->name, lp->index) < 0)
+        pool->label = pool->name; /* a name for the log is no reason to fail */
     pgl_list_init(&pool->generations);
     pgl_clist_init(&pool->login_wait);
     pgl_clist_init(&pool->idle);
@@ -452,7 +456,7 @@ pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db)
         else
             pgl_pool_share(r, pool->shared);
         if (r == NULL)
-            pgl_log_error(pool->name, "out of memory: worker %d cannot serve it", i);
+            pgl_log_error(pool->label, "out of memory: worker %d cannot serve it", i);
     }
     pgl_workers_unpark(px);
     return pool;
@@ -544,6 +548,8 @@ static void pool_free(pgl_pool *pool)
         pgl_conf_ref_drop(pool->kept_conf);
     if (atomic_fetch_sub(&pool->shared->refs, 1) == 1)
         free(pool->shared);
+    if (pool->label != pool->name)
+        free(pool->label);
     free(pool->name);
     free(pool->dbname);
     free(pool->for_user);
@@ -614,7 +620,7 @@ void pgl_pool_remove(pgl_pool *pool, pgl_conf_ref *kept)
     pool->removed_at = pgl_now_ms(pool->px);
     pool->kept_conf = kept;
     kept->refs++;
-    pgl_log_info(pool->name, "removed from the configuration: %zu client(s) between "
+    pgl_log_info(pool->label, "removed from the configuration: %zu client(s) between "
                              "transactions are told at their next message, %zu finish their "
                              "transaction first",
                  pgl_clist_count(&pool->idle) + pgl_clist_count(&pool->waiting) +
@@ -659,7 +665,7 @@ static bool removed_upkeep(pgl_pool *pool, uint64_t now)
     for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next)
         if (generation_at(p)->replica_hold)
             return false;
-    pgl_log_info(pool->name, "removed database drained: pool closed");
+    pgl_log_info(pool->label, "removed database drained: pool closed");
     pool_free(pool);
     return true;
 }
@@ -685,7 +691,7 @@ void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *pas
                                                 current != NULL ? PGL_GEN_WARMING
                                                                 : PGL_GEN_ACTIVE);
     if (g == NULL) {
-        pgl_log_error(pool->name, "%s: out of memory for a new generation", source);
+        pgl_log_error(pool->label, "%s: out of memory for a new generation", source);
         return;
     }
     if (duration_s > 0)
@@ -694,7 +700,7 @@ void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *pas
     pool->stats.creds.fetched++;
     if (current != NULL)
         pool->stats.creds.rotations++;
-    pgl_log_info(pool->name, "%s: generation %llu: user %s%s", source,
+    pgl_log_info(pool->label, "%s: generation %llu: user %s%s", source,
                  (unsigned long long)g->id, g->user, duration_s > 0 ? ", expires" : "");
     if (g->state == PGL_GEN_WARMING)
         pgl_pool_warm(pool, g);
@@ -715,7 +721,7 @@ void pgl_pool_new_upstream(pgl_pool *pool)
                  : db->creds_kind == PGL_CONF_CREDS_EXEC ? pgl_execcreds_start(pool)
                                                          : 0;
         if (rc != 0)
-            pgl_log_error(pool->name, "out of memory following the new credential source");
+            pgl_log_error(pool->label, "out of memory following the new credential source");
         if (db->creds_kind == PGL_CONF_CREDS_FILE || db->creds_kind == PGL_CONF_CREDS_EXEC)
             return;
     }
@@ -727,10 +733,10 @@ void pgl_pool_new_upstream(pgl_pool *pool)
                                                 current != NULL ? PGL_GEN_WARMING
                                                                 : PGL_GEN_ACTIVE);
     if (g == NULL) {
-        pgl_log_error(pool->name, "out of memory starting a generation for the new upstream");
+        pgl_log_error(pool->label, "out of memory starting a generation for the new upstream");
         return;
     }
-    pgl_log_info(pool->name, "upstream changed by a reload: generation %llu replaces the "
+    pgl_log_info(pool->label, "upstream changed by a reload: generation %llu replaces the "
                              "current servers as they finish their transactions",
                  (unsigned long long)g->id);
     if (g->state == PGL_GEN_WARMING)
@@ -782,7 +788,7 @@ pgl_pool *pgl_pool_for_login(pgl_loop *lp, const char *database, const char *use
         *err = -ENOMEM;
         return NULL;
     }
-    pgl_log_info(pool->name, "pool opened for user %s's first login (its [users] entry)", user);
+    pgl_log_info(pool->label, "pool opened for user %s's first login (its [users] entry)", user);
     pgl_pool_kick(pool);
     return pool;
 }
@@ -842,7 +848,7 @@ static void maybe_connect(pgl_pool *pool, int wanted)
             return;
         }
         if (pgl_server_connect(pool, gen) != 0) {
-            pgl_log_error(pool->name, "cannot start an upstream login");
+            pgl_log_error(pool->label, "cannot start an upstream login");
             return;
         }
         connecting++;
@@ -882,16 +888,34 @@ void pgl_pool_kick(pgl_pool *pool)
 
 /* The first login of a pool tells what every client of it will be told:
  * server_version, encodings, DateStyle... */
-static void learn_params(pgl_pool *pool, PGconn *pg)
+typedef const char *(*param_source)(const void *from, const char *name);
+
+static const char *from_server(const void *from, const char *name)
+{
+    return PQparameterStatus(from, name);
+}
+
+static const char *from_pool(const void *from, const char *name)
+{
+    const pgl_pool *pool = from;
+    for (size_t i = 0; i < pool->nparams; i++)
+        if (strcmp(pool->params[i].name, name) == 0)
+            return pool->params[i].value;
+    return NULL;
+}
+
+/* The reported parameters `get` knows become the pool's; the clients that
+ * waited for them log in. */
+static void learn_params(pgl_pool *pool, param_source get, const void *from)
 {
     size_t n = 0;
     for (const char *const *p = pgl_upstream_report_params; *p; p++)
-        n += PQparameterStatus(pg, *p) != NULL;
+        n += get(from, *p) != NULL;
     pool->params = calloc(n ? n : 1, sizeof *pool->params);
     if (pool->params == NULL)
         return;
     for (const char *const *p = pgl_upstream_report_params; *p; p++) {
-        const char *v = PQparameterStatus(pg, *p);
+        const char *v = get(from, *p);
         if (v == NULL)
             continue;
         pgl_param *pp = &pool->params[pool->nparams];
@@ -906,6 +930,15 @@ static void learn_params(pgl_pool *pool, PGconn *pg)
         }
         pool->nparams++;
     }
+    pgl_list *p;
+    while ((p = pgl_clist_first(&pool->login_wait)) != NULL)
+        pgl_client_login_ready(pgl_container_of(p, pgl_client, pool_node));
+}
+
+void pgl_pool_copy_params(pgl_pool *to, const pgl_pool *from)
+{
+    if (to->params == NULL && from->params != NULL)
+        learn_params(to, from_pool, from);
 }
 
 void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
@@ -916,12 +949,8 @@ void pgl_pool_login_succeeded(pgl_pool *pool, pgl_generation *gen, PGconn *pg)
     pool->consecutive_failures = 0;
     pool->retry_after = 0;
     pool->fail_sqlstate[0] = pool->fail_message[0] = '\0';
-    if (pool->params != NULL)
-        return;
-    learn_params(pool, pg);
-    pgl_list *p;
-    while ((p = pgl_clist_first(&pool->login_wait)) != NULL)
-        pgl_client_login_ready(pgl_container_of(p, pgl_client, pool_node));
+    if (pool->params == NULL)
+        learn_params(pool, from_server, pg);
 }
 
 /* A Vault credential Postgres rejects (lease revoked early, role dropped)
@@ -933,7 +962,7 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
         return false;
     if (gen->state == PGL_GEN_DEAD)
         return true;
-    pgl_log_warning(pool->name,
+    pgl_log_warning(pool->label,
                     "generation %llu (user %s) no longer works: %s was rejected (%s); retiring "
                     "its servers and fetching a new credential now",
                     (unsigned long long)gen->id, gen->user, how, sqlstate);
@@ -966,7 +995,7 @@ static bool static_password_changed(pgl_pool *pool, pgl_generation *gen, const c
     if (pool->creds == NULL || !gen->is_static || gen->state != PGL_GEN_ACTIVE ||
         strncmp(sqlstate, "28", 2) != 0)
         return false;
-    pgl_log_warning(pool->name,
+    pgl_log_warning(pool->label,
                     "generation %llu (user %s): a login was refused (%s): its password "
                     "changed (a static role rotated early, or a KV secret not updated yet); "
                     "reading it again now, its servers serve on",
@@ -984,7 +1013,7 @@ static void on_verified(void *arg, pgl_upstream_result *res)
     pool->verify_up = NULL;
     pool->verify_gen = NULL;
     if (res->status == 0) {
-        pgl_log_debug(pool->name, "generation %llu: its credential still logs in",
+        pgl_log_debug(pool->label, "generation %llu: its credential still logs in",
                       (unsigned long long)gen->id);
         pgl_poller_close(res->poller);
         PQfinish(res->pg);
@@ -1075,13 +1104,20 @@ const char *pgl_pool_wait_cause(pgl_pool *pool, char sqlstate[6], char *buf, siz
     return buf;
 }
 
+/* Servers kept open without clients: min_pool_size on the main loop's
+ * copy; a worker loop's copy opens for its clients only. */
+static int kept_open(pgl_pool *pool)
+{
+    return pool->lp->index == 0 ? pgl_pool_min_size(pool) : 0;
+}
+
 /* An idle server that lived or idled too long, or NULL. */
 static const char *idle_expired(pgl_pool *pool, const pgl_server *s, uint64_t now)
 {
     const pgl_conf *conf = pool->px->conf;
     if (conf->server_lifetime > 0 && now - s->created > (uint64_t)conf->server_lifetime * 1000)
         return "server_lifetime reached";
-    if (conf->server_idle_timeout > 0 && pool->nservers > pgl_pool_min_size(pool) &&
+    if (conf->server_idle_timeout > 0 && pool->nservers > kept_open(pool) &&
         now - s->last_used > (uint64_t)conf->server_idle_timeout * 1000)
         return "server_idle_timeout reached";
     return NULL;
@@ -1116,8 +1152,7 @@ void pgl_pool_janitor(pgl_pool *pool, uint64_t now)
     }
     /* Keep min_pool_size warm; retry logins clients are waiting for. A
      * console PAUSE/KILL opens nothing until RESUME. */
-    /* The primary keeps min_pool_size; replicas open for their clients. */
-    int want = (pool->lp->index == 0 ? pgl_pool_min_size(pool) : 0) - pool->nservers;
+    int want = kept_open(pool) - pool->nservers;
     int waiting = clients_waiting(pool);
     if (!pool->paused)
         maybe_connect(pool, waiting > want ? waiting : want);

@@ -64,6 +64,7 @@ struct pgl_pool {
     struct pgl_loop *lp; /* its loop: the main one for a primary, a worker's for a replica */
     pgl_pool_shared *shared;
     char *name;     /* the database's, or "<database>/<user>" for a [users] entry's pool */
+    char *label;    /* for the log: `name`, and "<name>@w<loop>" on a worker loop */
     char *dbname;   /* the [databases] entry */
     char *for_user; /* the [users] entry whose clients it serves, else NULL */
     pgl_list node;        /* px->main.pools */
@@ -135,6 +136,9 @@ pgl_pool *pgl_pool_add(pgl_proxy *px, const pgl_conf_database *db);
  * its servers in `shared` (NULL: a fresh count). */
 pgl_pool *pgl_pool_add_on(struct pgl_loop *lp, const pgl_conf_database *db,
                           pgl_pool_shared *shared);
+/* A copy of a pool takes the ParameterStatus set its primary learned, so
+ * its first clients need not wait for a login of its own. */
+void pgl_pool_copy_params(pgl_pool *to, const pgl_pool *from);
 /* Closes the least recently used idle server (oldest generation first):
  * its slot is wanted elsewhere. false when none is idle. */
 bool pgl_pool_close_idle(pgl_pool *pool, const char *why);

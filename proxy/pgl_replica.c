@@ -3,6 +3,7 @@
  */
 #include "pgl_replica.h"
 
+#include "pgl_creds.h"
 #include "pgl_generation.h"
 #include "pgl_log.h"
 #include "pgl_proxy.h"
@@ -63,45 +64,52 @@ static size_t clients_of(const pgl_pool *r)
 }
 
 /*
- * The loop `from` has clients waiting and the pool is at its size across
- * loops. Each loop with clients is due an even share of the size; a loop
- * below its share gets an idle server of the loop furthest above it
- * (closed there, opened here). Shares settle after a few moves, so servers
- * do not wander back and forth under steady load.
+ * A copy of the pool has clients waiting and the pool is at its size
+ * across loops. Each loop with clients is due an even share of the size; a
+ * copy below its share gets an idle server of the copy furthest above it,
+ * or of one without clients (closed there, opened here). Shares settle
+ * after a few moves, so servers do not wander back and forth under steady
+ * load. The other loops are parked.
  */
-static void make_room(pgl_proxy *px, pgl_pool *primary, int from)
+static void balance(pgl_proxy *px, pgl_pool *primary, pgl_pool *wants)
 {
-    pgl_workers_park(px);
-    pgl_pool *wants = NULL, *donor = NULL;
+    if (pgl_clist_empty(&wants->waiting) ||
+        atomic_load(&primary->shared->servers) < pgl_pool_size(primary))
+        return;
     int busy_loops = 0;
     pgl_loop *lp;
     PGL_FOREACH_LOOP(px, lp)
     {
         pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
-        if (r == NULL)
-            continue;
-        busy_loops += clients_of(r) > 0;
-        if (lp->index == from)
-            wants = r;
+        busy_loops += r != NULL && clients_of(r) > 0;
     }
     int size = pgl_pool_size(primary);
     int share = busy_loops > 0 ? (size + busy_loops - 1) / busy_loops : size;
     int floor_share = busy_loops > 0 ? size / busy_loops : size;
-    if (wants != NULL && !pgl_clist_empty(&wants->waiting) && wants->nservers < share) {
-        PGL_FOREACH_LOOP(px, lp)
-        {
-            pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
-            if (r == NULL || r == wants || r->nservers <= floor_share)
-                continue;
-            bool idle = false;
-            for (pgl_list *p = r->generations.next; p != &r->generations && !idle; p = p->next)
-                idle = !pgl_clist_empty(&generation_at(p)->idle);
-            if (idle && (donor == NULL || r->nservers > donor->nservers))
-                donor = r;
-        }
+    if (wants->nservers >= share)
+        return;
+    pgl_pool *donor = NULL;
+    PGL_FOREACH_LOOP(px, lp)
+    {
+        pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
+        if (r == NULL || r == wants || (r->nservers <= floor_share && clients_of(r) > 0))
+            continue;
+        bool idle = false;
+        for (pgl_list *p = r->generations.next; p != &r->generations && !idle; p = p->next)
+            idle = !pgl_clist_empty(&generation_at(p)->idle);
+        if (idle && (donor == NULL || r->nservers > donor->nservers))
+            donor = r;
     }
     if (donor != NULL && pgl_pool_close_idle(donor, "its slot goes to a client of another worker"))
         pgl_pool_kick(wants);
+}
+
+static void make_room(pgl_proxy *px, pgl_pool *primary, int from)
+{
+    pgl_workers_park(px);
+    pgl_pool *wants = from == 0 ? primary : pgl_replica_of(px->loops[from], primary);
+    if (wants != NULL)
+        balance(px, primary, wants);
     pgl_workers_unpark(px);
 }
 
@@ -156,7 +164,7 @@ static void post_note(pgl_pool *pool, note_kind kind, uint64_t gen_id)
     }
     if (n == NULL || pgl_loop_post(&pool->px->main, on_note, n) != 0) {
         free(n);
-        pgl_log_error(pool->name, "out of memory telling the main loop");
+        pgl_log_error(pool->label, "out of memory telling the main loop");
     }
 }
 
@@ -219,6 +227,16 @@ static void sync_replica(pgl_pool *primary, pgl_pool *r, uint64_t now)
     if (r->shared != primary->shared)
         pgl_pool_share(r, primary->shared);
     memcpy(r->vault_error, primary->vault_error, sizeof r->vault_error);
+    /* Whichever copy logged in first knows what clients are told. */
+    pgl_pool_copy_params(r, primary);
+    pgl_pool_copy_params(primary, r);
+    /* Vault keeps failing: the copy's waiting clients are told as the
+     * primary's are (pgl_creds.c). */
+    char sqlstate[6], msg[400];
+    if (pgl_creds_gave_up(primary) &&
+        (!pgl_clist_empty(&r->waiting) || !pgl_clist_empty(&r->login_wait)) &&
+        pgl_pool_wait_cause(primary, sqlstate, msg, sizeof msg) != NULL)
+        pgl_pool_fail_waiters(r, sqlstate, msg);
     /* Oldest first, so that copies are made in the primary's order. */
     for (pgl_list *gp = primary->generations.prev; gp != &primary->generations;
          gp = gp->prev) {
@@ -308,6 +326,16 @@ void pgl_replicas_sync(pgl_proxy *px)
                 sync_replica(primary, r, now);
         }
         hold_while_copied(px, primary);
+        /* Clients waiting on one loop for a server idle on another. */
+        if (!primary->removed) {
+            pgl_loop *lp;
+            PGL_FOREACH_LOOP(px, lp)
+            {
+                pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
+                if (r != NULL)
+                    balance(px, primary, r);
+            }
+        }
     }
     pgl_workers_unpark(px);
 }

@@ -670,7 +670,7 @@ static void on_login(void *arg, pgl_upstream_result *res)
     s->pg = res->pg;
     s->backend_pid = res->backend_pid;
     snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s pid=%d", (unsigned long long)s->id,
-             pool->name, s->backend_pid);
+             pool->label, s->backend_pid);
     if (pgl_conn_init_with_poller(&s->conn, &s->lp->conns, res->poller, res->ssl, &server_ops,
                                   (uint32_t)pool->px->conf->max_packet_size) != 0) {
         pgl_poller_close(res->poller);
@@ -713,7 +713,7 @@ int pgl_server_connect(pgl_pool *pool, pgl_generation *gen)
     s->created = pgl_loop_now(s->lp); /* the login's start until it succeeds */
     pgl_list_init(&s->node);
     pgl_stmt_cache_init(&s->stmts, (uint32_t)px->conf->max_prepared_statements);
-    snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->name);
+    snprintf(s->log_ctx, sizeof s->log_ctx, "S-%llu %s", (unsigned long long)s->id, pool->label);
     int rc = pgl_server_start_login(pool, gen, s->log_ctx, on_login, s, &s->up);
     if (rc != 0) {
         free(s);

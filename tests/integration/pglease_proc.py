@@ -40,6 +40,9 @@ class PgLease:
                 # Off unless a test asks: the default port would be shared by
                 # every pglease a test run starts at once.
                 "http_listen": ""}
+        # The whole suite also runs with several event loops (CI sets it).
+        if os.environ.get("PGLEASE_TEST_WORKERS"):
+            keys["workers"] = os.environ["PGLEASE_TEST_WORKERS"]
         keys.update(self.settings)
         lines = ["[pglease]"] + [f"{k} = {v}" for k, v in keys.items()]
         lines += ["", "[databases]"]

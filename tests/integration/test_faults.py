@@ -114,7 +114,8 @@ def revoke_and_measure(pg, vault, tmp_path, how):
             assert c.execute("select current_user").fetchone()[0] != first
         # One clear line naming the database, the generation and the cause.
         line = next(l for l in log.splitlines() if re.search(DETECTED, l))
-        assert " app: generation 1 (user " in line, line
+        # (A worker loop's copy of the pool says which: "app@w1".)
+        assert re.search(r" app(@w\d+)?: generation 1 \(user ", line), line
         return line
     finally:
         assert p.stop() == 0

@@ -356,17 +356,22 @@ def minimal(d, pglease="", databases="app = host=127.0.0.1 port=5432 dbname=app 
     return conf
 
 
-def test_workers_above_one_refused(tmp_path):
-    conf = minimal(tmp_path, "workers = 2\n")
-    r = check(conf)
-    assert r.returncode == 1
-    assert (f"{conf}:4: [pglease] workers: workers = 2: only 1 is supported in this version"
-            in r.stderr), r.stderr
+def test_workers_checked(tmp_path):
+    # Any count from 1 to 64, or "auto"; anything else names file, line and key.
+    for ok in ("workers = 1\n", "workers = 4\n", "workers = auto\n"):
+        assert check(minimal(tmp_path, ok)).returncode == 0, ok
+    for bad, why in (("workers = 0\n", "0 is out of range"),
+                     ("workers = 65\n", "65 is out of range"),
+                     ("workers = many\n", "many")):
+        conf = minimal(tmp_path, bad)
+        r = check(conf)
+        assert r.returncode == 1 and f"{conf}:4: [pglease] workers: " in r.stderr, r.stderr
+        assert why in r.stderr, r.stderr
     # Start-up refuses it the same way, before listening.
-    r = subprocess.run([str(PGLEASE), "-c", str(conf)], capture_output=True, text=True,
-                       timeout=30, env=clean_env(), stdin=subprocess.DEVNULL)
-    assert r.returncode == 1 and "only 1 is supported" in r.stderr, r.stderr
-    assert check(minimal(tmp_path, "workers = 1\n")).returncode == 0
+    r = subprocess.run([str(PGLEASE), "-c", str(minimal(tmp_path, "workers = 0\n"))],
+                       capture_output=True, text=True, timeout=30, env=clean_env(),
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "workers: 0 is out of range" in r.stderr, r.stderr
 
 
 def test_log_level_checked(tmp_path):

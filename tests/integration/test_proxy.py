@@ -80,7 +80,8 @@ def test_session_parameters_follow_the_client(upstream):
     """Transaction mode with one server: two clients with different
     TimeZone/application_name take turns on it and each sees its own; a
     third that never set TimeZone keeps the server's default."""
-    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+    # One loop: both clients must take turns on the very same server.
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction", "workers": 1,
                                              "default_pool_size": 1}).start()
     try:
         a = psycopg.connect(p.dsn(application_name="client-a"), autocommit=True)
@@ -113,7 +114,8 @@ def test_startup_search_path_stays_with_its_client(upstream):
     it) follows its client from server to server, and a client without one
     gets the server's own default back, not the previous client's: Postgres
     15 does not report search_path, so pglease must remember what it set."""
-    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+    # One loop: both clients must take turns on the very same server.
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction", "workers": 1,
                                              "default_pool_size": 1}).start()
     a = b = None
     try:

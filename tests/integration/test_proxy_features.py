@@ -183,7 +183,8 @@ def test_pipeline_of_200_statements_returns_in_order(upstream, mode):
 
 
 def test_session_mode_resets_between_clients(upstream):
-    p = start(upstream, pool_mode="session", default_pool_size=1)
+    # One loop: the second client must get the very server the first left.
+    p = start(upstream, pool_mode="session", default_pool_size=1, workers=1)
     try:
         with psycopg.connect(p.dsn(), autocommit=True) as a:
             pid = a.execute("select pg_backend_pid()").fetchone()[0]

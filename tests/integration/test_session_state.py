@@ -173,7 +173,8 @@ def test_reset_and_off(upstream, track, setup, check, b_sees, a_keeps, logged):
     """reset: the server goes back clean and the client loses what it left
     there; off: nothing is checked, as in PgBouncer (the next client sees
     it)."""
-    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction",
+    # One loop: b must get the very server a used.
+    p = PgLease({"app": upstream}, settings={"pool_mode": "transaction", "workers": 1,
                                              "default_pool_size": 1,
                                              "track_session_state": track,
                                              # the reset line is per transaction: debug
