@@ -106,6 +106,9 @@ pgl_generation *pgl_pool_add_generation(pgl_pool *pool, const char *user, const 
     if (pool->creds != NULL)
         g->retired = pool->creds->retired;
     pgl_list_prepend(&pool->generations, &g->node);
+    /* A new credential reaches the other loops now, not at the next round. */
+    if (pool->lp->index == 0)
+        pgl_replicas_soon(pool->px);
     return g;
 }
 
@@ -972,6 +975,8 @@ static bool credential_rejected(pgl_pool *pool, pgl_generation *gen, const char 
 
 void pgl_pool_generation_refused(pgl_pool *pool, pgl_generation *gen)
 {
+    if (pool->lp->index == 0)
+        pgl_replicas_soon(pool->px);
     bool was_warming = gen->state == PGL_GEN_WARMING;
     pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
     pool->creds->rejected(pool, gen, was_warming);

@@ -105,6 +105,8 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
 {
     uint64_t now = pgl_now_ms(px);
     uint64_t grace = fast ? 0 : (uint64_t)px->conf->shutdown_timeout * 1000;
+    /* Every loop reads the flag and the deadline. */
+    pgl_workers_park(px);
     if (px->shutting_down) {
         /* A second signal (or SIGINT after SIGTERM) shortens the wait. */
         if (now + grace < px->shutdown_deadline)
@@ -119,7 +121,6 @@ static void begin_shutdown(pgl_proxy *px, bool fast)
                  fast ? "fast" : "graceful", atomic_load(&px->nclients),
                  (unsigned long long)grace);
     /* Every loop sweeps its clients; with none left anywhere, it stops. */
-    pgl_workers_park(px);
     pgl_loop *lp;
     PGL_FOREACH_LOOP(px, lp)
     {

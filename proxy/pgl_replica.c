@@ -355,6 +355,12 @@ void pgl_replicas_start(pgl_proxy *px)
     px->replica_timer_on = true;
 }
 
+void pgl_replicas_soon(pgl_proxy *px)
+{
+    if (px->replica_timer_on && uv_is_active((uv_handle_t *)&px->replica_timer))
+        uv_timer_start(&px->replica_timer, on_sync, 0, SYNC_MS);
+}
+
 void pgl_replicas_stop(pgl_proxy *px)
 {
     if (px->replica_timer_on)

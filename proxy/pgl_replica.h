@@ -30,6 +30,9 @@ void pgl_replica_attach(pgl_pool *pool);
 /* Main loop: starts keeping replicas in step (with more than one loop). */
 void pgl_replicas_start(pgl_proxy *px);
 void pgl_replicas_stop(pgl_proxy *px);
+/* Main loop: a round as soon as the loop is back from its callbacks (a
+ * primary's generations changed). */
+void pgl_replicas_soon(pgl_proxy *px);
 /* Main loop: one round of keeping them in step now (parks the workers). */
 void pgl_replicas_sync(pgl_proxy *px);
 
