@@ -3,9 +3,9 @@
  *
  * Rotation is make-before-break in transaction and statement mode: the
  * generation being left keeps serving while servers of the new one log in
- * (REPLACE_PARALLEL at a time); each new server retires one old server, at
- * once when it is idle, else when its transaction ends. Clients never wait
- * for a burst of logins. Session mode closes the old idle servers at once:
+ * (REPLACE_PARALLEL at a time, paced: see REPLACE_PACE_MS); each new server
+ * retires one old server, at once when it is idle, else when its
+ * transaction ends. Clients never wait for a burst of logins. Session mode closes the old idle servers at once:
  * a new session must not start on a credential that is going away.
  *
  * Upstream login failures back off exponentially (100 ms doubling to 10 s,
@@ -39,6 +39,13 @@
 /* Logins replacing a retiring generation's servers at once; the pool may be
  * this many servers over its size while it rotates. */
 #define REPLACE_PARALLEL 2
+/* Replacement logins start at most this often. Each costs Postgres a fork
+ * and SCRAM and pglease the client side of SCRAM, and the new backend
+ * starts with cold caches: a pool of 20 replaced back to back (~0.4 s) took
+ * a quarter of a second's transactions on a 2-core host (scripts/bench.py,
+ * rotation row); spread over 2 s, no second loses more than the noise.
+ * Less when the time left to replace the old servers is short. */
+#define REPLACE_PACE_MS 100
 #define MAKING_ROOM "making room for the new credential's first login"
 #define RETIRING "its credential generation is retiring"
 
@@ -701,6 +708,81 @@ static int logins(pgl_pool *pool)
     return n;
 }
 
+static void on_replace_due(uv_timer_t *t)
+{
+    pgl_proxy *px = t->data;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &px->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (!pool->removed)
+            pgl_pool_kick(pool);
+    }
+}
+
+/* Kicks the pools at `when`: a busy pool is kicked by its clients anyway,
+ * an idle one has nothing else to start its next replacement login. */
+static void wake_at(pgl_proxy *px, uint64_t when)
+{
+    if (!px->replace_timer_ready) {
+        uv_timer_init(&px->main.uv, &px->replace_timer);
+        px->replace_timer.data = px;
+        /* A shutdown stops logins: the loop must not wait for this. */
+        uv_unref((uv_handle_t *)&px->replace_timer);
+        px->replace_timer_ready = true;
+    }
+    if (uv_is_active((uv_handle_t *)&px->replace_timer) && px->replace_wake <= when)
+        return;
+    uint64_t now = pgl_now_ms(px);
+    px->replace_wake = when;
+    uv_timer_start(&px->replace_timer, on_replace_due, when > now ? when - now : 0, 0);
+}
+
+/* The gap before the next replacement login: REPLACE_PACE_MS, less when the
+ * `old` servers left would not be replaced within half the time until the
+ * first retiring generation stops serving them (a short lease or
+ * drain_timeout), 0 once that time has come. */
+static uint64_t replace_pace(pgl_pool *pool, int old, uint64_t now)
+{
+    uint64_t pace = REPLACE_PACE_MS;
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
+        pgl_generation *g = generation_at(p);
+        if (pgl_generation_unreplaced(g) <= 0)
+            continue;
+        uint64_t stop = pgl_generation_stop_serving(g, pool->px->conf->drain_timeout);
+        if (stop == UINT64_MAX)
+            continue;
+        if (stop <= now)
+            return 0;
+        uint64_t fair = (stop - now) / 2 / (uint64_t)old;
+        if (fair < pace)
+            pace = fair;
+    }
+    return pace;
+}
+
+/* Whether a login replacing a retiring server may start now; if not, the
+ * pool is kicked when one may. */
+static bool replace_due(pgl_pool *pool, uint64_t now)
+{
+    if (now >= pool->replace_after)
+        return true;
+    wake_at(pool->px, pool->replace_after);
+    return false;
+}
+
+/* A replacement login started: the next one waits its pace. True when it
+ * has to (the caller starts no more now). */
+static bool replace_paced(pgl_pool *pool, int old, uint64_t now)
+{
+    uint64_t pace = replace_pace(pool, old, now);
+    if (pace == 0)
+        return false;
+    pool->replace_after = now + pace;
+    wake_at(pool->px, pool->replace_after);
+    return true;
+}
+
 /* Opens servers for `wanted` waiting clients and for the replacement of a
  * retiring generation, if the pool may. */
 static void maybe_connect(pgl_pool *pool, int wanted)
@@ -723,7 +805,8 @@ static void maybe_connect(pgl_pool *pool, int wanted)
         return;
     int connecting = logins(pool);
     int limit = pgl_pool_size(pool);
-    if (old > 0) {
+    uint64_t now = pgl_now_ms(px);
+    if (old > 0 && replace_due(pool, now)) {
         int replacing = old < REPLACE_PARALLEL ? old : REPLACE_PARALLEL;
         if (wanted < replacing)
             wanted = replacing;
@@ -731,11 +814,14 @@ static void maybe_connect(pgl_pool *pool, int wanted)
     }
     /* Do not open more than the clients waiting need, nor past the size. */
     while (connecting < wanted && pool->nservers < limit) {
+        bool replacement = pool->nservers >= pgl_pool_size(pool);
         if (pgl_server_connect(pool, gen) != 0) {
             pgl_log_error(pool->name, "cannot start an upstream login");
             return;
         }
         connecting++;
+        if (replacement && replace_paced(pool, old, now))
+            return;
     }
 }
 

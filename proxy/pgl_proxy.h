@@ -91,6 +91,11 @@ struct pgl_proxy {
     pgl_admin_wait admin_waits[PGL_ADMIN_WAITS];
     uv_timer_t admin_timer;
     bool admin_timer_ready;
+    /* Starts paced replacement logins in pools with nothing else going on
+     * (pgl_pool.c); set up on first use. */
+    uv_timer_t replace_timer;
+    bool replace_timer_ready;
+    uint64_t replace_wake; /* ms: when it fires, while active */
     struct pgl_http *http;   /* the HTTP endpoint, NULL when off (pgl_http.c) */
     pgl_loop main;              /* the loop everything runs on */
 };
