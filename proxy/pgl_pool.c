@@ -39,13 +39,14 @@
 /* Logins replacing a retiring generation's servers at once; the pool may be
  * this many servers over its size while it rotates. */
 #define REPLACE_PARALLEL 2
-/* Replacement logins start at most this often. Each costs Postgres a fork
- * and SCRAM and pglease the client side of SCRAM, and the new backend
- * starts with cold caches: a pool of 20 replaced back to back (~0.4 s) took
- * a quarter of a second's transactions on a 2-core host (scripts/bench.py,
- * rotation row); spread over 2 s, no second loses more than the noise.
- * Less when the time left to replace the old servers is short. */
-#define REPLACE_PACE_MS 100
+/* Replacement logins start at most this often. A new backend costs
+ * Postgres ~8 ms of CPU more than an established one in its first moments
+ * (fork, the old one's exit, cold caches; SCRAM is under 1 ms): a pool of
+ * 20 replaced back to back (~0.4 s) took a quarter of that second's
+ * transactions on a 2-core host (scripts/bench.py, rotation row). Spread
+ * over ~4 s, each second loses about a tenth. Less when the time left to
+ * replace the old servers is short. */
+#define REPLACE_PACE_MS 200
 #define MAKING_ROOM "making room for the new credential's first login"
 #define RETIRING "its credential generation is retiring"
 
@@ -739,9 +740,10 @@ static void wake_at(pgl_proxy *px, uint64_t when)
 }
 
 /* The gap before the next replacement login: REPLACE_PACE_MS, less when the
- * `old` servers left would not be replaced within half the time until the
- * first retiring generation stops serving them (a short lease or
- * drain_timeout), 0 once that time has come. */
+ * `old` servers left would not be replaced within three quarters of the
+ * time until the first retiring generation stops serving them (a short
+ * lease or drain_timeout), 0 once that time has come. Worked out again at
+ * every login, so logins slower than planned catch up. */
 static uint64_t replace_pace(pgl_pool *pool, int old, uint64_t now)
 {
     uint64_t pace = REPLACE_PACE_MS;
@@ -754,7 +756,7 @@ static uint64_t replace_pace(pgl_pool *pool, int old, uint64_t now)
             continue;
         if (stop <= now)
             return 0;
-        uint64_t fair = (stop - now) / 2 / (uint64_t)old;
+        uint64_t fair = (stop - now) * 3 / 4 / (uint64_t)old;
         if (fair < pace)
             pace = fair;
     }

@@ -609,6 +609,9 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
     return {
         "rotations": len(takeovers),
         "steady": statistics.median(steady) if steady else None,
+        # how low the host's own noise takes a second with no rotation near
+        "steady_p10": (statistics.quantiles(steady, n=10)[0] / statistics.median(steady)
+                       if len(steady) >= 10 else None),
         "window": min(w[0] for w in windows) if windows else None,
         "window_mean": statistics.mean(w[0] for w in windows) if windows else None,
         "worst_second": min(w[1] for w in windows) if windows else None,
