@@ -238,13 +238,26 @@ bool pgl_generation_rotation_due(const pgl_generation *g, uint64_t now)
 
 /* ---- what is due ------------------------------------------------------------------ */
 
+static uint64_t drain_end(const pgl_generation *g, int drain_timeout_s)
+{
+    return pgl_generation_retiring(g) && drain_timeout_s >= 0
+               ? g->drain_since + (uint64_t)drain_timeout_s * 1000
+               : UINT64_MAX;
+}
+
+uint64_t pgl_generation_stop_serving(const pgl_generation *g, int drain_timeout_s)
+{
+    uint64_t stop = min_u64(pgl_generation_deadline(g), drain_end(g, drain_timeout_s));
+    if (stop == UINT64_MAX)
+        return UINT64_MAX;
+    return stop > DEADLINE_NEAR_MS ? stop - DEADLINE_NEAR_MS : 0;
+}
+
 pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s)
 {
     uint64_t deadline = pgl_generation_deadline(g);
     bool retiring = pgl_generation_retiring(g);
-    uint64_t drain_end = retiring && drain_timeout_s >= 0
-                             ? g->drain_since + (uint64_t)drain_timeout_s * 1000
-                             : UINT64_MAX;
+    uint64_t drain_end_at = drain_end(g, drain_timeout_s);
     if (now >= deadline) {
         /* No successor arrived in time (Vault down?): this credential is
          * over, and the pool must not open new servers with it. */
@@ -252,15 +265,14 @@ pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int dra
             pgl_generation_set_state(g, PGL_GEN_DEAD, now);
         return PGL_GEN_DUE_DEADLINE;
     }
-    if (now >= drain_end)
+    if (now >= drain_end_at)
         return PGL_GEN_DUE_DRAIN_OVER;
     /* Transaction mode: servers not replaced yet (logins are slow on a
      * saturated database) stop serving shortly before they must go; idle
      * ones close now, busy ones at the end of their transaction rather than
      * be cut at the deadline or at drain_timeout. */
-    uint64_t stop = min_u64(deadline, drain_end);
-    if (g->state == PGL_GEN_DRAINING && !g->hurry && stop != UINT64_MAX &&
-        now + DEADLINE_NEAR_MS >= stop) {
+    if (g->state == PGL_GEN_DRAINING && !g->hurry &&
+        now >= pgl_generation_stop_serving(g, drain_timeout_s)) {
         g->hurry = true;
         return PGL_GEN_DUE_HURRY;
     }

@@ -185,6 +185,11 @@ typedef enum {
  */
 pgl_generation_due pgl_generation_check(pgl_generation *g, uint64_t now, int drain_timeout_s);
 
+/* When servers of a retiring `g` that no new server replaced yet stop
+ * serving (shortly before its deadline or drain_timeout), UINT64_MAX when
+ * never. */
+uint64_t pgl_generation_stop_serving(const pgl_generation *g, int drain_timeout_s);
+
 /* Servers of a draining `g` no server of the active one replaced yet. */
 int pgl_generation_unreplaced(const pgl_generation *g);
 

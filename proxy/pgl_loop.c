@@ -133,6 +133,9 @@ int pgl_loop_init(pgl_loop *lp, pgl_proxy *px, int index, pgl_loop_reaped_cb rea
     lp->janitor.data = lp;
     uv_check_init(&lp->uv, &lp->reaper);
     lp->reaper.data = lp;
+    uv_timer_init(&lp->uv, &lp->replace_timer);
+    /* A shutdown stops logins: the loop must not wait for this. */
+    uv_unref((uv_handle_t *)&lp->replace_timer);
     if ((rc = uv_mutex_init(&lp->task_mu)) != 0 || (rc = uv_async_init(&lp->uv, &lp->wake, on_wake)) != 0) {
         (void)uv_loop_close(&lp->uv);
         pgl_cancel_table_free(&lp->cancels);

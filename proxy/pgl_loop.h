@@ -55,6 +55,10 @@ struct pgl_loop {
     pgl_cancel_table cancels;
     pgl_listener *listeners;
     uv_timer_t janitor;
+    /* Starts paced replacement logins in pools with nothing else going on
+     * (pgl_pool.c). */
+    uv_timer_t replace_timer;
+    uint64_t replace_wake; /* ms: when it fires, while active */
     /* Closed objects wait here until the reaper frees them. */
     pgl_list zombie_clients;
     pgl_list zombie_servers;

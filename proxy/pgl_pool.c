@@ -3,9 +3,9 @@
  *
  * Rotation is make-before-break in transaction and statement mode: the
  * generation being left keeps serving while servers of the new one log in
- * (REPLACE_PARALLEL at a time); each new server retires one old server, at
- * once when it is idle, else when its transaction ends. Clients never wait
- * for a burst of logins. Session mode closes the old idle servers at once:
+ * (REPLACE_PARALLEL at a time, paced: see REPLACE_PACE_MS); each new server
+ * retires one old server, at once when it is idle, else when its
+ * transaction ends. Clients never wait for a burst of logins. Session mode closes the old idle servers at once:
  * a new session must not start on a credential that is going away.
  *
  * Upstream login failures back off exponentially (100 ms doubling to 10 s,
@@ -42,6 +42,14 @@
 /* Logins replacing a retiring generation's servers at once; the pool may be
  * this many servers over its size while it rotates. */
 #define REPLACE_PARALLEL 2
+/* Replacement logins start at most this often. A new backend costs
+ * Postgres ~8 ms of CPU more than an established one in its first moments
+ * (fork, the old one's exit, cold caches; SCRAM is under 1 ms): a pool of
+ * 20 replaced back to back (~0.4 s) took a quarter of that second's
+ * transactions on a 2-core host (scripts/bench.py, rotation row). Spread
+ * over ~4 s, each second loses about a tenth. Less when the time left to
+ * replace the old servers is short. */
+#define REPLACE_PACE_MS 200
 #define MAKING_ROOM "making room for the new credential's first login"
 #define RETIRING "its credential generation is retiring"
 
@@ -812,6 +820,77 @@ static int logins(pgl_pool *pool)
     return n;
 }
 
+static void on_replace_due(uv_timer_t *t)
+{
+    pgl_loop *lp = t->data;
+    pgl_list *pos, *tmp;
+    pgl_list_foreach(pos, tmp, &lp->pools)
+    {
+        pgl_pool *pool = pgl_container_of(pos, pgl_pool, node);
+        if (!pool->removed)
+            pgl_pool_kick(pool);
+    }
+}
+
+/* Kicks the loop's pools at `when`: a busy pool is kicked by its clients
+ * anyway, an idle one has nothing else to start its next replacement
+ * login. */
+static void wake_at(pgl_loop *lp, uint64_t when)
+{
+    if (uv_is_active((uv_handle_t *)&lp->replace_timer) && lp->replace_wake <= when)
+        return;
+    uint64_t now = pgl_now_ms(lp->px);
+    lp->replace_wake = when;
+    lp->replace_timer.data = lp;
+    uv_timer_start(&lp->replace_timer, on_replace_due, when > now ? when - now : 0, 0);
+}
+
+/* The gap before the next replacement login: REPLACE_PACE_MS, less when the
+ * `old` servers left would not be replaced within three quarters of the
+ * time until the first retiring generation stops serving them (a short
+ * lease or drain_timeout), 0 once that time has come. Worked out again at
+ * every login, so logins slower than planned catch up. */
+static uint64_t replace_pace(pgl_pool *pool, int old, uint64_t now)
+{
+    uint64_t pace = REPLACE_PACE_MS;
+    for (pgl_list *p = pool->generations.next; p != &pool->generations; p = p->next) {
+        pgl_generation *g = generation_at(p);
+        if (pgl_generation_unreplaced(g) <= 0)
+            continue;
+        uint64_t stop = pgl_generation_stop_serving(g, pool->px->conf->drain_timeout);
+        if (stop == UINT64_MAX)
+            continue;
+        if (stop <= now)
+            return 0;
+        uint64_t fair = (stop - now) * 3 / 4 / (uint64_t)old;
+        if (fair < pace)
+            pace = fair;
+    }
+    return pace;
+}
+
+/* Whether a login replacing a retiring server may start now; if not, the
+ * pool is kicked when one may. */
+static bool replace_due(pgl_pool *pool, uint64_t now)
+{
+    if (now >= pool->replace_after)
+        return true;
+    wake_at(pool->lp, pool->replace_after);
+    return false;
+}
+
+/* A replacement login started: the next one waits its pace. True when it
+ * has to (the caller starts no more now). */
+static bool replace_paced(pgl_pool *pool, int old, uint64_t now)
+{
+    uint64_t pace = replace_pace(pool, old, now);
+    if (pace == 0)
+        return false;
+    pool->replace_after = now + pace;
+    wake_at(pool->lp, pool->replace_after);
+    return true;
+}
+
 /* Opens servers for `wanted` waiting clients and for the replacement of a
  * retiring generation, if the pool may. */
 static void maybe_connect(pgl_pool *pool, int wanted)
@@ -834,7 +913,8 @@ static void maybe_connect(pgl_pool *pool, int wanted)
         return;
     int connecting = logins(pool);
     int limit = pgl_pool_size(pool);
-    if (old > 0) {
+    uint64_t now = pgl_now_ms(px);
+    if (old > 0 && replace_due(pool, now)) {
         int replacing = old < REPLACE_PARALLEL ? old : REPLACE_PARALLEL;
         if (wanted < replacing)
             wanted = replacing;
@@ -843,18 +923,22 @@ static void maybe_connect(pgl_pool *pool, int wanted)
     /* Do not open more than the clients waiting need, nor past the size,
      * which bounds the servers of every loop's copy of the pool together. */
     while (connecting < wanted) {
-        if (atomic_load_explicit(&pool->shared->servers, memory_order_relaxed) >= limit) {
+        int servers = atomic_load_explicit(&pool->shared->servers, memory_order_relaxed);
+        if (servers >= limit) {
             /* Full with servers of other loops: one of their idle ones
              * makes room (pgl_replica.c). */
             if (pool->px->nloops_running > 1 && connecting < clients_waiting(pool))
                 pgl_replica_want_slot(pool);
             return;
         }
+        bool replacement = servers >= pgl_pool_size(pool);
         if (pgl_server_connect(pool, gen) != 0) {
             pgl_log_error(pool->label, "cannot start an upstream login");
             return;
         }
         connecting++;
+        if (replacement && replace_paced(pool, old, now))
+            return;
     }
 }
 

@@ -121,6 +121,7 @@ struct pgl_pool {
     uint64_t slot_asked; /* ms: when it last asked another loop for a server slot */
     /* Console RECONNECT: servers with an id up to this close when released. */
     uint64_t reconnect_upto;
+    uint64_t replace_after; /* ms: no login replacing a retiring server before this */
 };
 
 /* min_ms doubled per failure after the first, capped at max_ms: the

@@ -592,12 +592,26 @@ bench = host=127.0.0.1 port={pg.port} dbname=bench creds=database/creds/app-rw
         seconds_in = [tps for t, tps in per_second if t > w - before and t - 1 < w + after]
         if seconds_in:
             windows.append((statistics.mean(seconds_in), min(seconds_in)))
+            # The host's own noise moves whole stretches of seconds: the
+            # window's worst second against the seconds just outside it
+            # tells the rotation's share apart from it.
+            near = [tps for t, tps in per_second
+                    if not around(t) and w - before - 5 < t < w + after + 6]
+            local = f" (worst / the 5 s either side: {min(seconds_in) / statistics.median(near):.2f})" \
+                if near else ""
             print(f"  takeover at +{w - t0:.1f} s: " + " ".join(
-                f"{tps:.0f}" for t, tps in per_second if w - before - 2 < t < w + after + 2),
-                flush=True)
+                f"{tps:.0f}" for t, tps in per_second if w - before - 2 < t < w + after + 2) +
+                local, flush=True)
+            if near:
+                print("    relative to them: " + " ".join(
+                    f"{tps / statistics.median(near):.2f}" for t, tps in per_second
+                    if w - before - 2 < t < w + after + 2), flush=True)
     return {
         "rotations": len(takeovers),
         "steady": statistics.median(steady) if steady else None,
+        # how low the host's own noise takes a second with no rotation near
+        "steady_p10": (statistics.quantiles(steady, n=10)[0] / statistics.median(steady)
+                       if len(steady) >= 10 else None),
         "window": min(w[0] for w in windows) if windows else None,
         "window_mean": statistics.mean(w[0] for w in windows) if windows else None,
         "worst_second": min(w[1] for w in windows) if windows else None,

@@ -218,6 +218,27 @@ static void test_draining_hurries_then_times_out(void **state)
     pgl_generation_free(g);
 }
 
+/* What the pool paces its replacement logins against: the hurry point. */
+static void test_stop_serving_is_the_hurry_point(void **state)
+{
+    (void)state;
+    pgl_generation *g = make(PGL_GEN_ACTIVE);
+    pgl_generation_issued(g, 0, 30, false, false, 0, -1); /* deadline 27 s */
+    assert_true(pgl_generation_stop_serving(g, 10) == 25000); /* not retiring: no drain end */
+    pgl_generation_set_state(g, PGL_GEN_DRAINING, 20000);
+    assert_true(pgl_generation_stop_serving(g, 30) == 25000);
+    assert_true(pgl_generation_stop_serving(g, 3) == 21000); /* drain_timeout first */
+    assert_true(pgl_generation_stop_serving(g, 1) == 19000);
+    pgl_generation_free(g);
+    g = make(PGL_GEN_ACTIVE); /* no lease: only drain_timeout bounds it */
+    assert_true(pgl_generation_stop_serving(g, 30) == UINT64_MAX);
+    pgl_generation_set_state(g, PGL_GEN_DRAINING, 1000);
+    assert_true(pgl_generation_stop_serving(g, -1) == UINT64_MAX);
+    assert_true(pgl_generation_stop_serving(g, 10) == 9000);
+    assert_true(pgl_generation_stop_serving(g, 0) == 0);
+    pgl_generation_free(g);
+}
+
 static void test_session_clients_are_asked_to_reconnect(void **state)
 {
     (void)state;
@@ -304,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_kv_secret_is_polled),
         cmocka_unit_test(test_active_past_its_deadline_dies),
         cmocka_unit_test(test_draining_hurries_then_times_out),
+        cmocka_unit_test(test_stop_serving_is_the_hurry_point),
         cmocka_unit_test(test_session_clients_are_asked_to_reconnect),
         cmocka_unit_test(test_released_server_verdicts),
         cmocka_unit_test(test_retires_with_its_last_server_unless_held),
