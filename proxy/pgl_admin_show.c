@@ -254,8 +254,8 @@ static void stats(pgl_client *c, pgl_admin_result *r, stats_kind kind)
         pgl_stats_counters total = {0}, avg = {0};
         FOREACH_COPY(px, pool, cp)
         {
-            pgl_stats_counters_add(&total, &cp->stats.total);
-            pgl_stats_counters_add(&avg, &cp->stats.avg);
+            pgl_stats_add(&total, &cp->stats.total);
+            pgl_stats_add(&avg, &cp->stats.avg);
         }
         char b[16][24];
         const char *v[16];

@@ -149,7 +149,7 @@ static void stats_of(pgl_proxy *px, pgl_pool *pool, pgl_stats *out)
     pgl_pool *cp;
     FOREACH_COPY(px, pool, cp)
     {
-        pgl_stats_counters_add(&out->total, &cp->stats.total);
+        pgl_stats_add(&out->total, &cp->stats.total);
         for (size_t i = 0; i <= PGL_STATS_WAIT_BUCKETS; i++)
             out->wait_buckets[i] += cp->stats.wait_buckets[i];
         for (size_t i = 0; i <= PGL_STATS_ERROR_CLASSES; i++)

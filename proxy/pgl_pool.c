@@ -567,7 +567,7 @@ static void pool_free(pgl_pool *pool)
     free(pool);
 }
 
-void pgl_pools_close_servers(pgl_proxy *px)
+void pgl_pools_each(pgl_proxy *px, void (*fn)(pgl_pool *pool))
 {
     pgl_workers_park(px);
     pgl_loop *lp;
@@ -576,10 +576,15 @@ void pgl_pools_close_servers(pgl_proxy *px)
         pgl_list *pos, *tmp;
         pgl_list_foreach(pos, tmp, &lp->pools)
         {
-            close_servers_of(pgl_container_of(pos, pgl_pool, node));
+            fn(pgl_container_of(pos, pgl_pool, node));
         }
     }
     pgl_workers_unpark(px);
+}
+
+void pgl_pools_close_servers(pgl_proxy *px)
+{
+    pgl_pools_each(px, close_servers_of);
 }
 
 void pgl_pools_free_loop(pgl_loop *lp)

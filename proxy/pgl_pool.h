@@ -167,6 +167,9 @@ void pgl_pool_offer_credential(pgl_pool *pool, const char *user, const char *pas
 void pgl_pool_new_upstream(pgl_pool *pool);
 /* Frees the pools of `lp` (their servers closed first). */
 void pgl_pools_free_loop(struct pgl_loop *lp);
+/* Runs fn on every pool of every loop (removed ones too), the other loops
+ * parked. */
+void pgl_pools_each(pgl_proxy *px, void (*fn)(pgl_pool *pool));
 /* Closes every server connection of every pool of every loop (shutdown). */
 void pgl_pools_close_servers(pgl_proxy *px);
 /* The primary pool named `name` ("<database>" or "<database>/<user>";

@@ -160,15 +160,7 @@ static void on_signal(uv_signal_t *h, int signum)
         pgl_log_info(NULL, "SIGUSR2: resuming");
         pgl_workers_park(px);
         px->paused = false;
-        pgl_loop *lp;
-        PGL_FOREACH_LOOP(px, lp)
-        {
-            pgl_list *it, *tmp;
-            pgl_list_foreach(it, tmp, &lp->pools)
-            {
-                pgl_pool_kick(pgl_container_of(it, pgl_pool, node));
-            }
-        }
+        pgl_pools_each(px, pgl_pool_kick);
         pgl_workers_unpark(px);
         break;
     }

@@ -39,7 +39,7 @@ typedef struct pgl_proxy pgl_proxy;
  * drain (their entries point into it). */
 typedef struct pgl_conf_ref {
     pgl_conf *conf;
-    int refs;
+    _Atomic int refs; /* the removed pools of every loop drop theirs */
 } pgl_conf_ref;
 void pgl_conf_ref_drop(pgl_conf_ref *ref);
 

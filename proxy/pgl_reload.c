@@ -31,6 +31,7 @@
 #include "pgl_vault.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,7 +160,7 @@ static pgl_conf_pool_mode effective_mode(const pgl_conf *conf, const pgl_conf_da
 
 void pgl_conf_ref_drop(pgl_conf_ref *ref)
 {
-    if (--ref->refs > 0)
+    if (atomic_fetch_sub(&ref->refs, 1) > 1)
         return;
     pgl_conf_free(ref->conf);
     free(ref);

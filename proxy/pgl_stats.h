@@ -35,18 +35,6 @@ typedef struct {
     uint64_t wait_time_us;
 } pgl_stats_counters;
 
-/* Adds `b` to `a`: the copies of one pool on several loops. */
-static inline void pgl_stats_counters_add(pgl_stats_counters *a, const pgl_stats_counters *b)
-{
-    a->xact_count += b->xact_count;
-    a->query_count += b->query_count;
-    a->bytes_received += b->bytes_received;
-    a->bytes_sent += b->bytes_sent;
-    a->xact_time_us += b->xact_time_us;
-    a->query_time_us += b->query_time_us;
-    a->wait_time_us += b->wait_time_us;
-}
-
 /* Upper bounds (µs) of the wait-time histogram's buckets; one more bucket
  * holds everything above the last (Prometheus's +Inf). */
 #define PGL_STATS_WAIT_BUCKETS 11

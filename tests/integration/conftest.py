@@ -12,12 +12,9 @@ hook in harness.py).
                         pgbench tables), made fresh and dropped after; modules
                         that need it for every test define their own
 
-scripts/test runs the suite twice at once (one event loop, and workers = 2);
-with PGLEASE_TEST_LOAD_LOCK set, the tests that time rotations or faults
-under full pgbench load take that file's lock, so the two runs never load
-the machine with both at once.
+PGLEASE_TEST_WORKERS=N runs every pglease with `workers = N` unless a test
+sets it (scripts/test runs the suite so with N = 2).
 """
-import fcntl
 import os
 import sys
 from pathlib import Path
@@ -27,27 +24,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import REPO, PgCluster, VaultSim, drop_vault_roles  # noqa: E402
-
-
-# Modules whose tests put the machine under load while something must
-# happen in time (a rotation before a deadline, a fault's recovery).
-UNDER_LOAD = {"test_vault_rotation", "test_faults", "test_users", "test_execcreds",
-              "test_filecreds", "test_kv_source", "test_static_roles", "test_reload",
-              "test_workers", "test_pool_timeouts", "test_large_copy"}
-
-
-@pytest.fixture(autouse=True)
-def _one_load_at_a_time(request):
-    lock = os.environ.get("PGLEASE_TEST_LOAD_LOCK")
-    if not lock or request.module.__name__ not in UNDER_LOAD:
-        yield
-        return
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
