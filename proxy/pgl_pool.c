@@ -1068,7 +1068,8 @@ void pgl_pool_generation_refused(pgl_pool *pool, pgl_generation *gen)
         pgl_replicas_soon(pool->px);
     bool was_warming = gen->state == PGL_GEN_WARMING;
     pgl_generation_set_state(gen, PGL_GEN_DEAD, pgl_now_ms(pool->px));
-    pool->creds->rejected(pool, gen, was_warming);
+    if (pool->creds != NULL) /* a copy of a file or helper credential: nothing to fetch */
+        pool->creds->rejected(pool, gen, was_warming);
     /* Draining may close its last server and free it: held across both. */
     pgl_generation_hold(gen);
     drain(pool, gen);

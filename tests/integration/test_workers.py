@@ -182,3 +182,32 @@ def test_rotation_under_load_one_lease_per_rotation(pg, vault, vdb, tmp_path):
     assert p.proc.wait(30) == 0
     assert vault.state()["leases"] == []
     assert vault_roles(pg) == set()
+
+
+def test_a_file_credential_that_expires_on_every_loop(tmp_path, wdb):
+    """A credential file nobody renews: its deadline is reached on every
+    loop's copy (whichever sees it first, the copies of a file credential
+    have no Vault to ask); clients are told, and pglease keeps running and
+    stops cleanly."""
+    import datetime
+    import json
+    expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=6))
+    cred = tmp_path / "db.json"
+    cred.write_text(json.dumps({"username": "pgl_workers", "password": "workers-owner-pw",
+                                "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    conninfo = " ".join(kv for kv in wdb.split() if not kv.startswith(("user=", "password=")))
+    p = PgLease({"app": f"{conninfo} creds=file:{cred}"},
+                settings={"workers": WORKERS, "query_wait_timeout": 2}).start()
+    try:
+        conns = [psycopg.connect(p.dsn(), autocommit=True) for _ in range(2 * WORKERS)]
+        for c in conns:
+            assert c.execute("select 1").fetchone() == (1,)
+        p.wait_log("reached its deadline", count=WORKERS, timeout=15)
+        for c in conns:
+            with pytest.raises(psycopg.OperationalError):
+                c.execute("select 1")
+            c.close()
+        assert p.proc.poll() is None
+        assert p.admin_rows("SHOW POOLS")[0]["sv_active"] == 0
+    finally:
+        assert p.stop() == 0
