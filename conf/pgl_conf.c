@@ -579,26 +579,24 @@ static int parse_kv(pgl_conf_database *db, const char *v, char *why, size_t whyl
  * KV v2 secret "kv:<mount>/data/<path>". */
 static int parse_creds(pgl_conf_database *db, const char *v, char *why, size_t whylen)
 {
-    if (strncmp(v, "exec:", 5) == 0) {
-        /* Run without a shell: the words are the program and its arguments. */
-        if (v[5] != '/') {
-            snprintf(why, whylen, "\"%s\": exec: needs the helper's absolute path", v);
+    /* Sources outside Vault: what follows the prefix is kept as it is (for
+     * exec:, the program and its arguments, run without a shell). */
+    static const struct {
+        const char *prefix;
+        pgl_conf_creds_kind kind;
+        const char *needs;
+    } local[] = {{"exec:", PGL_CONF_CREDS_EXEC, "the helper's absolute path"},
+                 {"file:", PGL_CONF_CREDS_FILE, "an absolute path"}};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++) {
+        size_t n = strlen(local[i].prefix);
+        if (strncmp(v, local[i].prefix, n) != 0)
+            continue;
+        if (v[n] != '/') {
+            snprintf(why, whylen, "\"%s\": %s needs %s", v, local[i].prefix, local[i].needs);
             return -EINVAL;
         }
-        db->creds_kind = PGL_CONF_CREDS_EXEC;
-        if ((db->creds_path = strdup(v + 5)) == NULL) {
-            snprintf(why, whylen, "out of memory");
-            return -ENOMEM;
-        }
-        return 0;
-    }
-    if (strncmp(v, "file:", 5) == 0) {
-        if (v[5] != '/') {
-            snprintf(why, whylen, "\"%s\": file: needs an absolute path", v);
-            return -EINVAL;
-        }
-        db->creds_kind = PGL_CONF_CREDS_FILE;
-        if ((db->creds_path = strdup(v + 5)) == NULL) {
+        db->creds_kind = local[i].kind;
+        if ((db->creds_path = strdup(v + n)) == NULL) {
             snprintf(why, whylen, "out of memory");
             return -ENOMEM;
         }

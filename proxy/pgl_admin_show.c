@@ -126,9 +126,6 @@ static const char *pool_user(const pgl_pool *pool)
 
 /* Every loop's copy of the primary `pool` (itself first): a pool's rows
  * add up its copies. The console runs with the other loops parked. */
-#define FOREACH_COPY(px, pool, copy)                                                            \
-    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
-        if (((copy) = li_ == 0 ? (pool) : pgl_replica_of((px)->loops[li_], (pool))) != NULL)
 
 /* Every client of every loop. */
 #define FOREACH_CLIENT(px, cl, it, tmp)                                                          \
@@ -158,7 +155,7 @@ static void show_pools(pgl_client *c, pgl_admin_result *r)
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node), *cp;
         uint64_t cl_active = 0, cl_waiting = 0, maxwait_ms = 0, pinned = 0, stmts = 0;
         uint64_t sv_active = 0, sv_idle = 0, sv_login = 0;
-        FOREACH_COPY(px, pool, cp)
+        PGL_FOREACH_COPY(px, pool, cp)
         {
             /* PgBouncer's cl_active is every logged-in client not waiting. */
             cl_active += pgl_clist_count(&cp->idle) + pgl_clist_count(&cp->active);
@@ -252,7 +249,7 @@ static void stats(pgl_client *c, pgl_admin_result *r, stats_kind kind)
     {
         pgl_pool *pool = pgl_container_of(it, pgl_pool, node), *cp;
         pgl_stats_counters total = {0}, avg = {0};
-        FOREACH_COPY(px, pool, cp)
+        PGL_FOREACH_COPY(px, pool, cp)
         {
             pgl_stats_add(&total, &cp->stats.total);
             pgl_stats_add(&avg, &cp->stats.avg);
@@ -630,7 +627,7 @@ static uint64_t servers_of(pgl_proxy *px, pgl_pool *pool, uint64_t id)
 {
     uint64_t n = 0;
     pgl_pool *cp;
-    FOREACH_COPY(px, pool, cp)
+    PGL_FOREACH_COPY(px, pool, cp)
     {
         for (pgl_list *p = cp->generations.next; p != &cp->generations; p = p->next) {
             const pgl_generation *g = pgl_container_of(p, pgl_generation, node);

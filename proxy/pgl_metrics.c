@@ -126,16 +126,13 @@ static double wall(const pgl_proxy *px, uint64_t ms)
 #define FOREACH_POOL(px, pool, it, tmp)                                                        \
     pgl_list_foreach(it, tmp, &(px)->main.pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), 1)
 
-#define FOREACH_COPY(px, pool, copy)                                                            \
-    for (int li_ = 0; li_ < (px)->nloops; li_++)                                                 \
-        if (((copy) = li_ == 0 ? (pool) : pgl_replica_of((px)->loops[li_], (pool))) != NULL)
 
 /* Clients of every copy of `pool` in the list at `off` in pgl_pool. */
 static uint64_t clients_in(pgl_proxy *px, pgl_pool *pool, size_t off)
 {
     uint64_t n = 0;
     pgl_pool *cp;
-    FOREACH_COPY(px, pool, cp)
+    PGL_FOREACH_COPY(px, pool, cp)
     {
         n += pgl_clist_count((const pgl_clist *)((const char *)cp + off));
     }
@@ -147,7 +144,7 @@ static void stats_of(pgl_proxy *px, pgl_pool *pool, pgl_stats *out)
 {
     memset(out, 0, sizeof *out);
     pgl_pool *cp;
-    FOREACH_COPY(px, pool, cp)
+    PGL_FOREACH_COPY(px, pool, cp)
     {
         pgl_stats_add(&out->total, &cp->stats.total);
         for (size_t i = 0; i <= PGL_STATS_WAIT_BUCKETS; i++)
@@ -221,7 +218,7 @@ static void connection_metrics(pgl_proxy *px, pgl_metrics_buf *b)
     {
         int pinned = 0;
         pgl_pool *cp;
-        FOREACH_COPY(px, pool, cp)
+        PGL_FOREACH_COPY(px, pool, cp)
         {
             pinned += cp->pinned;
         }
@@ -234,7 +231,7 @@ static void connection_metrics(pgl_proxy *px, pgl_metrics_buf *b)
         uint64_t n[3] = {0, 0, 0};
         pgl_list *gp, *gt;
         pgl_pool *cp;
-        FOREACH_COPY(px, pool, cp)
+        PGL_FOREACH_COPY(px, pool, cp)
         {
             pgl_list_foreach(gp, gt, &cp->generations)
             {

@@ -800,10 +800,12 @@ pgl_pool *pgl_pool_for_login(pgl_loop *lp, const char *database, const char *use
     /* On a worker loop: its replica now, the primary (and the other
      * replicas) from the main loop; the credential follows. */
     pool = lp->index == 0 ? pgl_pool_add(px, db) : pgl_pool_add_on(lp, db, NULL);
-    if (pool == NULL || (lp->index > 0 && pgl_replica_open_primary(pool) != 0)) {
+    if (pool == NULL) {
         *err = -ENOMEM;
         return NULL;
     }
+    if (lp->index > 0)
+        pgl_replica_open_primary(pool);
     pgl_log_info(pool->label, "pool opened for user %s's first login (its [users] entry)", user);
     pgl_pool_kick(pool);
     return pool;

@@ -77,11 +77,10 @@ static void balance(pgl_proxy *px, pgl_pool *primary, pgl_pool *wants)
         atomic_load(&primary->shared->servers) < pgl_pool_size(primary))
         return;
     int busy_loops = 0;
-    pgl_loop *lp;
-    PGL_FOREACH_LOOP(px, lp)
+    pgl_pool *r;
+    PGL_FOREACH_COPY(px, primary, r)
     {
-        pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
-        busy_loops += r != NULL && clients_of(r) > 0;
+        busy_loops += clients_of(r) > 0;
     }
     int size = pgl_pool_size(primary);
     int share = busy_loops > 0 ? (size + busy_loops - 1) / busy_loops : size;
@@ -89,10 +88,9 @@ static void balance(pgl_proxy *px, pgl_pool *primary, pgl_pool *wants)
     if (wants->nservers >= share)
         return;
     pgl_pool *donor = NULL;
-    PGL_FOREACH_LOOP(px, lp)
+    PGL_FOREACH_COPY(px, primary, r)
     {
-        pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
-        if (r == NULL || r == wants || (r->nservers <= floor_share && clients_of(r) > 0))
+        if (r == wants || (r->nservers <= floor_share && clients_of(r) > 0))
             continue;
         bool idle = false;
         for (pgl_list *p = r->generations.next; p != &r->generations && !idle; p = p->next)
@@ -195,10 +193,9 @@ void pgl_replica_attach(pgl_pool *pool)
     pool->creds = vault ? &hooks : NULL;
 }
 
-int pgl_replica_open_primary(pgl_pool *replica)
+void pgl_replica_open_primary(pgl_pool *replica)
 {
     post_note(replica, NOTE_OPEN, 0);
-    return 0;
 }
 
 void pgl_replica_want_slot(pgl_pool *pool)
@@ -328,12 +325,10 @@ void pgl_replicas_sync(pgl_proxy *px)
         hold_while_copied(px, primary);
         /* Clients waiting on one loop for a server idle on another. */
         if (!primary->removed) {
-            pgl_loop *lp;
-            PGL_FOREACH_LOOP(px, lp)
+            pgl_pool *r;
+            PGL_FOREACH_COPY(px, primary, r)
             {
-                pgl_pool *r = lp->index == 0 ? primary : pgl_replica_of(lp, primary);
-                if (r != NULL)
-                    balance(px, primary, r);
+                balance(px, primary, r);
             }
         }
     }

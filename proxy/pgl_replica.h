@@ -24,6 +24,12 @@
 /* The copy of `primary` on `lp`, or NULL. */
 pgl_pool *pgl_replica_of(struct pgl_loop *lp, const pgl_pool *primary);
 
+/* Every loop's copy of the primary `pool`, itself first (a walk the main
+ * thread makes with the other loops parked; needs pgl_proxy.h). */
+#define PGL_FOREACH_COPY(px, pool, copy)                                                        \
+    for (int pgl_c_ = 0; pgl_c_ < (px)->nloops; pgl_c_++)                                        \
+        if (((copy) = pgl_c_ == 0 ? (pool) : pgl_replica_of((px)->loops[pgl_c_], (pool))) != NULL)
+
 /* Gives a replica its hooks (what it learns goes to the primary). */
 void pgl_replica_attach(pgl_pool *pool);
 
@@ -37,8 +43,8 @@ void pgl_replicas_soon(pgl_proxy *px);
 void pgl_replicas_sync(pgl_proxy *px);
 
 /* A replica opened on its loop by a first login: the primary and the
- * other replicas are opened by the main loop. 0 or -ENOMEM. */
-int pgl_replica_open_primary(pgl_pool *replica);
+ * other replicas are opened by the main loop (failures are logged). */
+void pgl_replica_open_primary(pgl_pool *replica);
 
 /* The pool is at its size across loops with clients waiting: an idle
  * server of another loop's copy makes room. */
