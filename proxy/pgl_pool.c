@@ -42,16 +42,21 @@
 /* Logins replacing a retiring generation's servers at once; the pool may be
  * this many servers over its size while it rotates. */
 #define REPLACE_PARALLEL 2
-/* Replacement logins start at most this often. A new backend costs
- * Postgres ~8 ms of CPU more than an established one in its first moments
- * (fork, the old one's exit, cold caches; SCRAM is under 1 ms): a pool of
- * 20 replaced back to back (~0.4 s) took a quarter of that second's
- * transactions on a 2-core host (scripts/bench.py, rotation row). Spread
- * over ~4 s, each second loses about a tenth. Less when the time left to
- * replace the old servers is short. */
-#define REPLACE_PACE_MS 200
+/* Replacement logins start at most this often. Each new server costs the
+ * database host ~10-15 ms of its throughput on a 2-core host (fork, the
+ * old backend's exit, cold caches; scripts/bench.py, rotation row,
+ * measured in 100 ms bins): a pool of 20 replaced back to back (~0.4 s)
+ * took a quarter of that second's transactions, one login every 200 ms
+ * about a tenth of each second, one every 500 ms a few hundredths. A pool
+ * of 20 then takes ~10 s to move, which the old credential's life allows
+ * by far (rotation starts with a third of it left); less when the time
+ * left to replace the old servers is short (see replace_pace). */
+#define REPLACE_PACE_MS 500
 #define MAKING_ROOM "making room for the new credential's first login"
 #define RETIRING "its credential generation is retiring"
+
+static int unreplaced(pgl_pool *pool);
+static bool replace_paced(pgl_pool *pool, int old, uint64_t now);
 
 uint64_t pgl_backoff_ceiling(uint64_t min_ms, uint64_t max_ms, int failures)
 {
@@ -202,6 +207,12 @@ static void takeover(pgl_pool *pool, pgl_generation *gen)
         pgl_generation_set_state(g, PGL_GEN_DRAINING, now);
         drain(pool, g);
     }
+    /* The proving login was the first replacement (and the credential's
+     * fetch just cost the database a statement): the next one waits its
+     * pace rather than land in the same moment. */
+    int old = unreplaced(pool);
+    if (old > 0)
+        (void)replace_paced(pool, old, now);
 }
 
 void pgl_pool_warm(pgl_pool *pool, pgl_generation *gen)

@@ -65,12 +65,18 @@ struct pgl_upstream {
     pgl_upstream_cb cb;
     void *arg;
     uv_getaddrinfo_t resolver;
+    /* One PQconnectPoll at a time runs in the thread pool: the SCRAM key
+     * derivation (4096 HMAC rounds, ~3 ms) and a TLS handshake would stall
+     * every client of the loop if it ran there. */
+    uv_work_t work;
+    bool stepping;
+    bool timed_out;
+    PostgresPollingStatusType polled;
     uv_timer_t timer;
     int handles_open;
     unsigned timeout_ms;
     PGconn *pg;
     pgl_poller *poller;
-    int fd;
     char log_ctx[160];
     /* Copied parameters: libpq reads them in PQconnectStartParams only. */
     const char *keys[MAX_KEYS + 1];
@@ -82,6 +88,7 @@ struct pgl_upstream {
 };
 
 static void release(pgl_upstream *u);
+static void destroy(pgl_upstream *u);
 
 static void finish(pgl_upstream *u, pgl_upstream_result *res)
 {
@@ -145,11 +152,39 @@ void pgl_upstream_classify(const char *m, char sqlstate[6])
 }
 
 static void on_poll(pgl_poller *p, void *arg, int status, int events);
+static void step(pgl_upstream *u);
 
-/* Drives PQconnectPoll and points the poller at whatever it waits for. */
-static void step(pgl_upstream *u)
+static void step_work(uv_work_t *w)
 {
-    PostgresPollingStatusType st = PQconnectPoll(u->pg);
+    pgl_upstream *u = w->data;
+    u->polled = PQconnectPoll(u->pg);
+}
+
+/* Acts on what PQconnectPoll returned: reports the end of the login, or
+ * watches the socket for what libpq waits for. */
+static void step_done(uv_work_t *w, int status)
+{
+    pgl_upstream *u = w->data;
+    (void)status; /* the work is never cancelled */
+    u->stepping = false;
+    u->handles_open--;
+    if (uv_is_closing((uv_handle_t *)&u->timer)) {
+        /* The loop is being torn down (its handles closed at exit). */
+        PQfinish(u->pg);
+        u->pg = NULL;
+        if (u->handles_open == 0)
+            destroy(u);
+        return;
+    }
+    if (u->aborted) {
+        release(u);
+        return;
+    }
+    if (u->timed_out) {
+        fail(u, "08001", "timeout connecting to the server (server_connect_timeout)");
+        return;
+    }
+    PostgresPollingStatusType st = u->polled;
     if (st == PGRES_POLLING_FAILED) {
         /* First line only: the rest repeats per host and may be long. */
         char msg[256];
@@ -174,20 +209,16 @@ static void step(pgl_upstream *u)
         fail(u, "08001", "libpq lost its socket during login");
         return;
     }
-    if (u->poller == NULL || fd != u->fd) {
-        /* libpq opened a new socket (another address, or a retry). */
-        pgl_poller_close(u->poller);
-        u->poller = NULL;
-        int rc = pgl_poller_open(u->loop, fd, on_poll, u, &u->poller);
-        if (rc != 0) {
-            fail(u, rc == UV_EMFILE || rc == UV_ENFILE ? "53300" : "08001",
-                 "cannot watch the server socket: %s", uv_strerror(rc));
-            return;
-        }
-        u->fd = fd;
+    /* A new watcher each time: libpq may have closed the socket and opened
+     * another (the next address, or without TLS), and a number the loop
+     * reused meanwhile must not lose its own watcher to a stale one. */
+    int rc = pgl_poller_open(u->loop, fd, on_poll, u, &u->poller);
+    if (rc != 0) {
+        fail(u, rc == UV_EMFILE || rc == UV_ENFILE ? "53300" : "08001",
+             "cannot watch the server socket: %s", uv_strerror(rc));
+        return;
     }
     if (st == PGRES_POLLING_OK) {
-        pgl_poller_want(u->poller, 0);
         pgl_upstream_result res = {.status = 0, .pg = u->pg, .poller = u->poller};
         res.backend_pid = PQbackendPID(u->pg);
         if (PQsslInUse(u->pg))
@@ -198,6 +229,22 @@ static void step(pgl_upstream *u)
         return;
     }
     pgl_poller_want(u->poller, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
+}
+
+/* Hands the next PQconnectPoll to the thread pool. Until it is back, the
+ * loop leaves u->pg and its socket alone: the watcher is closed now, while
+ * the socket is still libpq's open one. */
+static void step(pgl_upstream *u)
+{
+    pgl_poller_close(u->poller);
+    u->poller = NULL;
+    u->stepping = true;
+    u->handles_open++;
+    u->work.data = u;
+    if (uv_queue_work(u->loop, &u->work, step_work, step_done) != 0) {
+        step_work(&u->work); /* cannot happen with a valid loop; stay correct anyway */
+        step_done(&u->work, 0);
+    }
 }
 
 static void on_poll(pgl_poller *p, void *arg, int status, int events)
@@ -273,26 +320,35 @@ static void on_timer(uv_timer_t *t)
         u->aborted = true;
         return;
     }
+    if (u->stepping) {
+        u->timed_out = true; /* libpq is busy with u->pg: step_done reports it */
+        return;
+    }
     fail(u, "08001", "timeout connecting to the server (server_connect_timeout)");
+}
+
+static void destroy(pgl_upstream *u)
+{
+    if (u->strings) {
+        OPENSSL_cleanse(u->strings, u->strings_len);
+        free(u->strings);
+    }
+    free(u);
 }
 
 static void on_timer_closed(uv_handle_t *h)
 {
     pgl_upstream *u = h->data;
-    u->handles_open--;
-    if (u->handles_open == 0) {
-        if (u->strings) {
-            OPENSSL_cleanse(u->strings, u->strings_len);
-            free(u->strings);
-        }
-        free(u);
-    }
+    if (--u->handles_open == 0)
+        destroy(u);
 }
 
 static void release(pgl_upstream *u)
 {
     if (u->state == UP_RESOLVING && u->handles_open > 1)
         return; /* the resolver callback will come back here */
+    if (u->stepping)
+        return; /* so will step_done: libpq is using u->pg */
     pgl_poller_close(u->poller);
     u->poller = NULL;
     if (u->pg) {
@@ -325,7 +381,6 @@ int pgl_upstream_start(uv_loop_t *loop, const pgl_upstream_params *p, pgl_upstre
     u->loop = loop;
     u->cb = cb;
     u->arg = arg;
-    u->fd = -1;
     snprintf(u->log_ctx, sizeof u->log_ctx, "%s", p->log_ctx ? p->log_ctx : "upstream");
 
     /* Copy every key and value into one block so the caller's config may

@@ -4,8 +4,10 @@
  *
  * Host names are resolved with uv_getaddrinfo first (libpq would call
  * getaddrinfo synchronously) and passed as `hostaddr`; then
- * PQconnectStartParams/PQconnectPoll run with the socket watched by a
- * pgl_poller. On success the caller gets the PGconn (kept for PQfinish,
+ * PQconnectStartParams runs on the loop and each PQconnectPoll in libuv's
+ * thread pool (the SCRAM key derivation and a TLS handshake cost a few ms
+ * of CPU each, which no client of the loop should wait for), with the
+ * socket watched by a pgl_poller in between. On success the caller gets the PGconn (kept for PQfinish,
  * the backend pid and the cancel key), the poller already watching its
  * socket, and the SSL object when TLS is in use; from then on it reads and
  * writes the socket itself.
