@@ -54,7 +54,8 @@ int pgl_upstream_isolate_env(char *first, size_t len)
 typedef enum {
     UP_STARTING, /* first loop turn: callbacks never run inside _start */
     UP_RESOLVING,
-    UP_POLLING,
+    UP_POLLING,  /* watching the socket for what libpq waits for */
+    UP_STEPPING, /* a PQconnectPoll runs in the thread pool: u->pg is libpq's */
     UP_DONE,
 } up_state;
 
@@ -65,12 +66,11 @@ struct pgl_upstream {
     pgl_upstream_cb cb;
     void *arg;
     uv_getaddrinfo_t resolver;
-    /* One PQconnectPoll at a time runs in the thread pool: the SCRAM key
+    /* PQconnectPoll runs in the thread pool (UP_STEPPING): the SCRAM key
      * derivation (4096 HMAC rounds, ~3 ms) and a TLS handshake would stall
      * every client of the loop if it ran there. */
     uv_work_t work;
-    bool stepping;
-    bool timed_out;
+    bool timed_out; /* while stepping: reported when the step is back */
     PostgresPollingStatusType polled;
     uv_timer_t timer;
     int handles_open;
@@ -166,16 +166,8 @@ static void step_done(uv_work_t *w, int status)
 {
     pgl_upstream *u = w->data;
     (void)status; /* the work is never cancelled */
-    u->stepping = false;
+    u->state = UP_POLLING;
     u->handles_open--;
-    if (uv_is_closing((uv_handle_t *)&u->timer)) {
-        /* The loop is being torn down (its handles closed at exit). */
-        PQfinish(u->pg);
-        u->pg = NULL;
-        if (u->handles_open == 0)
-            destroy(u);
-        return;
-    }
     if (u->aborted) {
         release(u);
         return;
@@ -238,7 +230,7 @@ static void step(pgl_upstream *u)
 {
     pgl_poller_close(u->poller);
     u->poller = NULL;
-    u->stepping = true;
+    u->state = UP_STEPPING;
     u->handles_open++;
     u->work.data = u;
     if (uv_queue_work(u->loop, &u->work, step_work, step_done) != 0) {
@@ -320,7 +312,7 @@ static void on_timer(uv_timer_t *t)
         u->aborted = true;
         return;
     }
-    if (u->stepping) {
+    if (u->state == UP_STEPPING) {
         u->timed_out = true; /* libpq is busy with u->pg: step_done reports it */
         return;
     }
@@ -347,16 +339,22 @@ static void release(pgl_upstream *u)
 {
     if (u->state == UP_RESOLVING && u->handles_open > 1)
         return; /* the resolver callback will come back here */
-    if (u->stepping)
-        return; /* so will step_done: libpq is using u->pg */
-    pgl_poller_close(u->poller);
-    u->poller = NULL;
-    if (u->pg) {
-        PQfinish(u->pg);
-        u->pg = NULL;
+    /* A step in flight still uses u->pg: step_done comes back here for it.
+     * The timer closes now all the same, with its callback: closed later
+     * by the loop's teardown walk, it would have none, and u would never be
+     * freed. Whichever of the two ends last frees u. */
+    if (u->state != UP_STEPPING) {
+        pgl_poller_close(u->poller);
+        u->poller = NULL;
+        if (u->pg) {
+            PQfinish(u->pg);
+            u->pg = NULL;
+        }
     }
     if (!uv_is_closing((uv_handle_t *)&u->timer))
         uv_close((uv_handle_t *)&u->timer, on_timer_closed);
+    else if (u->handles_open == 0)
+        destroy(u);
 }
 
 /* Whether libpq would resolve this host itself (a name, not an address or a

@@ -7,10 +7,10 @@
  * PQconnectStartParams runs on the loop and each PQconnectPoll in libuv's
  * thread pool (the SCRAM key derivation and a TLS handshake cost a few ms
  * of CPU each, which no client of the loop should wait for), with the
- * socket watched by a pgl_poller in between. On success the caller gets the PGconn (kept for PQfinish,
- * the backend pid and the cancel key), the poller already watching its
- * socket, and the SSL object when TLS is in use; from then on it reads and
- * writes the socket itself.
+ * socket watched by a pgl_poller in between. On success the caller gets
+ * the PGconn (kept for PQfinish, the backend pid and the cancel key), the
+ * poller already watching its socket, and the SSL object when TLS is in
+ * use; from then on it reads and writes the socket itself.
  */
 #ifndef PGL_UPSTREAM_H
 #define PGL_UPSTREAM_H
