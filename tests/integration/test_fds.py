@@ -109,6 +109,21 @@ def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def settled_fd_count(pid):
+    """pglease's descriptor count once it has stopped moving for 0.3 s: just
+    after the ready line, a descriptor of its start-up can still close, and
+    an accepted client then leaves the count as it was."""
+    last, since = fd_count(pid), time.monotonic()
+    deadline = since + 5
+    while time.monotonic() - since < 0.3:
+        assert time.monotonic() < deadline, "pglease's descriptors kept changing"
+        time.sleep(0.02)
+        n = fd_count(pid)
+        if n != last:
+            last, since = n, time.monotonic()
+    return last
+
+
 def test_upstream_socket_out_of_descriptors_is_a_clear_error(upstream):
     """The client's own socket takes pglease's last descriptor: the upstream
     login cannot get a socket and the client gets a 53300-style error."""
@@ -117,6 +132,7 @@ def test_upstream_socket_out_of_descriptors_is_a_clear_error(upstream):
     pid = p.proc.pid
     raw = []
     try:
+        settled_fd_count(pid)
         while fd_count(pid) < 63:
             before = fd_count(pid)
             raw.append(socket.create_connection(("127.0.0.1", p.port), timeout=5))
