@@ -523,10 +523,11 @@ def proxy_bound_lines(pb):
 
 # pglease learns a lease's real end when a renewal (at 2/3 of the ttl) comes
 # back capped by max_ttl: with 30 s / 60 s that is at 40 s, 20 s before the
-# end, leaving the new generation ~17 s to replace the old one's servers
-# before the old credential's deadline nears, so the paced replacement
-# (one login every 500 ms: ~10 s for a pool of 20) runs at its own pace and
-# is not hurried by a short lease. A rotation every ~40 s.
+# end. The old servers must stop serving ~12.5 s after the takeover (the
+# end, less the 5 s safety margin and 2 s), and three quarters of that is
+# what one login every 500 ms needs for a pool of 20 (~9.5 s): the paced
+# replacement runs at its own pace (15 s / 30 s would hurry it to ~250 ms).
+# A rotation every ~40 s.
 ROTATION_TTL, ROTATION_MAX_TTL = "30s", "60s"
 # Seconds counted as "around" a rotation: from this long before the takeover
 # (the credential's fetch, its first login) to this long after the old
