@@ -168,7 +168,10 @@ static void step_done(uv_work_t *w, int status)
     (void)status; /* the work is never cancelled */
     u->state = UP_POLLING;
     u->handles_open--;
-    if (u->aborted) {
+    /* A timer closing without an abort: the loop's teardown walk closed
+     * it. Nothing may start on that loop now (a new watcher would keep it
+     * running). */
+    if (u->aborted || uv_is_closing((uv_handle_t *)&u->timer)) {
         release(u);
         return;
     }
