@@ -124,8 +124,8 @@ static const char *pool_user(const pgl_pool *pool)
     return pgl_container_of(pool->generations.next, pgl_generation, node)->user;
 }
 
-/* Every loop's copy of the primary `pool` (itself first): a pool's rows
- * add up its copies. The console runs with the other loops parked. */
+/* A pool's rows add up its copies on every loop (PGL_FOREACH_COPY); the
+ * console runs with the other loops parked. */
 
 /* Every client of every loop. */
 #define FOREACH_CLIENT(px, cl, it, tmp)                                                          \

@@ -126,7 +126,6 @@ static double wall(const pgl_proxy *px, uint64_t ms)
 #define FOREACH_POOL(px, pool, it, tmp)                                                        \
     pgl_list_foreach(it, tmp, &(px)->main.pools) if (((pool) = pgl_container_of(it, pgl_pool, node)), 1)
 
-
 /* Clients of every copy of `pool` in the list at `off` in pgl_pool. */
 static uint64_t clients_in(pgl_proxy *px, pgl_pool *pool, size_t off)
 {
